@@ -1,0 +1,68 @@
+# The README's two commands are `make demo` and `make test`; both bootstrap what they need
+# (`make setup`) and are idempotent: a second run only redoes what changed.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+ROOT      := $(abspath .)
+VENV      := $(ROOT)/.venv
+PY        := $(VENV)/bin/python
+PIP       := $(VENV)/bin/pip --disable-pip-version-check -q
+COMPAT    := $(ROOT)/.build/py38-pins
+WS        := $(ROOT)/.build/catkin_ws
+PKG       := $(ROOT)/packages/depth_estimation
+APT_PKGS  := $(shell cat dependencies-apt-dev.txt | grep -v '^\#')
+WHEELS    := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+STAMPS    := $(ROOT)/.build/stamps
+
+DEMO_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: help setup apt venv workspace test demo clean
+
+help:
+	@echo "make demo   - run the depth node on a real camera recording, write PNGs + latency report"
+	@echo "make test   - pytest on the core library + rostest integration tests"
+	@echo "make setup  - install ROS (apt), the venv and build the catkin workspace (both above do this)"
+
+setup: apt venv workspace
+
+apt: $(STAMPS)/apt
+$(STAMPS)/apt: dependencies-apt-dev.txt
+	@mkdir -p $(STAMPS)
+	@missing=$$(for p in $(APT_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "[setup] installing Debian packages:" $$missing; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	else echo "[setup] Debian packages present"; fi
+	@touch $@
+
+venv: $(STAMPS)/venv
+$(STAMPS)/venv: requirements.txt constraints.txt requirements-py38.txt $(STAMPS)/apt
+	@mkdir -p $(STAMPS)
+	@[ -x $(PY) ] || { echo "[setup] creating $(VENV)"; /usr/bin/python3 -m venv --system-site-packages $(VENV); }
+	@echo "[setup] installing Python dependencies (torch CPU, transformers, ...)"
+	@$(PIP) install $(WHEELS) -c constraints.txt -r requirements.txt 2>&1 | grep -v -e '^WARNING: Location' -e '^$$' || true
+	@$(PY) -c "import torch, transformers, cv2, numpy, rosbags; assert numpy.__version__ < '2'" \
+	  || { echo "[setup] Python dependencies failed to install"; exit 1; }
+	@echo "[setup] installing the Duckietown-image pins (transformers==4.46.3) into $(COMPAT)"
+	@rm -rf $(COMPAT) && $(PIP) install --target $(COMPAT) -c constraints.txt -r requirements-py38.txt 2>&1 | grep -v -e '^WARNING: Location' -e '^$$' || true
+	@touch $@
+
+workspace: $(STAMPS)/workspace
+$(STAMPS)/workspace: $(STAMPS)/venv $(PKG)/CMakeLists.txt $(PKG)/package.xml $(PKG)/setup.py
+	@mkdir -p $(WS)/src
+	@ln -sfn $(PKG) $(WS)/src/depth_estimation
+	@echo "[setup] catkin_make in $(WS)"
+	@cd $(WS) && catkin_make -DPYTHON_EXECUTABLE=$(PY) -DCATKIN_ENABLE_TESTING=ON > $(ROOT)/.build/catkin_make.log 2>&1 \
+	  || { tail -30 $(ROOT)/.build/catkin_make.log; exit 1; }
+	@touch $@
+
+test: setup
+	@source ./env.sh && cd $(ROOT) && python -m pytest $(PYTEST_ARGS)
+
+demo: setup
+	@source ./env.sh && cd $(ROOT) && python -m depth_estimation.demo $(DEMO_ARGS)
+
+clean:
+	rm -rf .build .venv

@@ -1,0 +1,89 @@
+"""Depth-Anything-V2 through transformers: configurations and loading from every source.
+
+The architecture is transformers' ``DepthAnythingForDepthEstimation`` (DINOv2 ViT backbone,
+DPT head). Weights come from a Hugging Face directory or hub id (safetensors only), from the
+authors' original ``.pth`` state dicts (keys converted on load, see :mod:`.convert`), or are
+random (``random:<arch>``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Optional, Sequence
+
+from .models import ARCHS, Da2Arch, ModelNotFound, ModelSpec
+from . import weights
+
+log = logging.getLogger(__name__)
+
+
+def make_config(hidden_size: int, num_layers: int, num_heads: int, out_indices: Sequence[int],
+                neck_hidden_sizes: Sequence[int], fusion_hidden_size: int, image_size: int = 518):
+    """A transformers ``DepthAnythingConfig`` for a relative-depth Depth-Anything-V2."""
+    from transformers import DepthAnythingConfig, Dinov2Config
+
+    backbone = Dinov2Config(
+        hidden_size=hidden_size, num_hidden_layers=num_layers, num_attention_heads=num_heads,
+        mlp_ratio=4, image_size=image_size, patch_size=14, layerscale_value=1.0,
+        out_indices=list(out_indices),
+        apply_layernorm=True, reshape_hidden_states=False,
+    )
+    return DepthAnythingConfig(
+        backbone_config=backbone, reassemble_hidden_size=hidden_size, patch_size=14,
+        reassemble_factors=[4, 2, 1, 0.5], neck_hidden_sizes=list(neck_hidden_sizes),
+        fusion_hidden_size=fusion_hidden_size, head_in_index=-1, head_hidden_size=32,
+        depth_estimation_type="relative",
+    )
+
+
+def arch_config(arch: Da2Arch):
+    return make_config(arch.hidden_size, arch.num_layers, arch.num_heads, arch.out_indices,
+                       arch.neck_hidden_sizes, arch.fusion_hidden_size)
+
+
+def random_model(arch_name: str, seed: Optional[int] = 0):
+    """The architecture ``arch_name`` with random weights (deterministic for a given seed)."""
+    import torch
+    from transformers import DepthAnythingForDepthEstimation
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    return DepthAnythingForDepthEstimation(arch_config(ARCHS[arch_name]))
+
+
+def from_hf_dir(path: str):
+    """Load a Hugging Face format directory (config.json + safetensors)."""
+    from transformers import DepthAnythingForDepthEstimation
+
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise ModelNotFound("model %s: no config.json in that directory (expected a Hugging Face "
+                            "model folder, e.g. from save_pretrained)" % path)
+    if not any(f.endswith(".safetensors") for f in os.listdir(path)):
+        raise ModelNotFound("model %s: no .safetensors weights in that directory (only safetensors "
+                            "are loaded; convert pickled weights with save_pretrained)" % path)
+    return DepthAnythingForDepthEstimation.from_pretrained(path, use_safetensors=True)
+
+
+def load(spec: ModelSpec):
+    """Build the torch module a spec names, in eval mode, on the CPU."""
+    if spec.kind == "random":
+        banner = "UNTRAINED MODEL: %s has RANDOM weights; its depth is meaningless" % spec.text
+        log.warning("\n%s\n%s\n%s", "!" * len(banner), banner, "!" * len(banner))
+        model = random_model(spec.arch)
+    elif spec.kind == "hf_dir":
+        model = from_hf_dir(spec.path)
+    elif spec.kind in ("arch", "hub"):
+        model = from_hf_dir(weights.resolve(spec.hub_id, spec.text))
+    elif spec.kind == "original":
+        from .convert import load_original
+
+        if not os.path.isfile(spec.path):
+            arch = spec.arch or "da2-small"
+            raise ModelNotFound(
+                "model %s: file not found; the authors' checkpoints (%s) are at "
+                "https://huggingface.co/depth-anything, or use model:=%s for the converted ones"
+                % (spec.path, ", ".join(a.original_file for a in ARCHS.values()), arch))
+        model = load_original(spec.path)
+    else:  # pragma: no cover - parse_spec produces no other kinds
+        raise ValueError(spec.kind)
+    return model.eval()

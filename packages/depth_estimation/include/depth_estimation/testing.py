@@ -1,0 +1,109 @@
+"""Fixtures for tests and the rostests: tiny random models in real formats, camera-stream bags.
+
+``python3 -m depth_estimation.testing DIR`` writes everything the package's rostests read
+(they default to ``$DEPTH_TEST_FIXTURES``, else ``/tmp/depth_estimation_fixtures``), so
+``rostest depth_estimation camera_stream.test`` also runs by hand.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Dict, List, Optional
+
+import cv2
+import numpy as np
+
+from . import bags
+
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO_DIR = os.path.dirname(os.path.dirname(PACKAGE_DIR))
+REAL_BAG = os.path.join(REPO_DIR, "assets", "recordings", "raspicam_aruco_marker.bag")
+DEFAULT_DIR = os.environ.get("DEPTH_TEST_FIXTURES", "/tmp/depth_estimation_fixtures")
+TINY = dict(hidden_size=32, num_layers=4, num_heads=2, out_indices=(1, 2, 3, 4),
+            neck_hidden_sizes=(8, 16, 32, 32), fusion_hidden_size=16)
+
+
+def tiny_da2(seed: int = 0):
+    """A Depth-Anything-V2 with the real structure but tiny widths, random weights."""
+    import torch
+    from transformers import DepthAnythingForDepthEstimation
+
+    from .da2 import make_config
+
+    torch.manual_seed(seed)
+    return DepthAnythingForDepthEstimation(make_config(**TINY)).eval()
+
+
+def save_tiny_da2(path: str, seed: int = 0) -> str:
+    """A tiny random model saved in Hugging Face format (config.json + model.safetensors)."""
+    tiny_da2(seed).save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def _jpeg(image: np.ndarray, quality: int = 90) -> bytes:
+    return cv2.imencode(".jpg", image, [int(cv2.IMWRITE_JPEG_QUALITY), quality])[1].tobytes()
+
+
+def _broken_huffman_tables(jpeg: bytes) -> bytes:
+    """The same JPEG with its first Huffman table overwritten (a bit-error in the header)."""
+    start = jpeg.index(b"\xff\xc4") + 5
+    return jpeg[:start] + b"\xff" * 32 + jpeg[start + 32:]
+
+
+def bad_frames(good_jpeg: bytes) -> Dict[str, bytes]:
+    """One frame for every way the node must refuse input (kind -> bytes)."""
+    rng = np.random.default_rng(0)
+    return {
+        "empty": b"",
+        "unknown_format": rng.integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+        "truncated": good_jpeg[: len(good_jpeg) // 2],
+        "corrupt": _broken_huffman_tables(good_jpeg),
+        "too_small": _jpeg(np.full((1, 1, 3), 128, np.uint8)),
+        "too_large": _jpeg(np.zeros((10000, 10000, 3), np.uint8), quality=50),
+    }
+
+
+def write_sidecar(bag_path: str, stamps: List[int], bad_kinds: Dict[int, str], frame: bags.CameraFrame,
+                  rate: float) -> None:
+    info = {"stamps_ns": stamps, "good": [i not in bad_kinds for i in range(len(stamps))], "rate": rate,
+            "bad_kinds": sorted(bad_kinds.values()),
+            "frame_id": frame.frame_id, "width": int(frame.camera_info.width),
+            "height": int(frame.camera_info.height)}
+    with open(os.path.splitext(bag_path)[0] + ".json", "w") as f:
+        json.dump(info, f)
+
+
+def stream_fixture(out: str, count: int, rate: float, bad_every: Optional[int] = None, tail: float = 3.0,
+                   veh: str = "testbot") -> str:
+    """A real-frame stream bag (+ a JSON sidecar with stamps and which frames are good)."""
+    frames = bags.read_camera_frames(REAL_BAG)
+    kinds = {}
+    if bad_every:
+        samples = bad_frames(frames[0].data)
+        names = sorted(samples)
+        kinds = {i: names[(i // bad_every) % len(names)] for i in range(1, count, bad_every)}
+    stamps = bags.camera_stream_bag(frames, out, veh=veh, count=count, rate=rate, tail=tail, overwrite=True,
+                                    bad={i: samples[kind] for i, kind in kinds.items()})
+    write_sidecar(out, stamps, kinds, frames[0], rate)
+    return out
+
+
+def prepare(directory: str = DEFAULT_DIR) -> Dict[str, str]:
+    """Everything the rostests read; returns name -> path."""
+    os.makedirs(directory, exist_ok=True)
+    paths = {
+        "tiny_da2": save_tiny_da2(os.path.join(directory, "tiny_da2")),
+        # 30 Hz real camera stream for 3 s
+        "stream": stream_fixture(os.path.join(directory, "stream.bag"), count=90, rate=30.0),
+        # slower than the tiny model, every 3rd frame bad (each kind of bad input twice)
+        "corrupt": stream_fixture(os.path.join(directory, "corrupt.bag"), count=36, rate=5.0, bad_every=3),
+        # camera rate, far faster than random:da2-small runs here
+        "backlog": stream_fixture(os.path.join(directory, "backlog.bag"), count=180, rate=30.0, tail=6.0),
+    }
+    return paths
+
+
+if __name__ == "__main__":
+    for name, path in prepare(sys.argv[1] if len(sys.argv) > 1 else DEFAULT_DIR).items():
+        print("%-10s %s" % (name, path))
