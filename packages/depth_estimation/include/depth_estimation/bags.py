@@ -87,8 +87,7 @@ def camera_stream_bag(frames: Sequence[CameraFrame], out: str, veh: str = "ducki
         c_end = writer.add_connection(END_TOPIC, "std_msgs/msg/Empty", typestore=store)
         for i in range(count):
             frame = frames[i % len(frames)]
-            t = start + i / rate
-            ns = int(round(t * 1e9))
+            ns = int(round(start * 1e9)) + int(round(i * 1e9 / rate))  # integer ns: no float drift
             header = Header(seq=i, stamp=Time(sec=ns // 10 ** 9, nanosec=ns % 10 ** 9), frame_id=frame.frame_id)
             msg = Compressed(header=header, format=frame.format, data=np.frombuffer(bad.get(i, frame.data), np.uint8))
             if frame.camera_info is not None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Optional, Sequence
+from contextlib import contextmanager
+from typing import Iterator, Optional, Sequence
 
 from .models import ARCHS, Da2Arch, ModelNotFound, ModelSpec
 from . import weights
@@ -61,7 +62,20 @@ def from_hf_dir(path: str):
     if not any(f.endswith(".safetensors") for f in os.listdir(path)):
         raise ModelNotFound("model %s: no .safetensors weights in that directory (only safetensors "
                             "are loaded; convert pickled weights with save_pretrained)" % path)
-    return DepthAnythingForDepthEstimation.from_pretrained(path, use_safetensors=True)
+    with _unreadable(path):
+        return DepthAnythingForDepthEstimation.from_pretrained(path, use_safetensors=True)
+
+
+@contextmanager
+def _unreadable(path: str) -> Iterator[None]:
+    """Turn any failure to read model files into a one-line ModelNotFound naming ``path``."""
+    try:
+        yield
+    except ModelNotFound:
+        raise
+    except Exception as exc:  # safetensors, pickle, shape and JSON errors all end here
+        detail = " ".join(str(exc).split())[:300]
+        raise ModelNotFound("model %s: cannot read it (%s: %s)" % (path, type(exc).__name__, detail)) from exc
 
 
 def load(spec: ModelSpec):
@@ -83,7 +97,8 @@ def load(spec: ModelSpec):
                 "model %s: file not found; the authors' checkpoints (%s) are at "
                 "https://huggingface.co/depth-anything, or use model:=%s for the converted ones"
                 % (spec.path, ", ".join(a.original_file for a in ARCHS.values()), arch))
-        model = load_original(spec.path)
+        with _unreadable(spec.path):
+            model = load_original(spec.path)
     else:  # pragma: no cover - parse_spec produces no other kinds
         raise ValueError(spec.kind)
     return model.eval()

@@ -19,7 +19,7 @@ def input_shape(height: int, width: int, short_side: int = 518, multiple: int = 
     """(h, w) of the network input: aspect ratio kept, short side ~``short_side``, sides multiples of 14."""
     if height <= 0 or width <= 0:
         raise ValueError("image of size %dx%d" % (width, height))
-    scale = float(short_side) / min(height, width)
+    scale = float(_multiple(short_side, multiple)) / min(height, width)
     return _multiple(height * scale, multiple), _multiple(width * scale, multiple)
 
 

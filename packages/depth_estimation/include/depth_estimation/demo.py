@@ -1,0 +1,232 @@
+"""``make demo``: the depth node on a real camera recording, as it runs on the robot.
+
+Starts its own roscore on a free port, replays a real camera recording (re-stamped into a
+camera-rate stream under the Duckiebot topic names) with ``rosbag play --clock``, runs
+``depth_node.launch`` with the embedded defaults of ``config/depth_node/default.yaml``, saves
+the colorized depth as PNG with image_view's ``image_saver``, records the node's outputs, and
+writes a latency report (JSON + a printed table). Everything is shut down at the end.
+
+Model: the default spec (``da2-small``) with real weights from the local cache when present,
+fetched once when the hub is reachable, else ``random:da2-small`` behind a loud banner.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+import yaml
+
+from . import bags, weights
+from .models import ModelNotFound, parse_spec
+
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO_DIR = os.path.dirname(os.path.dirname(PACKAGE_DIR))
+DEFAULT_CONFIG = os.path.join(PACKAGE_DIR, "config", "depth_node", "default.yaml")
+DEFAULT_BAG = os.path.join(REPO_DIR, "assets", "recordings", "raspicam_aruco_marker.bag")
+IMAGE_SAVER = "/usr/lib/image_view/image_saver"
+
+
+def node_defaults() -> Dict:
+    with open(DEFAULT_CONFIG) as f:
+        return yaml.safe_load(f)
+
+
+def choose_model(requested: Optional[str]) -> str:
+    """The requested spec, or the default one with the weights-or-random fallback."""
+    if requested:
+        return requested
+    spec = parse_spec(str(node_defaults()["model"]))
+    if spec.hub_id is None or weights.cached_dir(spec.hub_id):
+        return spec.text
+    try:
+        print("[demo] %s weights not cached; trying to fetch %s once ..." % (spec.text, spec.hub_id))
+        weights.fetch(spec.hub_id)
+        return spec.text
+    except Exception as exc:  # no network here is the normal case
+        fallback = "random:" + (spec.arch or "da2-small")
+        line = "NO WEIGHTS for %s (%s): running %s, UNTRAINED - the depth below is meaningless" % (
+            spec.text, type(exc).__name__, fallback)
+        print("\n" + "!" * len(line) + "\n" + line + "\n" + "!" * len(line) + "\n", flush=True)
+        return fallback
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError("roscore did not come up on port %d" % port)
+
+
+class Processes:
+    """Child processes, each in its own session, stopped with SIGINT (like Ctrl-C) in reverse order."""
+
+    def __init__(self, env: Dict[str, str], log_dir: str):
+        self.env, self.log_dir, self.procs = env, log_dir, []
+
+    def start(self, name: str, cmd: List[str]) -> subprocess.Popen:
+        log = open(os.path.join(self.log_dir, name + ".log"), "w")
+        proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append((name, proc, log))
+        return proc
+
+    def stop_all(self) -> None:
+        for _name, proc, _log in reversed(self.procs):
+            _signal_group(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                pass
+            _signal_group(proc.pid, signal.SIGKILL)  # stragglers (e.g. a child that ignored SIGINT)
+            proc.wait()
+        for _name, _proc, log in self.procs:
+            log.close()
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def percentiles(values: List[float]) -> Dict[str, Optional[float]]:
+    if not values:
+        return {"p50": None, "p95": None, "max": None}
+    arr = np.asarray(values)
+    return {"p50": float(np.percentile(arr, 50)), "p95": float(np.percentile(arr, 95)), "max": float(arr.max())}
+
+
+def report_from_bag(path: str, veh: str, model: str, frames_sent: int, rate: float) -> Dict:
+    """Latency report from the recorded outputs: per-frame age and the node's last diagnostics."""
+    depth_topic = "/%s/depth_node/depth/image_raw" % veh
+    ages, diag = [], {}
+    level = message = None
+    for topic, t, msg in bags.iter_messages(path, [depth_topic, "/diagnostics"]):
+        if topic == depth_topic:
+            ages.append((t - (msg.header.stamp.sec + msg.header.stamp.nanosec / 1e9)) * 1000.0)
+        else:
+            for status in msg.status:
+                if "depth_node" in status.name:
+                    diag = {kv.key: kv.value for kv in status.values}
+                    level, message = int(status.level), status.message
+    return {"model": model, "camera_rate_hz": rate, "frames_sent": frames_sent, "depth_frames": len(ages),
+            "end_to_end_ms_recorded": percentiles(ages), "diagnostics": diag,
+            "diagnostics_level": level, "diagnostics_message": message}
+
+
+def write_json(path: str, data: Dict) -> None:
+    tmp = path + ".partial"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
+
+
+def print_table(report: Dict) -> None:
+    d = report["diagnostics"]
+    rows = [("model", report["model"] + ("  (RANDOM WEIGHTS)" if report["model"].startswith("random:") else "")),
+            ("device / input short side", "%s / %s" % (d.get("device"), d.get("input_size"))),
+            ("frames sent / in / out", "%d / %s / %s" % (report["frames_sent"], d.get("frames_in"), d.get("frames_out"))),
+            ("frames dropped / rejected", "%s / %s" % (d.get("frames_dropped"), d.get("frames_rejected"))),
+            ("input / output rate (Hz)", "%s / %s" % (d.get("input_hz"), d.get("output_hz")))]
+    for key in ("decode", "preprocess", "inference", "postprocess", "colorize", "encode", "end_to_end"):
+        rows.append(("%s ms p50 / p95" % key, "%s / %s" % (d.get(key + "_ms_p50"), d.get(key + "_ms_p95", "-"))))
+    width = max(len(r[0]) for r in rows)
+    print("\nLatency report (%s)" % report["diagnostics_message"])
+    for name, value in rows:
+        print("  %-*s  %s" % (width, name, value))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m depth_estimation.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bag", default=DEFAULT_BAG, help="camera recording (CompressedImage frames)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of the replayed stream")
+    parser.add_argument("--rate", type=float, default=30.0, help="camera rate of the replay (Hz)")
+    parser.add_argument("--veh", default="duckiebot", help="robot name (topic namespace)")
+    parser.add_argument("--model", default=None, help="model spec (default: the node's default, see above)")
+    parser.add_argument("--out", default=os.path.join(os.getcwd(), "demo_output"), help="output folder")
+    args = parser.parse_args(argv)
+
+    model = choose_model(args.model)
+    try:
+        parse_spec(model)
+    except (ValueError, ModelNotFound) as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return 2
+    out = os.path.abspath(args.out)
+    png_dir, log_dir = os.path.join(out, "colorized"), os.path.join(out, "logs")
+    if os.path.isdir(png_dir):
+        shutil.rmtree(png_dir)  # the previous demo's frames; this folder belongs to the demo
+    os.makedirs(png_dir)
+    os.makedirs(log_dir, exist_ok=True)
+    frames = bags.read_camera_frames(args.bag)
+    if not frames:
+        print("error: %s has no sensor_msgs/CompressedImage frames" % args.bag, file=sys.stderr)
+        return 2
+    work = tempfile.mkdtemp(prefix="depth_demo_")
+    stream = os.path.join(work, "camera.bag")
+    count = int(args.seconds * args.rate)
+    bags.camera_stream_bag(frames, stream, veh=args.veh, count=count, rate=args.rate, tail=3.0)
+    print("[demo] %d real frame(s) from %s -> %.0f s at %.0f Hz on /%s/camera_node/image/compressed"
+          % (len(frames), os.path.relpath(args.bag), args.seconds, args.rate, args.veh), flush=True)
+
+    port = free_port()
+    env = dict(os.environ, ROS_MASTER_URI="http://127.0.0.1:%d" % port, ROS_IP="127.0.0.1")
+    env.pop("ROS_HOSTNAME", None)
+    procs = Processes(env, log_dir)
+    outputs = os.path.join(out, "outputs.bag")
+    ns = "/%s/depth_node" % args.veh
+    try:
+        procs.start("roscore", ["roscore", "-p", str(port)])
+        wait_for_port(port)
+        subprocess.run(["rosparam", "set", "/use_sim_time", "true"], env=env, check=True, timeout=30)
+        node = procs.start("depth_node", ["roslaunch", "depth_estimation", "depth_node.launch",
+                                          "veh:=" + args.veh, "model:=" + model, "required:=true"])
+        procs.start("image_saver", [IMAGE_SAVER, "image:=%s/depth/colorized" % ns,
+                                    "_filename_format:=%s/depth_%%04i.png" % png_dir, "__name:=demo_image_saver"])
+        procs.start("record", ["rosbag", "record", "-O", outputs, ns + "/depth/image_raw",
+                               ns + "/depth/camera_info", "/diagnostics", bags.END_TOPIC])
+        print("[demo] waiting for depth_node to load %s (log: %s)" % (model, os.path.join(log_dir, "depth_node.log")),
+              flush=True)
+        player = procs.start("camera", ["rosbag", "play", "--clock", "--wait-for-subscribers", stream])
+        while player.poll() is None:
+            if node.poll() is not None:
+                with open(os.path.join(log_dir, "depth_node.log")) as f:
+                    fatal = [l.strip() for l in f if "FATAL" in l or "Error" in l]
+                print("error: depth_node exited: %s" % (fatal[-1] if fatal else "see its log"), file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+    finally:
+        procs.stop_all()
+        shutil.rmtree(work, ignore_errors=True)
+
+    report = report_from_bag(outputs, args.veh, model, count, args.rate)
+    report["colorized_pngs"] = len([f for f in os.listdir(png_dir) if f.endswith(".png")])
+    write_json(os.path.join(out, "latency_report.json"), report)
+    print_table(report)
+    print("\n[demo] %d colorized depth PNGs in %s; report %s"
+          % (report["colorized_pngs"], png_dir, os.path.join(out, "latency_report.json")))
+    return 0 if report["depth_frames"] > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

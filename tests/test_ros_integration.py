@@ -1,0 +1,90 @@
+"""Real ROS: rostest against recorded bags, the node's start-up failure, and `make demo`'s driver.
+
+These need the catkin workspace and ROS environment (`source env.sh`; `make test` does it).
+"""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import cv2
+import pytest
+
+from conftest import ROOT
+
+
+def _ros_env(tmp_path, **extra):
+    if shutil.which("rostest") is None or not os.environ.get("ROS_PACKAGE_PATH"):
+        pytest.fail("ROS environment missing: run through `make test` (or `source env.sh` first)")
+    env = dict(os.environ, ROS_HOME=str(tmp_path / "ros_home"), **extra)
+    env.pop("ROS_MASTER_URI", None)
+    return env
+
+
+@pytest.fixture(scope="session")
+def fixtures(tmp_path_factory):
+    from depth_estimation.testing import prepare
+
+    directory = str(tmp_path_factory.mktemp("rostest_fixtures"))
+    prepare(directory)
+    return directory
+
+
+@pytest.mark.parametrize("test_file", ["camera_stream.test", "corrupt_frames.test", "no_backlog.test"])
+def test_rostest(test_file, fixtures, tmp_path):
+    proc = subprocess.run(["rostest", "depth_estimation", test_file, "fixtures:=" + fixtures],
+                          env=_ros_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          universal_newlines=True, timeout=400)
+    tail = "\n".join(proc.stdout.splitlines()[-40:])
+    assert proc.returncode == 0 and "RESULT: SUCCESS" in proc.stdout, tail
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("model, expected", [
+    ("/nonexistent/depth_anything_v2_vits.pth", "/nonexistent/depth_anything_v2_vits.pth: file not found"),
+    ("da2-small", "python3 -m depth_estimation.weights fetch da2-small"),
+])
+def test_missing_model_stops_the_node_with_one_line(model, expected, tmp_path):
+    port = _free_port()
+    env = _ros_env(tmp_path, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "empty_hf"),
+                   ROS_MASTER_URI="http://127.0.0.1:%d" % port)
+    proc = subprocess.run(["roslaunch", "-p", str(port), "depth_estimation", "depth_node.launch", "veh:=t",
+                           "model:=" + model, "required:=true"], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, universal_newlines=True, timeout=120)
+    fatal = [line for line in proc.stdout.splitlines() if "[FATAL]" in line]
+    assert len(fatal) == 1, proc.stdout[-3000:]
+    assert expected in fatal[0]
+    assert "Traceback" not in proc.stdout
+
+
+def test_demo_leaves_depth_pngs_and_a_latency_report(tiny_dir, tmp_path):
+    out = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, "-m", "depth_estimation.demo", "--seconds", "3", "--model", tiny_dir,
+                           "--out", str(out)], env=_ros_env(tmp_path), cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, universal_newlines=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    report = json.loads((out / "latency_report.json").read_text())
+    assert report["frames_sent"] == 90 and report["depth_frames"] >= 3
+    assert int(report["diagnostics"]["frames_in"]) == 90
+    assert float(report["diagnostics"]["inference_ms_p50"]) > 0
+    pngs = sorted((out / "colorized").glob("*.png"))
+    assert len(pngs) >= 3
+    assert cv2.imread(str(pngs[0])).shape == (720, 1280, 3)
+    assert "Latency report" in proc.stdout and "inference ms p50" in proc.stdout
+    leftovers = subprocess.run(["pgrep", "-f", str(out)], stdout=subprocess.PIPE).stdout.split()
+    assert not leftovers, "demo left processes running"
+
+
+def test_demo_falls_back_to_random_weights_loudly(hf_cache, capsys):
+    from depth_estimation import demo
+
+    assert demo.choose_model(None) == "random:da2-small"
+    assert "UNTRAINED" in capsys.readouterr().out
+    assert demo.choose_model("random:da2-base") == "random:da2-base"
