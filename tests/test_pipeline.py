@@ -69,12 +69,13 @@ def test_health_reports_levels_and_required_keys():
     assert level == OK
     assert health.report(103.0)[0] == WARN  # no camera frames for 3 s
     for i in range(10):
-        health.frame_in(103.0 + 0.1 * i, dropped_previous=i % 2 == 1)
+        health.frame_in(103.0 + 0.1 * i, dropped_previous=i % 2 == 1, seq=100 + i + (i >= 5) * 3)
     timer.record("infer", 50.0)
     health.frame_out(104.0, stamp=103.9)
     level, message, values = health.report(104.0)
     assert level == OK, message
     assert values["frames_in"] == "10" and values["frames_dropped"] == "5" and values["frames_out"] == "1"
+    assert values["frames_missed"] == "3"  # the camera's seq jumped by 4 once
     assert values["end_to_end_ms_p50"] == "100.0" and values["inference_ms_p50"] == "50.0"
     health.frame_rejected("truncated")
     level, message, values = health.report(104.5)

@@ -71,12 +71,15 @@ def test_demo_leaves_depth_pngs_and_a_latency_report(tiny_dir, tmp_path):
                           stderr=subprocess.STDOUT, universal_newlines=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:]
     report = json.loads((out / "latency_report.json").read_text())
-    assert report["frames_sent"] == 90 and report["depth_frames"] >= 3
-    assert int(report["diagnostics"]["frames_in"]) == 90
-    assert float(report["diagnostics"]["inference_ms_p50"]) > 0
+    diag, why = report["diagnostics"], json.dumps(report) + "\n" + proc.stdout[-2000:]
+    assert report["frames_sent"] == 90 and report["depth_frames"] >= 3, why
+    assert int(diag["frames_in"]) + int(diag["frames_missed"]) == 90, why
+    assert int(diag["frames_in"]) == int(diag["frames_out"]) + int(diag["frames_dropped"]), why
+    assert float(diag["inference_ms_p50"]) > 0, why
     pngs = sorted((out / "colorized").glob("*.png"))
-    assert len(pngs) >= 3
+    assert len(pngs) >= 3, why
     assert cv2.imread(str(pngs[0])).shape == (720, 1280, 3)
+    assert cv2.imread(str(out / "montage.png")).shape == (360, 1280, 3)  # camera | depth, 640 wide each
     assert "Latency report" in proc.stdout and "inference ms p50" in proc.stdout
     leftovers = subprocess.run(["pgrep", "-f", str(out)], stdout=subprocess.PIPE).stdout.split()
     assert not leftovers, "demo left processes running"

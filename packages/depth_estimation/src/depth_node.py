@@ -67,7 +67,7 @@ class DepthNode:
         self.camera_info = msg
 
     def on_image(self, msg):
-        self.health.frame_in(rospy.get_time(), self.slot.put(msg))
+        self.health.frame_in(rospy.get_time(), self.slot.put(msg), msg.header.seq)
 
     def run(self):
         while not rospy.is_shutdown():

@@ -115,22 +115,42 @@ def percentiles(values: List[float]) -> Dict[str, Optional[float]]:
     return {"p50": float(np.percentile(arr, 50)), "p95": float(np.percentile(arr, 95)), "max": float(arr.max())}
 
 
-def report_from_bag(path: str, veh: str, model: str, frames_sent: int, rate: float) -> Dict:
-    """Latency report from the recorded outputs: per-frame age and the node's last diagnostics."""
+def report_from_bag(path: str, veh: str, model: str, frames_sent: int, rate: float, stream_end: float) -> Dict:
+    """Latency report from the recorded outputs: per-frame age and the node's last diagnostics
+    (rates from the last report while the camera was still streaming, counts from the final one)."""
     depth_topic = "/%s/depth_node/depth/image_raw" % veh
-    ages, diag = [], {}
+    ages, diag, rates = [], {}, {}
     level = message = None
     for topic, t, msg in bags.iter_messages(path, [depth_topic, "/diagnostics"]):
         if topic == depth_topic:
             ages.append((t - (msg.header.stamp.sec + msg.header.stamp.nanosec / 1e9)) * 1000.0)
-        else:
-            for status in msg.status:
-                if "depth_node" in status.name:
-                    diag = {kv.key: kv.value for kv in status.values}
+            continue
+        for status in msg.status:
+            if "depth_node" in status.name:
+                diag = {kv.key: kv.value for kv in status.values}
+                if t <= stream_end:
+                    rates = {k: diag[k] for k in ("input_hz", "output_hz")}
                     level, message = int(status.level), status.message
+    diag.update(rates)
     return {"model": model, "camera_rate_hz": rate, "frames_sent": frames_sent, "depth_frames": len(ages),
             "end_to_end_ms_recorded": percentiles(ages), "diagnostics": diag,
             "diagnostics_level": level, "diagnostics_message": message}
+
+
+def write_montage(camera_jpeg: bytes, depth_png: str, model: str, out: str, width: int = 640) -> None:
+    """Camera frame | colorized depth, side by side, labelled: what rqt_image_view shows."""
+    import cv2
+
+    from .frames import decode
+
+    tiles = []
+    for image, label in ((decode(camera_jpeg), "camera"), (cv2.imread(depth_png), "depth: " + model)):
+        image = cv2.resize(image, (width, int(round(image.shape[0] * width / image.shape[1]))),
+                           interpolation=cv2.INTER_AREA)
+        cv2.rectangle(image, (0, 0), (width, 28), (0, 0, 0), -1)
+        cv2.putText(image, label, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
+        tiles.append(image)
+    cv2.imwrite(out, np.hstack(tiles))
 
 
 def write_json(path: str, data: Dict) -> None:
@@ -145,7 +165,8 @@ def print_table(report: Dict) -> None:
     rows = [("model", report["model"] + ("  (RANDOM WEIGHTS)" if report["model"].startswith("random:") else "")),
             ("device / input short side", "%s / %s" % (d.get("device"), d.get("input_size"))),
             ("frames sent / in / out", "%d / %s / %s" % (report["frames_sent"], d.get("frames_in"), d.get("frames_out"))),
-            ("frames dropped / rejected", "%s / %s" % (d.get("frames_dropped"), d.get("frames_rejected"))),
+            ("frames dropped / rejected / missed", "%s / %s / %s" % (
+                d.get("frames_dropped"), d.get("frames_rejected"), d.get("frames_missed"))),
             ("input / output rate (Hz)", "%s / %s" % (d.get("input_hz"), d.get("output_hz")))]
     for key in ("decode", "preprocess", "inference", "postprocess", "colorize", "encode", "end_to_end"):
         rows.append(("%s ms p50 / p95" % key, "%s / %s" % (d.get(key + "_ms_p50"), d.get(key + "_ms_p95", "-"))))
@@ -185,7 +206,7 @@ def main(argv=None) -> int:
     work = tempfile.mkdtemp(prefix="depth_demo_")
     stream = os.path.join(work, "camera.bag")
     count = int(args.seconds * args.rate)
-    bags.camera_stream_bag(frames, stream, veh=args.veh, count=count, rate=args.rate, tail=3.0)
+    stamps = bags.camera_stream_bag(frames, stream, veh=args.veh, count=count, rate=args.rate, tail=3.0)
     print("[demo] %d real frame(s) from %s -> %.0f s at %.0f Hz on /%s/camera_node/image/compressed"
           % (len(frames), os.path.relpath(args.bag), args.seconds, args.rate, args.veh), flush=True)
 
@@ -219,8 +240,11 @@ def main(argv=None) -> int:
         procs.stop_all()
         shutil.rmtree(work, ignore_errors=True)
 
-    report = report_from_bag(outputs, args.veh, model, count, args.rate)
-    report["colorized_pngs"] = len([f for f in os.listdir(png_dir) if f.endswith(".png")])
+    report = report_from_bag(outputs, args.veh, model, count, args.rate, stamps[-1] / 1e9)
+    pngs = sorted(f for f in os.listdir(png_dir) if f.endswith(".png"))
+    report["colorized_pngs"] = len(pngs)
+    if pngs:
+        write_montage(frames[0].data, os.path.join(png_dir, pngs[-1]), model, os.path.join(out, "montage.png"))
     write_json(os.path.join(out, "latency_report.json"), report)
     print_table(report)
     print("\n[demo] %d colorized depth PNGs in %s; report %s"

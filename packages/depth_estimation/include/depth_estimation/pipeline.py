@@ -107,6 +107,8 @@ class NodeHealth:
     def __init__(self, timer: StageTimer, info: Dict[str, str], stall_after: float = 5.0, window: int = 100):
         self.timer, self.info, self.stall_after = timer, dict(info), stall_after
         self.frames_in = self.frames_out = self.frames_dropped = self.frames_rejected = 0
+        self.frames_missed = 0  # gaps in the camera's header.seq: lost before the node saw them
+        self._last_seq: Optional[int] = None
         self.rejected_kinds: Counter = Counter()
         self.input_rate, self.output_rate = RateMeter(), RateMeter()
         self.end_to_end = Rolling(window)
@@ -116,9 +118,13 @@ class NodeHealth:
         self._rejected_at_last_report = 0
         self._lock = threading.Lock()
 
-    def frame_in(self, now: float, dropped_previous: bool) -> None:
+    def frame_in(self, now: float, dropped_previous: bool, seq: Optional[int] = None) -> None:
+        """A camera frame arrived; ``dropped_previous``: it replaced one never processed."""
         with self._lock:
             self.frames_in += 1
+            if seq is not None and self._last_seq is not None and 0 < seq - self._last_seq <= 10000:
+                self.frames_missed += seq - self._last_seq - 1  # a restart or reorder is no gap
+            self._last_seq = seq if seq is not None else self._last_seq
             self.frames_dropped += int(dropped_previous)
             self.last_in = now
             self.input_rate.tick(now)
@@ -156,6 +162,7 @@ class NodeHealth:
                 "output_hz": "%.2f" % self.output_rate.rate(now),
                 "frames_in": str(self.frames_in), "frames_out": str(self.frames_out),
                 "frames_dropped": str(self.frames_dropped), "frames_rejected": str(self.frames_rejected),
+                "frames_missed": str(self.frames_missed),
                 "rejected_kinds": ",".join("%s=%d" % kv for kv in sorted(self.rejected_kinds.items())),
             })
             new_rejects = self.frames_rejected - self._rejected_at_last_report
