@@ -11,4 +11,5 @@ source "$_de_root/.venv/bin/activate"
 export DEPTH_ESTIMATION_ROOT="$_de_root"
 export ROS_HOME="${ROS_HOME:-$_de_root/.build/ros_home}"
 export PYTHONPATH="$_de_root/packages/depth_estimation/include${PYTHONPATH:+:$PYTHONPATH}"
+export PATH="$_de_root/packages/depth_estimation/scripts:$PATH"
 unset _de_root

@@ -18,13 +18,17 @@ def test_spec_forms(tmp_path, tiny_dir):
     assert parse_spec("random:da2-large").kind == "random" and parse_spec("random:da2-large").untrained
     assert parse_spec(tiny_dir).kind == "hf_dir"
     assert parse_spec("depth-anything/Depth-Anything-V2-Base-hf").arch == "da2-base"
+    assert parse_spec("random:fastdepth-mnv3").family == "fastdepth"
+    q = parse_spec("random:da2-small@hqq4-dq")
+    assert (q.kind, q.arch, q.quant.bits, q.quant.dequantize, q.base) == ("random", "da2-small", 4, True, "random:da2-small")
+    assert parse_spec("da2-base@hqq2").quant.dequantize is False
     pth = parse_spec(str(tmp_path / "depth_anything_v2_vitl.pth"))
     assert (pth.kind, pth.arch) == ("original", "da2-large")
 
 
-@pytest.mark.parametrize("bad", ["", "random:da2-huge", "da2-small@hqq4"])
+@pytest.mark.parametrize("bad", ["", "random:da2-huge", "da2-small@hqq5", "random:fastdepth-mnv3@hqq4", "da2-small@hqq4@hqq8"])
 def test_bad_specs_say_what_is_accepted(bad):
-    with pytest.raises(ValueError, match="da2-small"):
+    with pytest.raises(ValueError, match="da2-small|Depth-Anything-V2"):
         parse_spec(bad)
 
 

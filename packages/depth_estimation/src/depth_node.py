@@ -17,7 +17,7 @@ from depth_estimation.frames import RejectedFrame
 from depth_estimation.models import ModelNotFound
 from depth_estimation.pipeline import LatestSlot, NodeHealth, pipeline_from_params
 
-PARAMS = ("model", "backend", "device", "input_size", "threads", "colormap", "color_range",
+PARAMS = ("model", "backend", "device", "half", "input_size", "threads", "colormap", "color_range",
           "color_percentiles", "color_vmin", "color_vmax", "jpeg_quality", "min_side", "max_side",
           "diagnostics_period", "stall_after")
 BUFF_SIZE = 2 ** 24  # rospy reads whole messages only if its buffer holds one (a 1280x720 JPEG is ~0.5 MB)

@@ -7,15 +7,13 @@ random (``random:<arch>``).
 """
 from __future__ import annotations
 
-import logging
 import os
 from contextlib import contextmanager
 from typing import Iterator, Optional, Sequence
 
-from .models import ARCHS, Da2Arch, ModelNotFound, ModelSpec
+from .models import ARCHS, Da2Arch, ModelNotFound, ModelSpec, announce_untrained
 from . import weights
 
-log = logging.getLogger(__name__)
 
 
 def make_config(hidden_size: int, num_layers: int, num_heads: int, out_indices: Sequence[int],
@@ -81,8 +79,7 @@ def _unreadable(path: str) -> Iterator[None]:
 def load(spec: ModelSpec):
     """Build the torch module a spec names, in eval mode, on the CPU."""
     if spec.kind == "random":
-        banner = "UNTRAINED MODEL: %s has RANDOM weights; its depth is meaningless" % spec.text
-        log.warning("\n%s\n%s\n%s", "!" * len(banner), banner, "!" * len(banner))
+        announce_untrained(spec.text)
         model = random_model(spec.arch)
     elif spec.kind == "hf_dir":
         model = from_hf_dir(spec.path)

@@ -11,8 +11,10 @@ A spec is one of
 """
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 
@@ -51,20 +53,58 @@ class ModelNotFound(RuntimeError):
     """The model a spec names is not on this machine; the message says how to get it."""
 
 
+STUDENTS = ("fastdepth-mnv3",)
+HQQ_BITS = (8, 4, 3, 2, 1)
+
+
+@dataclass(frozen=True)
+class Quant:
+    """``@hqq4`` (packed: dequantized layer by layer in the forward) or ``@hqq4-dq`` (expanded at load)."""
+
+    bits: int
+    dequantize: bool
+    group_size: int = 64
+
+    @property
+    def suffix(self) -> str:
+        return "@hqq%d%s" % (self.bits, "-dq" if self.dequantize else "")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A parsed model spec. ``text`` is the string users type and every table shows."""
 
     text: str
-    kind: str  # "random" | "arch" | "hub" | "hf_dir" | "original"
-    arch: Optional[str] = None  # key of ARCHS when known
+    # "random" | "arch" | "hub" | "hf_dir" | "original" | "student" | "student_dir" | "quantized_dir" | "onnx"
+    kind: str
+    arch: Optional[str] = None  # key of ARCHS or STUDENTS when known
     path: Optional[str] = None  # local file or directory
     hub_id: Optional[str] = None
-    options: Tuple[str, ...] = field(default=())  # "@..." suffixes, for later variants
+    quant: Optional[Quant] = None
 
     @property
     def untrained(self) -> bool:
         return self.kind == "random"
+
+    @property
+    def family(self) -> str:
+        """"fastdepth" for the student, "da2" for Depth-Anything-V2, "onnx" for an exported file."""
+        if self.kind == "onnx":
+            return "onnx"
+        return "fastdepth" if self.arch in STUDENTS or self.kind == "student_dir" else "da2"
+
+    @property
+    def base(self) -> str:
+        """The spec without its quantization suffix."""
+        return self.text.split("@")[0]
+
+
+def _parse_quant(text: str, option: str) -> Quant:
+    match = re.fullmatch(r"hqq(\d)(-dq)?", option)
+    if not match or int(match.group(1)) not in HQQ_BITS:
+        raise ValueError("model spec %r: unknown suffix @%s; use @hqqN (packed) or @hqqN-dq (dequantized "
+                         "at load), N in %s" % (text, option, "/".join(map(str, HQQ_BITS))))
+    return Quant(int(match.group(1)), bool(match.group(2)))
 
 
 def parse_spec(text: str) -> ModelSpec:
@@ -73,26 +113,54 @@ def parse_spec(text: str) -> ModelSpec:
     if not text:
         raise ValueError("empty model spec; " + SPEC_HELP)
     base, *options = text.split("@")
+    if len(options) > 1:
+        raise ValueError("model spec %r: at most one @suffix; %s" % (text, SPEC_HELP))
+    spec = _parse_base(text, base)
     if options:
-        raise ValueError("model spec %r: variant suffixes (%s) are not supported yet; %s"
-                         % (text, ", ".join("@" + o for o in options), SPEC_HELP))
+        quant = _parse_quant(text, options[0])
+        if spec.family != "da2" or spec.kind == "quantized_dir":
+            raise ValueError("model spec %r: HQQ quantizes Depth-Anything-V2 backbones, not %s" % (text, base))
+        spec = ModelSpec(text, spec.kind, spec.arch, spec.path, spec.hub_id, quant)
+    return spec
+
+
+def _parse_base(text: str, base: str) -> ModelSpec:
     if base.startswith(RANDOM_PREFIX):
         arch = base[len(RANDOM_PREFIX):]
-        if arch not in ARCHS:
+        if arch not in ARCHS and arch not in STUDENTS:
             raise ValueError("model spec %r: unknown architecture %r; known: %s"
-                             % (text, arch, ", ".join(sorted(ARCHS))))
+                             % (text, arch, ", ".join(sorted(ARCHS) + list(STUDENTS))))
         return ModelSpec(text, "random", arch=arch)
     if base in ARCHS:
         return ModelSpec(text, "arch", arch=base, hub_id=ARCHS[base].hub_id)
+    if base in STUDENTS:
+        return ModelSpec(text, "student", arch=base)
     expanded = os.path.expanduser(base)
     if os.path.isdir(expanded):
-        return ModelSpec(text, "hf_dir", path=expanded)
+        return ModelSpec(text, _folder_kind(expanded), path=expanded)
     if expanded.endswith((".pth", ".pt")):
         return ModelSpec(text, "original", path=expanded, arch=_arch_from_filename(expanded))
+    if expanded.endswith(".onnx"):
+        if not os.path.isfile(expanded):
+            raise ModelNotFound("model %s: file not found; write one with 'python3 -m depth_estimation.export "
+                                "SPEC --out %s'" % (base, base))
+        return ModelSpec(text, "onnx", path=expanded)
     if base.count("/") == 1 and not base.startswith((".", "/", "~")):
         arch = next((a.name for a in ARCHS.values() if a.hub_id == base), None)
         return ModelSpec(text, "hub", arch=arch, hub_id=base)
     raise ModelNotFound("model %r: no such file or directory, and not a known spec; %s" % (text, SPEC_HELP))
+
+
+def _folder_kind(path: str) -> str:
+    if os.path.isfile(os.path.join(path, "quantization.json")):
+        return "quantized_dir"
+    try:
+        with open(os.path.join(path, "config.json")) as f:
+            if json.load(f).get("model_type") in STUDENTS:
+                return "student_dir"
+    except (OSError, ValueError):
+        pass
+    return "hf_dir"
 
 
 def _arch_from_filename(path: str) -> Optional[str]:
@@ -100,10 +168,32 @@ def _arch_from_filename(path: str) -> Optional[str]:
     return next((a.name for a in ARCHS.values() if a.original_file == name), None)
 
 
-SPEC_HELP = ("use one of: %s, random:<arch>, a Hugging Face id (owner/name), "
-             "a local Hugging Face directory, or an original depth_anything_v2_vit{s,b,l}.pth"
-             % ", ".join(sorted(ARCHS)))
+SPEC_HELP = ("use one of: %s, %s, random:<arch>, a Hugging Face id (owner/name), a local Hugging Face, "
+             "student or quantized folder, an original depth_anything_v2_vit{s,b,l}.pth or an exported .onnx; "
+             "Depth-Anything-V2 specs take @hqqN or @hqqN-dq (N = 8, 4, 3, 2, 1)"
+             % (", ".join(sorted(ARCHS)), ", ".join(STUDENTS)))
+
+
+def cache_dir(*parts: str) -> str:
+    """This package's cache (quantized models, ONNX exports, engines): $DEPTH_ESTIMATION_CACHE or
+    ~/.cache/depth_estimation."""
+    root = os.environ.get("DEPTH_ESTIMATION_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
+                                                                      "depth_estimation")
+    return os.path.join(root, *parts)
+
+
+def safe_name(text: str) -> str:
+    """A spec as a file name."""
+    return re.sub(r"[^A-Za-z0-9_.@+-]+", "_", text).strip("_")
+
+
+def announce_untrained(text: str) -> None:
+    """Say loudly (log WARNING) that a model has random weights."""
+    import logging
+
+    line = "UNTRAINED MODEL: %s has RANDOM weights; its depth is meaningless" % text
+    logging.getLogger("depth_estimation").warning("\n%s\n%s\n%s", "!" * len(line), line, "!" * len(line))
 
 
 def known_specs() -> List[str]:
-    return sorted(ARCHS) + [RANDOM_PREFIX + a for a in sorted(ARCHS)]
+    return sorted(ARCHS) + list(STUDENTS) + [RANDOM_PREFIX + a for a in sorted(ARCHS) + list(STUDENTS)]

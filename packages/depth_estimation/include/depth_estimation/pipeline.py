@@ -64,9 +64,9 @@ class DepthResult:
 
 def pipeline_from_params(params: Dict[str, Any]) -> DepthPipeline:
     """The node's pipeline from its parameters (config/depth_node/default.yaml + overrides)."""
-    estimator = DepthEstimator(model=str(params["model"]), input_size=int(params["input_size"]),
+    estimator = DepthEstimator(model=str(params["model"]), input_size=int(params["input_size"]) or None,
                                backend=str(params["backend"]), device=str(params["device"]),
-                               threads=int(params["threads"]))
+                               threads=int(params["threads"]), half=bool(params["half"]))
     colorizer = Colorizer(colormap=str(params["colormap"]), range_mode=str(params["color_range"]),
                           percentiles=tuple(params["color_percentiles"]),
                           vmin=params.get("color_vmin"), vmax=params.get("color_vmax"))

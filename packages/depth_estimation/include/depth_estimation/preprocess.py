@@ -23,21 +23,28 @@ def input_shape(height: int, width: int, short_side: int = 518, multiple: int = 
     return _multiple(height * scale, multiple), _multiple(width * scale, multiple)
 
 
-def to_tensor(rgb: np.ndarray, short_side: int = 518):
-    """RGB uint8 HxWx3 -> normalized float tensor 1x3xh'xw' (bicubic resize, ImageNet mean/std)."""
+def normalize(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    """RGB uint8 HxWx3 -> float32 1x3xheightxwidth network input (bicubic resize, ImageNet mean/std)."""
+    if rgb.shape[:2] != (height, width):
+        rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_CUBIC)
+    x = (rgb.astype(np.float32) * (1.0 / 255.0) - IMAGENET_MEAN) / IMAGENET_STD
+    return np.ascontiguousarray(x.transpose(2, 0, 1))[None]
+
+
+def to_tensor(rgb: np.ndarray, short_side: int = 518, multiple: int = PATCH):
+    """RGB uint8 HxWx3 -> normalized float tensor 1x3xh'xw' at :func:`input_shape`."""
     import torch
 
-    h, w = input_shape(rgb.shape[0], rgb.shape[1], short_side)
-    resized = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_CUBIC)
-    x = (resized.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
+    return torch.from_numpy(normalize(rgb, *input_shape(rgb.shape[0], rgb.shape[1], short_side, multiple)))
 
 
 def to_frame_size(prediction, height: int, width: int) -> np.ndarray:
-    """Network output (1xhxw or 1x1xhxw tensor) -> float32 HxW numpy at the frame size (bilinear)."""
+    """Network output (tensor or array, 1xhxw or 1x1xhxw) -> float32 HxW numpy at the frame size (bilinear)."""
+    import torch
     import torch.nn.functional as F
 
-    pred = prediction.reshape(1, 1, prediction.shape[-2], prediction.shape[-1]).float()
+    pred = torch.as_tensor(prediction)
+    pred = pred.reshape(1, 1, pred.shape[-2], pred.shape[-1]).float()
     if pred.shape[-2:] != (height, width):
         pred = F.interpolate(pred, size=(height, width), mode="bilinear", align_corners=False)
     return pred[0, 0].cpu().numpy().astype(np.float32, copy=False)

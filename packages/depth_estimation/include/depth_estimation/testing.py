@@ -20,7 +20,7 @@ PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__
 REPO_DIR = os.path.dirname(os.path.dirname(PACKAGE_DIR))
 REAL_BAG = os.path.join(REPO_DIR, "assets", "recordings", "raspicam_aruco_marker.bag")
 DEFAULT_DIR = os.environ.get("DEPTH_TEST_FIXTURES", "/tmp/depth_estimation_fixtures")
-TINY = dict(hidden_size=32, num_layers=4, num_heads=2, out_indices=(1, 2, 3, 4),
+TINY = dict(hidden_size=64, num_layers=4, num_heads=2, out_indices=(1, 2, 3, 4),
             neck_hidden_sizes=(8, 16, 32, 32), fusion_hidden_size=16)
 
 

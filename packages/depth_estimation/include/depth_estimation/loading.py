@@ -1,0 +1,77 @@
+"""One entry point from a model spec to a torch network: ``load_net(spec)``.
+
+Every network it returns has the same face: ``forward(x: [B,3,H,W]) -> [B,H,W]`` relative
+inverse depth, ``multiple`` (input sides must be multiples of it) and ``default_input_size``
+(short side). ONNX files are not torch networks: the estimator hands them to a backend.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+from .models import ModelNotFound, ModelSpec, announce_untrained, parse_spec
+
+log = logging.getLogger(__name__)
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+class DA2Net(_torch().nn.Module):
+    """Depth-Anything-V2 (transformers) behind the common ``forward(x) -> [B,H,W]``."""
+
+    multiple = 14
+    default_input_size = 518
+
+    def __init__(self, hf_model):
+        super().__init__()
+        self.hf = hf_model
+
+    def forward(self, x):
+        return self.hf(pixel_values=x).predicted_depth
+
+
+def load_net(spec: ModelSpec):
+    """The torch network a spec names, in eval mode, on the CPU."""
+    if spec.family == "onnx":
+        raise ValueError("model %s is an ONNX file: use backend onnxruntime or tensorrt" % spec.text)
+    if spec.family == "fastdepth":
+        return _load_student(spec).eval()
+    if spec.kind == "quantized_dir":
+        from . import quantize
+
+        return DA2Net(quantize.load_quantized(spec.path, dequantize=False)).eval()
+    if spec.quant is not None:
+        return DA2Net(_load_quantized(spec)).eval()
+    from . import da2
+
+    return DA2Net(da2.load(spec)).eval()
+
+
+def _load_student(spec: ModelSpec):
+    from . import fastdepth
+
+    if spec.kind == "random":
+        announce_untrained(spec.text)
+        return fastdepth.random_student()
+    if spec.kind == "student_dir":
+        return fastdepth.load_student(spec.path)
+    raise ModelNotFound("model %s: there are no released weights of the student; train one with "
+                        "'depth-distill' and run model:=<its folder>, or use model:=random:%s" % (spec.text, spec.arch))
+
+
+def _load_quantized(spec: ModelSpec):
+    """``<base>@hqqN[-dq]``: the quantized copy from the cache, made once on first use."""
+    from . import da2, quantize
+
+    q = spec.quant
+    folder = quantize.default_dir(spec.base, q.bits, q.group_size)
+    if not os.path.isfile(os.path.join(folder, "quantization.json")):
+        log.warning("quantizing %s to %d bits once; saved to %s so later starts only load it",
+                    spec.base, q.bits, folder)
+        model = quantize.quantize_model(da2.load(parse_spec(spec.base)), q.bits, q.group_size)
+        quantize.save_quantized(model, folder, {"base": spec.base}, overwrite=True)
+    return quantize.load_quantized(folder, dequantize=q.dequantize)

@@ -1,0 +1,91 @@
+"""Model variants through the one estimator: the student, HQQ specs, ONNX Runtime, and depth-bench."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from depth_estimation import bench
+from depth_estimation.estimator import DepthEstimator
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEPTH_ESTIMATION_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _rgb(h=120, w=160, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_student_runs_at_its_own_input_size():
+    est = DepthEstimator("random:fastdepth-mnv3", input_size=None).load()
+    assert est.input_size == 192 and est.input_hw(480, 640) == (192, 256)
+    depth = est.infer(_rgb(480, 640))
+    assert depth.shape == (480, 640) and depth.dtype == np.float32 and (depth >= 0).all()
+
+
+def test_quantized_spec_is_made_once_then_only_loaded(tiny_dir, cache, monkeypatch):
+    from depth_estimation import quantize
+
+    packed = DepthEstimator(tiny_dir + "@hqq8", input_size=56).load()
+    saved = os.listdir(cache / "quantized")
+    assert len(saved) == 1 and "@hqq8" in saved[0]
+    monkeypatch.setattr(quantize, "quantize_model", lambda *a, **k: pytest.fail("re-quantized at start-up"))
+    dq = DepthEstimator(tiny_dir + "@hqq8-dq", input_size=56).load()
+    rgb = _rgb()
+    a, b = packed.infer(rgb), dq.infer(rgb)
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(a).max())
+    fp32 = DepthEstimator(tiny_dir, input_size=56).load().infer(rgb)
+    assert bench.abs_rel_aligned(a, fp32) < 0.05  # 8 bits stay close to the fp32 model
+
+
+def test_onnxruntime_backend_exports_once_and_matches_torch(tiny_dir, cache):
+    rgb = _rgb()
+    torch_out = DepthEstimator(tiny_dir, input_size=56).load().infer(rgb)
+    ort = DepthEstimator(tiny_dir, input_size=56, backend="onnxruntime").load()
+    ort_out = ort.infer(rgb)
+    np.testing.assert_allclose(ort_out, torch_out, rtol=1e-3, atol=1e-3 * np.abs(torch_out).max())
+    exported = list((cache / "onnx").glob("*.onnx"))
+    assert len(exported) == 1
+    mtime = exported[0].stat().st_mtime_ns
+    again = DepthEstimator(tiny_dir, input_size=56, backend="onnxruntime").load()
+    again.infer(rgb)
+    assert exported[0].stat().st_mtime_ns == mtime  # reused, not exported again
+    by_file = DepthEstimator(str(exported[0]), backend="onnxruntime").load()
+    assert by_file.input_hw(120, 160) == ort.input_hw(120, 160)
+    np.testing.assert_allclose(by_file.infer(rgb), ort_out, rtol=1e-5, atol=1e-6 * np.abs(ort_out).max())
+    with pytest.raises(ValueError, match="onnxruntime"):
+        DepthEstimator(str(exported[0]), backend="torch")
+
+
+def test_bench_writes_every_documented_field(tiny_dir, cache, tmp_path, real_jpeg):
+    frames = bench.load_frames(os.path.join(bench.DEFAULT_FRAMES))
+    assert len(frames) == 2 and frames[0][:3] == b"\xff\xd8\xff"
+    rows = bench.run([tiny_dir, tiny_dir + "@hqq4"], ["torch", "onnxruntime"], [56], frames, runs=2, warmup=1)
+    paths = {(os.path.basename(r["variant"]), r["backend"], r["path"]) for r in rows}
+    assert ("tiny_da2", "torch", "bare") in paths and ("tiny_da2", "torch", "node") in paths
+    assert ("tiny_da2", "torch", "pipeline") in paths and ("tiny_da2", "onnxruntime", "bare") in paths
+    assert ("tiny_da2@hqq4", "torch", "bare") in paths
+    for row in rows:
+        assert not row.get("note"), row
+        for field in ("latency_ms_p50", "latency_ms_p95", "fps", "weight_bytes", "file_bytes", "peak_rss_bytes",
+                      "gflops", "gflops_per_s", "matmul_gflops_per_s"):
+            assert row.get(field) is not None and row[field] > 0, (field, row)
+    quantized = [r for r in rows if r["variant"].endswith("@hqq4")]
+    assert all(0 <= r["fidelity_abs_rel"] < 1 for r in quantized)
+    fp32 = next(r for r in rows if r["variant"] == tiny_dir and r["path"] == "bare" and r["backend"] == "torch")
+    assert quantized[0]["weight_bytes"] < fp32["weight_bytes"]
+    out = tmp_path / "b"
+    bench.write_outputs(rows, str(out) + ".json", str(out) + ".csv", str(out) + ".png", {"command": "test"})
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert len(data["rows"]) == len(rows)
+    header = (tmp_path / "b.csv").read_text().splitlines()[0].split(",")
+    assert header == bench.FIELDS
+    assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_cli_refuses_bad_specs(capsys):
+    assert bench.main(["--variants", "random:da2-huge", "--runs", "1"]) == 2
+    assert "da2-huge" in capsys.readouterr().err
