@@ -83,7 +83,26 @@ ARG DEFAULT_MODEL=da2-small
 ENV HF_HOME=/opt/depth_estimation/hf
 RUN PYTHONPATH=${REPO_PATH}/packages/depth_estimation/include \
   python3 -m depth_estimation.weights fetch "${DEFAULT_MODEL}"
-ENV DEPTH_MODEL=${DEFAULT_MODEL}
+
+# what the launchers run unless DEPTH_MODEL / DEPTH_BACKEND are set:
+# - amd64 (laptop, `dts devel run -R ROBOT`): the model with PyTorch (CUDA when the laptop has it);
+# - arm64v8 (Jetson Nano, `-H ROBOT`): the model exported to ONNX here at the embedded input size;
+#   the node builds the TensorRT engine from it on first start (minutes; cached next to it).
+#   TensorRT 7.1 and PyCUDA come with Duckietown's machine-learning base: build it with
+#   BASE_IMAGE=dt-machine-learning-base-environment. Not built or run here (no Docker, no Jetson).
+ARG ARCH
+ARG DEFAULT_INPUT_SIZE=308
+RUN mkdir -p /opt/depth_estimation && \
+  if [ "${ARCH}" = "arm64v8" ]; then \
+    PYTHONPATH=${REPO_PATH}/packages/depth_estimation/include python3 -m depth_estimation.export \
+      "${DEFAULT_MODEL}" --input-size "${DEFAULT_INPUT_SIZE}" --frame-size 640x480 \
+      --out /opt/depth_estimation/default.onnx && \
+    echo /opt/depth_estimation/default.onnx > /opt/depth_estimation/default_model && \
+    echo tensorrt > /opt/depth_estimation/default_backend; \
+  else \
+    echo "${DEFAULT_MODEL}" > /opt/depth_estimation/default_model && \
+    echo torch > /opt/depth_estimation/default_backend; \
+  fi
 
 # install launcher scripts
 COPY ./launchers/. "${LAUNCH_PATH}/"

@@ -206,11 +206,20 @@ def test_launcher_roslaunch_matches_the_launch_file(path):
     assert required <= set(passed), f"required by {launch} but not passed: {required - set(passed)}"
 
 
-def test_launcher_model_fallback_is_the_baked_in_model():
+def test_launcher_defaults_are_what_the_image_bakes_in():
+    """The launcher's fallbacks are the files the Dockerfile writes: the fetched DEFAULT_MODEL (amd64)
+    or its ONNX export (arm64v8), so the robot never needs weights it does not have."""
+    runs = " ".join(r for kw, r in dockerfile() if kw == "RUN")
     default_model = args_of(split_at_from()[2])["DEFAULT_MODEL"]
-    for path in LAUNCHER_FILES:
-        for fallback in re.findall(r"\$\{DEPTH_MODEL:-([^}]+)\}", path.read_text()):
-            assert fallback == default_model, f"{path.name}: weights of {fallback} are not in the image"
+    assert default_model and 'echo "${DEFAULT_MODEL}" > /opt/depth_estimation/default_model' in runs
+    assert "--out /opt/depth_estimation/default.onnx" in runs
+    assert "echo /opt/depth_estimation/default.onnx > /opt/depth_estimation/default_model" in runs
+    assert "echo tensorrt > /opt/depth_estimation/default_backend" in runs
+    script = launcher_script(LAUNCHERS / "default.sh")
+    _pkg, _launch, passed = roslaunch_call(script)
+    assert passed["model"] == "${DEPTH_MODEL:-$(cat $DEFAULTS/default_model)}"  # shlex drops the quotes
+    assert passed["backend"] == "${DEPTH_BACKEND:-$(cat $DEFAULTS/default_backend)}"
+    assert "DEFAULTS=/opt/depth_estimation" in script
 
 
 # ---------------------------------------------------------------- Python dependencies

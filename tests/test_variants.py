@@ -89,3 +89,23 @@ def test_bench_writes_every_documented_field(tiny_dir, cache, tmp_path, real_jpe
 def test_bench_cli_refuses_bad_specs(capsys):
     assert bench.main(["--variants", "random:da2-huge", "--runs", "1"]) == 2
     assert "da2-huge" in capsys.readouterr().err
+
+
+def test_depth_bench_command_end_to_end(tiny_dir, cache, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import INCLUDE, ROOT
+
+    script = os.path.join(ROOT, "packages", "depth_estimation", "scripts", "depth-bench")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([INCLUDE, os.environ.get("PYTHONPATH", "")]))
+    out = tmp_path / "r"
+    proc = subprocess.run([sys.executable, script, "--variants", tiny_dir, "--backends", "torch", "--input-size",
+                           "56", "--runs", "2", "--warmup", "0", "--no-pipeline", "--json", str(out) + ".json",
+                           "--csv", str(out) + ".csv", "--plot", str(out) + ".png"], env=env, cwd=str(tmp_path),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    assert {r["path"] for r in rows} == {"bare", "node"}
+    assert "latency_ms_p50" in proc.stdout  # the printed table
+    assert (tmp_path / "r.csv").exists() and (tmp_path / "r.png").exists()

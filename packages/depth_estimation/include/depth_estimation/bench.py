@@ -309,7 +309,7 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", default="random:da2-small", help="comma-separated model specs")
     parser.add_argument("--backends", default="torch", help="comma-separated: torch, onnxruntime, tensorrt")
-    parser.add_argument("--input-size", default="", help="comma-separated short sides (default: each model's own)")
+    parser.add_argument("--input-size", default="", help="comma-separated short sides; 0 or nothing = each model's own")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
@@ -319,7 +319,7 @@ def main(argv=None) -> int:
     parser.add_argument("--csv")
     parser.add_argument("--plot")
     args = parser.parse_args(argv)
-    sizes = [int(s) for s in args.input_size.split(",") if s.strip()] or [None]
+    sizes = [int(s) or None for s in args.input_size.split(",") if s.strip()] or [None]
     try:
         frames = load_frames(args.frames)
         rows = run([v.strip() for v in args.variants.split(",") if v.strip()],
