@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import csv
 import glob
-import json
 import multiprocessing
 import os
 import sys
@@ -27,6 +26,7 @@ import cv2
 import numpy as np
 
 from . import preprocess
+from .atomic import atomic_file, write_json
 from .models import parse_spec
 
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -243,22 +243,14 @@ def run(variants: Sequence[str], backends: Sequence[str], sizes: Sequence[Option
 def write_outputs(rows: List[Dict], json_path: Optional[str], csv_path: Optional[str],
                   plot_path: Optional[str], meta: Dict) -> None:
     if json_path:
-        _atomic(json_path, lambda f: json.dump({"meta": meta, "rows": rows}, f, indent=2))
+        write_json(json_path, {"meta": meta, "rows": rows})
     if csv_path:
-        def write_csv(f):
+        with atomic_file(csv_path, newline="") as f:
             writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
-        _atomic(csv_path, write_csv)
     if plot_path:
         plot(rows, plot_path)
-
-
-def _atomic(path: str, write) -> None:
-    tmp = path + ".partial"
-    with open(tmp, "w", newline="") as f:
-        write(f)
-    os.replace(tmp, path)
 
 
 def plot(rows: List[Dict], path: str) -> None:
@@ -276,7 +268,8 @@ def plot(rows: List[Dict], path: str) -> None:
     ax1.bar(x - 0.2, [r["latency_ms_p50"] for r in bare], 0.4, label="bare forward")
     ax1.bar(x + 0.2, [node.get((r["variant"], r["backend"], r["input_size"]), {}).get("latency_ms_p50", 0)
                       for r in bare], 0.4, label="node path")
-    ax1.set_ylabel("latency p50 (ms)")
+    ax1.set_yscale("log")  # the student and Depth-Anything-V2 differ by 40x
+    ax1.set_ylabel("latency p50 (ms, log scale)")
     ax1.set_title("latency per frame (lower is better)")
     ax1.legend()
     ax2.bar(x, [(r.get("weight_bytes") or 0) / 2 ** 20 for r in bare], 0.5, color="tab:green")
@@ -286,9 +279,9 @@ def plot(rows: List[Dict], path: str) -> None:
         ax.set_xticks(x)
         ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path + ".partial.png", dpi=110)
+    with atomic_file(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
-    os.replace(path + ".partial.png", path)
 
 
 def print_table(rows: List[Dict]) -> None:

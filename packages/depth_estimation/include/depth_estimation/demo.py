@@ -12,7 +12,6 @@ fetched once when the hub is reachable, else ``random:da2-small`` behind a loud 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -27,6 +26,7 @@ import numpy as np
 import yaml
 
 from . import bags, weights
+from .atomic import write_json
 from .models import ModelNotFound, parse_spec
 
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -118,7 +118,7 @@ def percentiles(values: List[float]) -> Dict[str, Optional[float]]:
 def report_from_bag(path: str, veh: str, model: str, frames_sent: int, rate: float, stream_end: float) -> Dict:
     """Latency report from the recorded outputs: per-frame age and the node's last diagnostics
     (rates from the last report while the camera was still streaming, counts from the final one)."""
-    depth_topic = "/%s/depth_node/depth/image_raw" % veh
+    depth_topic = "/%s/depth_node/depth/camera_info" % veh  # one per depth frame, stamped like it
     ages, diag, rates = [], {}, {}
     level = message = None
     for topic, t, msg in bags.iter_messages(path, [depth_topic, "/diagnostics"]):
@@ -153,13 +153,6 @@ def write_montage(camera_jpeg: bytes, depth_png: str, model: str, out: str, widt
     cv2.imwrite(out, np.hstack(tiles))
 
 
-def write_json(path: str, data: Dict) -> None:
-    tmp = path + ".partial"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
-
-
 def print_table(report: Dict) -> None:
     d = report["diagnostics"]
     rows = [("model", report["model"] + ("  (RANDOM WEIGHTS)" if report["model"].startswith("random:") else "")),
@@ -169,7 +162,9 @@ def print_table(report: Dict) -> None:
                 d.get("frames_dropped"), d.get("frames_rejected"), d.get("frames_missed"))),
             ("input / output rate (Hz)", "%s / %s" % (d.get("input_hz"), d.get("output_hz")))]
     for key in ("decode", "preprocess", "inference", "postprocess", "colorize", "encode", "end_to_end"):
-        rows.append(("%s ms p50 / p95" % key, "%s / %s" % (d.get(key + "_ms_p50"), d.get(key + "_ms_p95", "-"))))
+        p50 = d.get(key + "_ms_p50")
+        rows.append(("%s ms p50 / p95" % key, "n/a (no subscriber)" if p50 == "nan" else
+                     "%s / %s" % (p50, d.get(key + "_ms_p95", "-"))))
     width = max(len(r[0]) for r in rows)
     print("\nLatency report (%s)" % report["diagnostics_message"])
     for name, value in rows:
@@ -215,6 +210,9 @@ def main(argv=None) -> int:
     env.pop("ROS_HOSTNAME", None)
     procs = Processes(env, log_dir)
     outputs = os.path.join(out, "outputs.bag")
+    for stale in (outputs, outputs + ".active"):  # never report on a previous run's recording
+        if os.path.exists(stale):
+            os.remove(stale)
     ns = "/%s/depth_node" % args.veh
     try:
         procs.start("roscore", ["roscore", "-p", str(port)])
@@ -224,8 +222,9 @@ def main(argv=None) -> int:
                                           "veh:=" + args.veh, "model:=" + model, "required:=true"])
         procs.start("image_saver", [IMAGE_SAVER, "image:=%s/depth/colorized" % ns,
                                     "_filename_format:=%s/depth_%%04i.png" % png_dir, "__name:=demo_image_saver"])
-        procs.start("record", ["rosbag", "record", "-O", outputs, ns + "/depth/image_raw",
-                               ns + "/depth/camera_info", "/diagnostics", bags.END_TOPIC])
+        # small topics only (a 32FC1 frame is MBs): the bag closes at once on Ctrl-C
+        procs.start("record", ["rosbag", "record", "-O", outputs, ns + "/depth/camera_info", "/diagnostics",
+                               bags.END_TOPIC])
         print("[demo] waiting for depth_node to load %s (log: %s)" % (model, os.path.join(log_dir, "depth_node.log")),
               flush=True)
         player = procs.start("camera", ["rosbag", "play", "--clock", "--wait-for-subscribers", stream])
@@ -240,6 +239,10 @@ def main(argv=None) -> int:
         procs.stop_all()
         shutil.rmtree(work, ignore_errors=True)
 
+    if not os.path.exists(outputs):
+        print("error: the recording of the node's outputs did not finish (%s)" % os.path.join(log_dir, "record.log"),
+              file=sys.stderr)
+        return 1
     report = report_from_bag(outputs, args.veh, model, count, args.rate, stamps[-1] / 1e9)
     pngs = sorted(f for f in os.listdir(png_dir) if f.endswith(".png"))
     report["colorized_pngs"] = len(pngs)

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from typing import List, Tuple
 
 import torch
@@ -185,32 +183,10 @@ def _config() -> dict:
 
 def save_student(model: FastDepthMNV3, directory: str, overwrite: bool = False) -> str:
     """Write ``config.json`` + ``model.safetensors`` into ``directory`` atomically; returns it."""
-    from safetensors.torch import save_file
+    from .atomic import write_model_folder
 
-    directory = os.path.abspath(directory)
-    if os.path.isdir(directory) and os.listdir(directory) and not overwrite:
-        raise FileExistsError("%s exists and is not empty (pass overwrite=True)" % directory)
-    if os.path.exists(directory) and not os.path.isdir(directory):
-        raise FileExistsError("%s exists and is not a directory" % directory)
-    parent = os.path.dirname(directory)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(directory) + ".tmp-", dir=parent)
-    try:
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, os.path.join(tmp, WEIGHTS_NAME), metadata={"format": "pt"})
-        with open(os.path.join(tmp, CONFIG_NAME), "w") as f:
-            json.dump(_config(), f, indent=2)
-        old = None
-        if os.path.isdir(directory):
-            old = tempfile.mkdtemp(prefix="." + os.path.basename(directory) + ".old-", dir=parent)
-            os.rename(directory, os.path.join(old, "d"))
-        os.rename(tmp, directory)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return directory
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return write_model_folder(directory, state, WEIGHTS_NAME, CONFIG_NAME, _config(), overwrite=overwrite)
 
 
 def _read_config(directory: str) -> dict:

@@ -25,9 +25,7 @@ import argparse
 import json
 import os
 import re
-import shutil
 import sys
-import tempfile
 import time
 from typing import Dict, Iterator, Optional, Tuple
 
@@ -150,14 +148,11 @@ def _layer_record(layer) -> dict:
 
 def save_quantized(model, directory: str, meta: Optional[dict] = None, overwrite: bool = False) -> str:
     """Write ``model.safetensors`` + ``quantization.json`` into ``directory`` (atomically)."""
-    from safetensors.torch import save_file
+    from .atomic import write_model_folder
 
     layers = dict(_hqq_layers(model))
     if not layers:
         raise ValueError("model has no HQQLinear layers; quantize_model() it first")
-    directory = os.path.abspath(os.path.expanduser(directory))
-    if os.path.exists(directory) and not overwrite:
-        raise FileExistsError("%s exists; pass overwrite=True (--force) to replace it" % directory)
     records = {_canon(name): _layer_record(layer) for name, layer in layers.items()}
     first = next(iter(records.values()))
     if any(r["nbits"] != first["nbits"] or r["group_size"] != first["group_size"] for r in records.values()):
@@ -174,28 +169,8 @@ def save_quantized(model, directory: str, meta: Optional[dict] = None, overwrite
     info.update(method="hqq", bits=first["nbits"], group_size=first["group_size"], axis=first["axis"],
                 base=(meta or {}).get("base"), config=model.config.to_dict(), format_version=FORMAT_VERSION,
                 layers=records)
-    parent = os.path.dirname(directory)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".%s.tmp-" % os.path.basename(directory), dir=parent)
-    try:
-        save_file(tensors, os.path.join(tmp, WEIGHTS_FILE), metadata={"format": "pt", "method": "hqq"})
-        with open(os.path.join(tmp, META_FILE), "w") as f:
-            json.dump(info, f, indent=1, default=_dtype_name)
-        umask = os.umask(0o22)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp and safetensors make owner-only files; readable like others
-        os.chmod(os.path.join(tmp, WEIGHTS_FILE), 0o666 & ~umask)
-        old = None
-        if os.path.exists(directory):
-            old = tempfile.mkdtemp(prefix=".%s.old-" % os.path.basename(directory), dir=parent)
-            os.rename(directory, os.path.join(old, "d"))
-        os.rename(tmp, directory)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return directory
+    return write_model_folder(directory, tensors, WEIGHTS_FILE, META_FILE, info, overwrite=overwrite,
+                              metadata={"format": "pt", "method": "hqq"}, json_default=_dtype_name)
 
 
 def read_info(directory: str) -> dict:
