@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 
-from . import preprocess
+from . import preprocess, quantize
 from .atomic import atomic_file, write_json
 from .models import parse_spec
 
@@ -78,21 +78,6 @@ def count_gflops(net, hw) -> Optional[float]:
         return None
 
 
-def weight_bytes(net) -> int:
-    """Bytes of the parameters and buffers in memory (HQQ's packed tensors counted packed)."""
-    try:
-        from .quantize import weight_bytes as quantized_bytes
-
-        return int(quantized_bytes(net))
-    except ImportError:
-        seen, total = set(), 0
-        for t in list(net.parameters()) + list(net.buffers()):
-            if t.data_ptr() not in seen:
-                seen.add(t.data_ptr())
-                total += t.numel() * t.element_size()
-        return total
-
-
 def file_bytes(spec) -> Optional[int]:
     """Bytes of the variant's weights on disk (what the robot stores), when they are files."""
     path = spec.path
@@ -132,12 +117,12 @@ def run_cell(cell: Dict) -> List[Dict]:
     frame_hw = rgbs[0].shape[:2]
     hw = est.input_hw(*frame_hw)
     inputs = [preprocess.normalize(r, *hw) for r in rgbs]
-    runner = est._runner(hw)
+    runner = est.runner_for(hw)
     common = {"variant": cell["variant"], "backend": cell["backend"], "input_size": cell["input_size"],
               "input_hw": "%dx%d" % hw, "frame_hw": "%dx%d" % frame_hw, "runs": runs,
               "threads": torch.get_num_threads(), "matmul_gflops_per_s": cell["matmul_gflops_per_s"]}
     if est.net is not None:
-        common.update(weight_bytes=weight_bytes(est.net), gflops=count_gflops(est.net, hw))
+        common.update(weight_bytes=quantize.weight_bytes(est.net), gflops=count_gflops(est.net, hw))
     common["file_bytes"] = file_bytes(est.spec)
     onnx = est.onnx_path(hw)
     if onnx:  # what the runtime holds and what the robot stores is the ONNX file (weights dequantized)

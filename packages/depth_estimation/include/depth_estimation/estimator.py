@@ -94,7 +94,7 @@ class DepthEstimator:
             raise ValueError("expected an RGB uint8 HxWx3 image, got %s %s" % (rgb.dtype, rgb.shape))
         height, width = rgb.shape[:2]
         hw = self.input_hw(height, width)
-        runner = self._runner(hw)
+        runner = self.runner_for(hw)
         with self.timer.stage("preprocess"):
             x = preprocess.normalize(rgb, *hw)
         with self.timer.stage("infer"):
@@ -108,7 +108,8 @@ class DepthEstimator:
             return None
         return self.spec.path if self.spec.family == "onnx" else self._onnx_for(hw)
 
-    def _runner(self, hw: Tuple[int, int]):
+    def runner_for(self, hw: Tuple[int, int]):
+        """The backend runner for network input ``hw`` (ONNX backends: exported on first use)."""
         runner = self._runners.get(None) or self._runners.get(hw)
         if runner is None:
             runner = self._runners[hw] = self._make_runner(self._onnx_for(hw))

@@ -9,18 +9,14 @@ from __future__ import annotations
 import logging
 import os
 
+import torch
+
 from .models import ModelNotFound, ModelSpec, announce_untrained, parse_spec
 
 log = logging.getLogger(__name__)
 
 
-def _torch():
-    import torch
-
-    return torch
-
-
-class DA2Net(_torch().nn.Module):
+class DA2Net(torch.nn.Module):
     """Depth-Anything-V2 (transformers) behind the common ``forward(x) -> [B,H,W]``."""
 
     multiple = 14
