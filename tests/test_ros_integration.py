@@ -32,13 +32,25 @@ def fixtures(tmp_path_factory):
     return directory
 
 
-@pytest.mark.parametrize("test_file", ["camera_stream.test", "corrupt_frames.test", "no_backlog.test"])
-def test_rostest(test_file, fixtures, tmp_path):
-    proc = subprocess.run(["rostest", "depth_estimation", test_file, "fixtures:=" + fixtures],
+def _rostest(tmp_path, test_file, *args):
+    proc = subprocess.run(["rostest", "depth_estimation", test_file] + list(args),
                           env=_ros_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           universal_newlines=True, timeout=400)
     tail = "\n".join(proc.stdout.splitlines()[-40:])
     assert proc.returncode == 0 and "RESULT: SUCCESS" in proc.stdout, tail
+
+
+@pytest.mark.parametrize("test_file", ["camera_stream.test", "corrupt_frames.test", "no_backlog.test"])
+def test_rostest(test_file, fixtures, tmp_path):
+    _rostest(tmp_path, test_file, "fixtures:=" + fixtures)
+
+
+def test_student_folder_runs_in_the_node(fixtures, tmp_path):
+    """A student folder (what depth-distill train writes) is a model the node publishes depth with."""
+    from depth_estimation.fastdepth import random_student, save_student
+
+    student = save_student(random_student(seed=3), str(tmp_path / "student"))
+    _rostest(tmp_path, "camera_stream.test", "fixtures:=" + fixtures, "model:=" + student)
 
 
 def _free_port():

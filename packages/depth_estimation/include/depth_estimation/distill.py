@@ -1,0 +1,30 @@
+"""``depth-distill``: from a folder of images (or a robot's bags) to a student on the robot.
+
+    depth-distill label --teacher da2-small --images ~/photos --cache cache/   # the teacher labels
+    depth-distill train --cache cache/ --out runs/student1 --steps 20000       # the student learns
+    roslaunch depth_estimation depth_node.launch model:=runs/student1/student input_size:=0
+
+``label`` caches the teacher's relative inverse depth per image (fp16, keyed by content hash;
+resumable; ``--shard i/n`` splits the work). ``train`` fits the FastDepth student
+(``fastdepth-mnv3``) to the cached labels; run it under ``torchrun`` for several GPUs or nodes.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv=None) -> int:
+    from . import labels, train
+
+    parser = argparse.ArgumentParser(prog="depth-distill", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    labels.add_label_arguments(commands.add_parser("label", help="label images with the teacher (cached)"))
+    train.add_train_arguments(commands.add_parser("train", help="train the student on cached labels"))
+    args = parser.parse_args(argv)
+    return labels.run_label(args) if args.command == "label" else train.run_train(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""depth_estimation.train: MiDaS losses, the augmented dataset, overfitting, checkpoints and resume.
+The label cache is faked (``train._labels`` patched) with synthetic scenes."""
+import argparse
+import glob
+import json
+import os
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from depth_estimation import fastdepth, train
+
+SIZE = (64, 96)
+
+
+def _scene(key: str, hw=(96, 144), label_hw=(64, 96)):
+    """A textured ground plane (disparity growing downwards) with boxes nearer than the ground."""
+    rng = np.random.default_rng(int(key.split("-")[1]))
+    h, w = label_hw
+    disp = np.tile(np.linspace(0.05, 1.0, h, dtype=np.float32)[:, None], (1, w))
+    rgb = np.empty((h, w, 3), np.float32)
+    rgb[:] = rng.uniform(0.2, 0.8, 3) * (0.6 + 0.4 * disp[..., None])
+    for _ in range(3):
+        y, x = rng.integers(0, h - 16), rng.integers(0, w - 16)
+        bh, bw = rng.integers(8, 24), rng.integers(8, 32)
+        disp[y:y + bh, x:x + bw] = rng.uniform(1.2, 2.5)
+        rgb[y:y + bh, x:x + bw] = rng.uniform(0, 1, 3)
+    rgb = np.clip(rgb + rng.normal(0, 0.03, rgb.shape), 0, 1)
+    import cv2
+
+    return (cv2.resize((rgb * 255).astype(np.uint8), (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR),
+            disp * 3.0)
+
+
+@pytest.fixture
+def cache(monkeypatch, tmp_path):
+    path = str(tmp_path / "cache")
+    entries = [{"key": "img-%d" % i, "source": "img-%d.png" % i, "width": 144, "height": 96,
+                "label_hw": [64, 96], "teacher": "fake"} for i in range(6)]
+
+    def iter_cache(c):
+        assert c == path
+        return iter([dict(e) for e in entries])
+
+    def load_item(c, entry):
+        return _scene(entry["key"])
+
+    monkeypatch.setattr(train, "_labels", lambda: types.SimpleNamespace(iter_cache=iter_cache, load_item=load_item))
+    return path
+
+
+def test_ssi_loss_is_zero_for_affine_predictions_and_invariant():
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(3, 16, 24, generator=g) * 5 + 0.1
+    mask = torch.rand(3, 16, 24, generator=g) > 0.2
+    other = torch.rand(3, 16, 24, generator=g)
+    garbage = torch.where(mask, 3.0 * target + 2.0, torch.full_like(target, 1e3))  # masked-out pixels ignored
+    assert train.ssi_loss(garbage, target, mask) < 1e-8
+    assert train.ssi_loss(0.5 * target + 7, target, mask) < 1e-8
+    assert train.ssi_loss(-0.5 * target + 7, target, mask) > 1  # an inverted prediction is wrong
+    loss = train.ssi_loss(other, target, mask)
+    assert loss > 0.1
+    assert torch.allclose(train.ssi_loss(4.0 * other - 3.0, target, mask), loss, rtol=1e-4)
+    # the target's units do not matter either
+    assert torch.allclose(train.ssi_loss(other, 10 * target + 1, mask), loss, rtol=1e-4)
+    # an image without valid pixels does not count
+    empty = mask.clone()
+    empty[0] = False
+    assert torch.isfinite(train.ssi_loss(other, target, empty))
+
+
+def test_gradient_loss_is_zero_for_affine_predictions():
+    g = torch.Generator().manual_seed(1)
+    target = torch.rand(2, 32, 48, generator=g) + 0.5
+    mask = torch.ones_like(target, dtype=torch.bool)
+    assert train.gradient_loss(2.0 * target - 1.0, target, mask) < 1e-6
+    other = torch.rand(2, 32, 48, generator=g)
+    grad = train.gradient_loss(other, target, mask)
+    assert grad > 0.1
+    total, parts = train.distill_loss(other, target, mask, alpha=0.5)
+    assert torch.allclose(parts["grad"], grad) and torch.allclose(parts["ssi"], train.ssi_loss(other, target, mask))
+    assert torch.allclose(total, parts["ssi"] + 0.5 * parts["grad"])
+
+
+def test_split_and_dataset(cache):
+    keys = ["img-%d" % i for i in range(6)]
+    tr, val = train.split_keys(keys, 0.05)
+    assert (tr, val) == train.split_keys(list(reversed(keys)), 0.05) and len(val) == 1 and sorted(tr + val) == keys
+    assert len(train.split_keys(keys[:2], 0.05)[1]) == 1 and train.split_keys(keys[:1], 0.05) == (keys[:1], [])
+    assert train.split_keys(keys, 0.0)[1] == []
+    ds = train.DistillDataset(cache, keys, train=True, size=SIZE)
+    x, y, m = ds[(2, 123)]
+    assert x.shape == (3,) + SIZE and y.shape == SIZE and m.shape == SIZE and m.dtype == torch.bool and m.all()
+    assert x.dtype == torch.float32 and abs(float(x.mean())) < 2.5 and float(y.min()) >= 0
+    assert torch.equal(ds[(2, 123)][0], x) and not torch.equal(ds[(2, 124)][0], x)  # seeded augmentation
+    xv, yv, _ = train.DistillDataset(cache, keys, train=False, size=SIZE)[2]
+    assert torch.equal(xv, train.DistillDataset(cache, keys, train=False, size=SIZE)[2][0])
+    assert yv.shape == SIZE and float(yv.max()) > 3  # the near boxes
+
+
+def test_student_overfits_a_fixed_batch(cache):
+    torch.manual_seed(0)
+    x, y, m = (torch.stack(t) for t in zip(*[train.DistillDataset(cache, ["img-0", "img-1"], False, SIZE)[i]
+                                             for i in range(2)]))
+    model = fastdepth.random_student(0).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(70):
+        loss, _ = train.distill_loss(model(x), y, m)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert min(losses[-5:]) < losses[0] / 5, losses
+
+
+def _files(root):
+    return sorted(os.path.relpath(p, root) for p in glob.glob(os.path.join(root, "**", "*"), recursive=True))
+
+
+def test_train_outputs_checkpoints_and_resume(cache, tmp_path, monkeypatch):
+    kw = dict(steps=6, batch_size=2, lr=1e-3, size=SIZE, val_every=3, ckpt_every=3, seed=3, progress=False)
+    straight = train.train(cache, str(tmp_path / "a"), **kw)
+    assert [e["step"] for e in straight["train"]] == [1, 2, 3, 4, 5, 6]
+    assert [e["step"] for e in straight["val"]] == [3, 6] and straight["images_per_s"] > 0
+    assert set(straight["train"][0]) == {"step", "loss", "ssi", "grad", "lr"}
+
+    out = str(tmp_path / "b")
+    save = train.save_checkpoint
+
+    def crash_after_step_3(directory, *args):
+        save(directory, *args)
+        raise KeyboardInterrupt  # the job dies right after the step-3 checkpoint
+
+    monkeypatch.setattr(train, "save_checkpoint", crash_after_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        train.train(cache, out, **kw)
+    monkeypatch.setattr(train, "save_checkpoint", save)
+    with open(os.path.join(out, "checkpoint", "state.json")) as f:
+        assert json.load(f)["step"] == 3
+    with pytest.raises(FileExistsError):
+        train.train(cache, out, **kw)
+    with pytest.raises(ValueError, match="steps"):
+        train.train(cache, out, resume=True, **dict(kw, steps=8))
+    resumed = train.train(cache, out, resume=True, **kw)
+    assert [e["step"] for e in resumed["train"]] == [1, 2, 3, 4, 5, 6]
+    for a, b in zip(straight["train"] + straight["val"], resumed["train"] + resumed["val"]):
+        assert a["step"] == b["step"] and a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-6)
+    assert straight["train"][-1]["loss"] != straight["train"][0]["loss"]
+
+    files = _files(out)
+    assert "history.json" in files and any(f.startswith("tb/events.out.tfevents") for f in files)
+    with open(os.path.join(out, "history.json")) as f:
+        assert json.load(f)["train"][-1]["step"] == 6
+    assert sorted(os.listdir(os.path.join(out, "checkpoint"))) == ["model.safetensors", "optimizer.safetensors",
+                                                                  "state.json"]
+    for name in os.listdir(os.path.join(out, "checkpoint")):
+        with open(os.path.join(out, "checkpoint", name), "rb") as f:
+            assert not f.read(2).startswith(b"\x80")  # no pickle protocol header
+    assert not [f for f in files if f.endswith((".pt", ".pth", ".pkl", ".bin"))]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(os.path.join(out, "tb")).Reload()
+    assert {"train/loss", "val/loss"} <= set(events.Tags()["scalars"]) and events.Tags()["images"]
+
+    student = fastdepth.load_student(os.path.join(out, "student"))
+    a = fastdepth.load_student(str(tmp_path / "a" / "student"))
+    for (k, v), w in zip(student.state_dict().items(), a.state_dict().values()):
+        assert torch.allclose(v.float(), w.float(), atol=1e-5), k
+    with torch.no_grad():
+        assert student(torch.zeros(1, 3, 64, 96)).shape == (1, 64, 96)
+
+
+def test_cli(cache, tmp_path):
+    parser = train.add_train_arguments(argparse.ArgumentParser())
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--cache", cache, "--out", "x", "--size", "100x96"])
+    args = parser.parse_args(["--cache", cache, "--out", str(tmp_path / "run"), "--steps", "1", "--batch-size", "2",
+                              "--size", "64x96", "--schedule", "cosine", "--no-progress"])
+    assert args.size == SIZE and args.val_fraction == 0.05 and not args.resume
+    assert train.run_train(args) == 0
+    assert fastdepth.is_student_dir(str(tmp_path / "run" / "student"))
+    assert train.run_train(args) == 2  # the checkpoint is there: needs --resume
