@@ -6,7 +6,7 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
 
 @contextmanager
@@ -27,13 +27,10 @@ def write_json(path: str, data: Any) -> None:
         json.dump(data, f, indent=2)
 
 
-def write_model_folder(directory: str, tensors: Dict[str, Any], weights_name: str, json_name: str,
-                       info: Dict[str, Any], metadata: Optional[Dict[str, str]] = None,
-                       overwrite: bool = False, json_default=None) -> str:
-    """A folder of ``weights_name`` (safetensors) + ``json_name``, built in a temporary folder beside
-    it and renamed into place. An existing non-empty folder is replaced only with ``overwrite``."""
-    from safetensors.torch import save_file
-
+def write_folder(directory: str, fill: Callable[[str], None], overwrite: bool = False) -> str:
+    """Build a folder with ``fill(tmp)`` in a temporary folder beside ``directory`` and rename it into
+    place: readers see the old folder or the new one, never half of one. An existing non-empty
+    folder is replaced only with ``overwrite``."""
     directory = os.path.abspath(os.path.expanduser(directory))
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise FileExistsError("%s exists and is not a directory" % directory)
@@ -43,13 +40,12 @@ def write_model_folder(directory: str, tensors: Dict[str, Any], weights_name: st
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".%s.tmp-" % os.path.basename(directory), dir=parent)
     try:
-        save_file(tensors, os.path.join(tmp, weights_name), metadata=metadata or {"format": "pt"})
-        with open(os.path.join(tmp, json_name), "w") as f:
-            json.dump(info, f, indent=1, default=json_default)
+        fill(tmp)
         umask = os.umask(0o22)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp and safetensors make owner-only files; readable like others
-        os.chmod(os.path.join(tmp, weights_name), 0o666 & ~umask)
+        for name in os.listdir(tmp):
+            os.chmod(os.path.join(tmp, name), 0o666 & ~umask)
         old = None
         if os.path.exists(directory):
             old = tempfile.mkdtemp(prefix=".%s.old-" % os.path.basename(directory), dir=parent)
@@ -61,3 +57,17 @@ def write_model_folder(directory: str, tensors: Dict[str, Any], weights_name: st
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
+
+
+def write_model_folder(directory: str, tensors: Dict[str, Any], weights_name: str, json_name: str,
+                       info: Dict[str, Any], metadata: Optional[Dict[str, str]] = None,
+                       overwrite: bool = False, json_default=None) -> str:
+    """A folder of ``weights_name`` (safetensors) + ``json_name``, written with :func:`write_folder`."""
+    from safetensors.torch import save_file
+
+    def fill(tmp: str) -> None:
+        save_file(tensors, os.path.join(tmp, weights_name), metadata=metadata or {"format": "pt"})
+        with open(os.path.join(tmp, json_name), "w") as f:
+            json.dump(info, f, indent=1, default=json_default)
+
+    return write_folder(directory, fill, overwrite)

@@ -36,9 +36,7 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -279,29 +277,21 @@ def save_checkpoint(directory: str, model, optimizer, scheduler, scaler, state: 
     rest as JSON in its metadata) and ``state.json``, written in a temporary folder and renamed."""
     from safetensors.torch import save_file
 
+    from .atomic import write_folder
+
     tensors: Dict[str, Tensor] = {}
     structure = _flatten({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                           "scaler": scaler.state_dict() if scaler is not None else None}, tensors, "s")
-    parent = os.path.dirname(os.path.abspath(directory))
-    tmp = tempfile.mkdtemp(prefix=".checkpoint.tmp-", dir=parent)
-    try:
+
+    def fill(tmp: str) -> None:
         save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
                   os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
         save_file(tensors, os.path.join(tmp, "optimizer.safetensors"),
                   metadata={"format": "pt", "structure": json.dumps(structure)})
         with open(os.path.join(tmp, "state.json"), "w") as f:
             json.dump(state, f, indent=1)
-        old = None
-        if os.path.exists(directory):
-            old = tempfile.mkdtemp(prefix=".checkpoint.old-", dir=parent)
-            os.rename(directory, os.path.join(old, "d"))
-        os.rename(tmp, directory)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return directory
+
+    return write_folder(directory, fill, overwrite=True)
 
 
 def load_checkpoint(directory: str, model, optimizer, scheduler, scaler) -> Dict:
