@@ -31,3 +31,9 @@ def test_folder_to_student(tiny_dir, tmp_path, tum_rgb):
     depth = DepthEstimator(str(out / "student"), input_size=None).load().infer(tum_rgb)
     assert depth.shape == tum_rgb.shape[:2] and np.isfinite(depth).all()
     assert not [f for f in os.listdir(out / "checkpoint") if f.endswith((".pt", ".pth", ".pkl", ".bin"))]
+    from depth_estimation import backends, loading
+
+    result = backends.export_onnx(loading.load_net(spec), 192, 256, str(tmp_path / "student.onnx"))
+    assert result["opset"] <= 13 and result["rel_diff"] < 1e-3  # exportable like the other variants
+    onnx_depth = DepthEstimator(str(tmp_path / "student.onnx"), backend="onnxruntime").load().infer(tum_rgb)
+    assert onnx_depth.shape == tum_rgb.shape[:2]
