@@ -1,0 +1,190 @@
+"""DA-2K relative-depth accuracy: which of two annotated points is closer, per image pair.
+
+Layout: ``ROOT/annotations.json`` maps an image path (relative to ROOT) to a list of
+``{"point1": [row, col], "point2": [row, col], "closer_point": "point1" | "point2"}``.
+Accuracy = share of pairs where the prediction puts ``closer_point`` closer: larger disparity
+(``--pred-kind disparity``, what Depth-Anything outputs) or smaller depth (``--pred-kind depth``).
+Ties count as wrong, so a constant map scores 0, and a working scorer on a real model is far
+above chance (50 %). Accuracy is also given per scene: the first component of the image path.
+
+    python3 -m depth_estimation.da2k --root DA-2K --model da2-small --json da2k.json
+    python3 -m depth_estimation.da2k --root DA-2K --predictions PRED_DIR --pred-kind depth
+
+``--predictions DIR`` reads one ``.npy`` per image at the same relative path with ``.npy``
+appended in place of the image suffix (``indoor/1.jpg`` -> ``DIR/indoor/1.npy``), HxW at the
+image's size.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Callable, Dict, List, Optional, Tuple, Union
+
+import numpy as np
+
+from .atomic import write_json
+
+log = logging.getLogger(__name__)
+
+ANNOTATIONS = "annotations.json"
+PRED_KINDS = ("disparity", "depth")
+Annotations = Dict[str, List[dict]]
+
+
+def load_annotations(root: str) -> Annotations:
+    path = os.path.join(root, ANNOTATIONS)
+    if not os.path.isfile(path):
+        raise FileNotFoundError("%s not found: --root must be the DA-2K folder holding %s" % (path, ANNOTATIONS))
+    with open(path) as f:
+        data = json.load(f)
+    if not isinstance(data, dict) or not data:
+        raise ValueError("%s must map image paths to lists of point pairs" % path)
+    return data
+
+
+def scene_of(image: str) -> str:
+    """The scene folder of an annotation key: its first path component (``.`` for a bare file name)."""
+    parts = [p for p in image.replace("\\", "/").split("/") if p not in ("", ".")]
+    return parts[0] if len(parts) > 1 else "."
+
+
+def _point(pair: dict, key: str, shape: Tuple[int, ...], image: str) -> Tuple[int, int]:
+    row, col = (int(v) for v in pair[key])
+    if not (0 <= row < shape[0] and 0 <= col < shape[1]):
+        raise ValueError("%s: %s %r is outside the %dx%d prediction" % (image, key, pair[key], shape[0], shape[1]))
+    return row, col
+
+
+def score(predictions: Callable[[str], np.ndarray], annotations: Union[str, Annotations],
+          pred_kind: str = "disparity") -> dict:
+    """Accuracy of ``predictions(image_path) -> HxW map`` on DA-2K ``annotations`` (a dict, or the
+    root folder holding ``annotations.json``). Returns {"accuracy", "pairs", "correct",
+    "per_scene": {scene: {"accuracy", "pairs", "correct"}}}."""
+    if pred_kind not in PRED_KINDS:
+        raise ValueError("pred_kind %r; use one of %s" % (pred_kind, ", ".join(PRED_KINDS)))
+    if isinstance(annotations, str):
+        annotations = load_annotations(annotations)
+    per_scene: Dict[str, List[int]] = {}
+    for image in sorted(annotations):
+        pairs = annotations[image]
+        if not pairs:
+            continue
+        pred = np.asarray(predictions(image))
+        if pred.ndim != 2:
+            raise ValueError("%s: prediction must be HxW, got shape %s" % (image, pred.shape))
+        tally = per_scene.setdefault(scene_of(image), [0, 0])
+        for pair in pairs:
+            closer = pair["closer_point"]
+            if closer not in ("point1", "point2"):
+                raise ValueError("%s: closer_point %r; expected point1 or point2" % (image, closer))
+            other = "point2" if closer == "point1" else "point1"
+            v_closer = float(pred[_point(pair, closer, pred.shape, image)])
+            v_other = float(pred[_point(pair, other, pred.shape, image)])
+            right = v_closer > v_other if pred_kind == "disparity" else v_closer < v_other  # ties are wrong
+            tally[0] += int(right)
+            tally[1] += 1
+    correct = sum(c for c, _ in per_scene.values())
+    total = sum(n for _, n in per_scene.values())
+    if total == 0:
+        raise ValueError("the annotations hold no point pairs")
+    return {"accuracy": correct / total, "pairs": total, "correct": correct,
+            "per_scene": {s: {"accuracy": c / n, "pairs": n, "correct": c} for s, (c, n) in sorted(per_scene.items())}}
+
+
+def _image_size(path: str) -> Tuple[int, int]:
+    """(height, width) of an image file, from its header when it is JPEG or PNG."""
+    from . import frames
+
+    with open(path, "rb") as f:
+        data = f.read()
+    fmt = frames.sniff(data)
+    if fmt is not None:
+        try:
+            width, height = frames.header_size(data, fmt)
+            return height, width
+        except Exception:  # odd header: decode instead
+            pass
+    image = read_rgb(path)
+    return image.shape[0], image.shape[1]
+
+
+def read_rgb(path: str) -> np.ndarray:
+    import cv2
+
+    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError("cannot read image %s" % path)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def prediction_path(pred_dir: str, image: str) -> str:
+    return os.path.join(pred_dir, os.path.splitext(image)[0] + ".npy")
+
+
+def from_directory(root: str, pred_dir: str, check_size: bool = True) -> Callable[[str], np.ndarray]:
+    """Predictions read from ``pred_dir/<image path without suffix>.npy``."""
+
+    def predict(image: str) -> np.ndarray:
+        path = prediction_path(pred_dir, image)
+        if not os.path.isfile(path):
+            raise FileNotFoundError("no prediction for %s: %s is missing" % (image, path))
+        pred = np.load(path)
+        if check_size:
+            size = _image_size(os.path.join(root, image))
+            if tuple(pred.shape) != size:
+                raise ValueError("%s is %s but image %s is %dx%d" % (path, pred.shape, image, size[0], size[1]))
+        return pred
+
+    return predict
+
+
+def from_model(root: str, estimator) -> Callable[[str], np.ndarray]:
+    """Predictions of a loaded :class:`DepthEstimator` (relative disparity at the image size)."""
+    return lambda image: estimator.infer(read_rgb(os.path.join(root, image)))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m depth_estimation.da2k", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", required=True, help="the DA-2K folder (holds annotations.json)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="model spec to run (see depth_estimation.models)")
+    source.add_argument("--predictions", help="folder of .npy predictions, one per image")
+    parser.add_argument("--backend", default="torch", help="torch, onnxruntime or tensorrt (with --model)")
+    parser.add_argument("--input-size", type=int, default=518, help="network input short side (with --model)")
+    parser.add_argument("--pred-kind", choices=PRED_KINDS, default="disparity",
+                        help="what --predictions hold (a --model gives disparity)")
+    parser.add_argument("--json", help="write the result here (atomically)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        annotations = load_annotations(args.root)
+        if args.model:
+            from .estimator import DepthEstimator
+
+            estimator = DepthEstimator(args.model, input_size=args.input_size, backend=args.backend).load()
+            predict, kind = from_model(args.root, estimator), "disparity"
+        else:
+            if not os.path.isdir(args.predictions):
+                raise FileNotFoundError("--predictions %s is not a folder" % args.predictions)
+            predict, kind = from_directory(args.root, args.predictions), args.pred_kind
+        result = score(predict, annotations, kind)
+    except (OSError, ValueError) as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return 1
+    result = dict(result, model=args.model, predictions=args.predictions, pred_kind=kind)
+    if args.model:
+        result["backend"], result["input_size"] = args.backend, args.input_size
+    print("DA-2K accuracy %.4f over %d pairs" % (result["accuracy"], result["pairs"]))
+    for scene, row in result["per_scene"].items():
+        print("  %-20s %.4f  (%d pairs)" % (scene, row["accuracy"], row["pairs"]))
+    if args.json:
+        write_json(args.json, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

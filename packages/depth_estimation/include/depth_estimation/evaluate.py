@@ -1,0 +1,322 @@
+"""``depth-eval``: score a depth model against the ground truth of an RGB-D bag (no ROS needed).
+
+The bag holds camera frames on ``/<ns>/camera_node/image/compressed`` (sensor_msgs/CompressedImage,
+PNG or JPEG) and ground truth on ``/<ns>/depth_gt/image_raw`` (sensor_msgs/Image, 32FC1 metres;
+16UC1 millimetres also read) with the same header stamps. Frames are paired by header stamp, in
+the order their pair completes in the bag (that order numbers ``--save-predictions`` files);
+frames without a partner are reported as unmatched. Each frame's prediction is aligned to its
+ground truth (``--align``, see depth_estimation.metrics), scored over valid pixels, and the
+overall metrics are the mean of the per-frame metrics.
+
+    depth-eval --bag rgbd.bag --model da2-small --align lsq-disparity --json eval.json --csv eval.csv
+    depth-eval --bag rgbd.bag --predictions PRED --pred-kind depth --align median --crop eigen
+
+``--crop auto`` = the NYU Eigen crop for NYU bags (``/nyu/...`` topics from depth-nyu2bag, 480x640), no crop otherwise.
+``--predictions DIR`` reads ``DIR/000000.npy``, ``DIR/000001.npy``... (float HxW at frame size)
+in frame order; ``--save-predictions DIR`` writes the model's raw output (relative disparity,
+float32 at frame size, before alignment) in the same layout.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+import sys
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+
+from . import metrics
+from .atomic import atomic_file, write_json
+
+log = logging.getLogger(__name__)
+
+COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+IMAGE_SUFFIX = "/camera_node/image/compressed"
+DEPTH_SUFFIX = "/depth_gt/image_raw"
+CROP_CHOICES = ("auto", "eigen", "garg", "none")
+
+
+def _topics_by_type(path: str) -> Dict[str, List[str]]:
+    from rosbags.rosbag1 import Reader
+
+    found: Dict[str, List[str]] = {}
+    with Reader(path) as reader:
+        for conn in reader.connections:
+            topics = found.setdefault(conn.msgtype, [])
+            if conn.topic not in topics:
+                topics.append(conn.topic)
+    return found
+
+
+def _depth_encoding(path: str, topic: str) -> Optional[str]:
+    from . import bags
+
+    for _topic, _t, msg in bags.iter_messages(path, [topic]):
+        return str(msg.encoding)
+    return None
+
+
+def detect_topics(path: str, image_topic: Optional[str] = None,
+                  depth_topic: Optional[str] = None) -> Tuple[str, str]:
+    """The camera and ground-truth topics: as given, else the single CompressedImage topic and
+    the single 32FC1/16UC1 Image topic (``/<ns>/camera_node/image/compressed`` and
+    ``/<ns>/depth_gt/image_raw`` preferred when there are several)."""
+    found = _topics_by_type(path)
+    all_topics = {t for ts in found.values() for t in ts}
+    for given in (image_topic, depth_topic):
+        if given is not None and given not in all_topics:
+            raise ValueError("topic %s is not in %s (topics: %s)" % (given, path, ", ".join(sorted(all_topics))))
+
+    def pick(candidates: List[str], suffix: str, what: str) -> str:
+        if len(candidates) == 1:
+            return candidates[0]
+        preferred = [t for t in candidates if t.endswith(suffix)]
+        if len(preferred) == 1:
+            return preferred[0]
+        raise ValueError("%s has %s %s topics (%s); choose one with --%s-topic" % (
+            path, "no" if not candidates else "several", what, ", ".join(candidates) or "-",
+            "image" if what == "CompressedImage" else "depth"))
+
+    if image_topic is None:
+        image_topic = pick(found.get(COMPRESSED_TYPE, []), IMAGE_SUFFIX, "CompressedImage")
+    if depth_topic is None:
+        images = found.get(IMAGE_TYPE, [])
+        depth = [t for t in images if t.endswith(DEPTH_SUFFIX)]
+        if len(depth) != 1:
+            depth = [t for t in images if _depth_encoding(path, t) in ("32FC1", "16UC1")]
+        depth_topic = pick(depth, DEPTH_SUFFIX, "32FC1 Image")
+    return image_topic, depth_topic
+
+
+def _stamp_ns(msg) -> int:
+    return int(msg.header.stamp.sec) * 10 ** 9 + int(msg.header.stamp.nanosec)
+
+
+def depth_from_msg(msg) -> np.ndarray:
+    """A sensor_msgs/Image (32FC1 metres or 16UC1 millimetres) as float32 HxW metres (0 = no data)."""
+    encoding = str(msg.encoding)
+    if encoding == "32FC1":
+        dtype, scale = np.dtype(np.float32), 1.0
+    elif encoding == "16UC1":
+        dtype, scale = np.dtype(np.uint16), 1e-3
+    else:
+        raise ValueError("ground truth encoding %s; expected 32FC1 (metres) or 16UC1 (millimetres)" % encoding)
+    dtype = dtype.newbyteorder(">" if msg.is_bigendian else "<")
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    raw = np.asarray(msg.data, np.uint8)
+    if raw.size < height * step or step < width * dtype.itemsize:
+        raise ValueError("ground truth image of %d bytes does not hold %dx%d %s (step %d)"
+                         % (raw.size, height, width, encoding, step))
+    rows = raw[: height * step].reshape(height, step)[:, : width * dtype.itemsize]
+    depth = np.ascontiguousarray(rows).view(dtype).reshape(height, width).astype(np.float32)
+    return depth * np.float32(scale) if scale != 1.0 else depth
+
+
+def rgb_from_msg(msg) -> np.ndarray:
+    import cv2
+
+    from . import frames
+
+    bgr = frames.decode(bytes(msg.data), str(msg.format))
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def paired_frames(path: str, image_topic: str, depth_topic: str, unmatched: Dict[str, List[int]]) -> Iterator:
+    """(stamp_ns, CompressedImage, depth Image) for every stamp seen on both topics, in bag order.
+    Stamps seen on one topic only end up in ``unmatched["images"]`` / ``unmatched["depths"]``."""
+    from . import bags
+
+    pending = {image_topic: {}, depth_topic: {}}  # type: Dict[str, Dict[int, object]]
+    for topic, _t, msg in bags.iter_messages(path, [image_topic, depth_topic]):
+        stamp = _stamp_ns(msg)
+        other = depth_topic if topic == image_topic else image_topic
+        partner = pending[other].pop(stamp, None)
+        if partner is None:
+            if stamp in pending[topic]:  # a repeated stamp: the earlier message stays unpaired
+                unmatched["images" if topic == image_topic else "depths"].append(stamp)
+            pending[topic][stamp] = msg
+            continue
+        yield (stamp, msg, partner) if topic == image_topic else (stamp, partner, msg)
+    unmatched["images"].extend(sorted(pending[image_topic]))
+    unmatched["depths"].extend(sorted(pending[depth_topic]))
+
+
+def frame_size(msg) -> Tuple[int, int]:
+    """(height, width) of a CompressedImage from its header (decoded when the header is odd)."""
+    from . import frames
+
+    data = bytes(msg.data)
+    fmt = frames.sniff(data)
+    if fmt is not None:
+        try:
+            width, height = frames.header_size(data, fmt)
+            return height, width
+        except Exception:
+            pass
+    return rgb_from_msg(msg).shape[:2]
+
+
+def resolve_crop(crop: str, shape: Tuple[int, ...], depth_topic: str) -> str:
+    """``auto``: the Eigen crop for NYU bags (depth-nyu2bag's ``/nyu/`` topics, 480x640), none otherwise."""
+    if crop == "auto":
+        nyu = depth_topic.startswith("/nyu/") and tuple(shape[:2]) == metrics.EIGEN_FRAME
+        return "eigen" if nyu else "none"
+    return crop
+
+
+def _resize(pred: np.ndarray, shape: Tuple[int, ...]) -> np.ndarray:
+    import cv2
+
+    return cv2.resize(pred.astype(np.float32), (int(shape[1]), int(shape[0])), interpolation=cv2.INTER_LINEAR)
+
+
+def evaluate(bag: str, align: str, estimator=None, predictions: Optional[str] = None, pred_kind: str = "disparity",
+             crop: str = "auto", min_depth: float = 1e-3, max_depth: float = 10.0,
+             image_topic: Optional[str] = None, depth_topic: Optional[str] = None,
+             save_predictions: Optional[str] = None, progress: bool = False) -> dict:
+    """Score ``estimator`` (a loaded DepthEstimator) or the ``.npy`` files in ``predictions`` on ``bag``."""
+    if (estimator is None) == (predictions is None):
+        raise ValueError("give exactly one of estimator and predictions")
+    if crop not in CROP_CHOICES:
+        raise ValueError("crop %r; use one of %s" % (crop, ", ".join(CROP_CHOICES)))
+    if align not in metrics.ALIGN_MODES:
+        raise ValueError("align %r; use one of %s" % (align, ", ".join(metrics.ALIGN_MODES)))
+    image_topic, depth_topic = detect_topics(bag, image_topic, depth_topic)
+    if save_predictions:
+        os.makedirs(save_predictions, exist_ok=True)
+    unmatched = {"images": [], "depths": []}  # type: Dict[str, List[int]]
+    per_frame, skipped, crops = [], [], set()
+    frames_iter = paired_frames(bag, image_topic, depth_topic, unmatched)
+    if progress:
+        from tqdm import tqdm
+
+        frames_iter = tqdm(frames_iter, desc="depth-eval", unit="frame")
+    for index, (stamp, image_msg, depth_msg) in enumerate(frames_iter):
+        gt = depth_from_msg(depth_msg)
+        name = "%06d.npy" % index
+        if estimator is not None:
+            rgb = rgb_from_msg(image_msg)
+            pred = np.asarray(estimator.infer(rgb), np.float32)
+            frame_hw = rgb.shape[:2]
+            if save_predictions:
+                with atomic_file(os.path.join(save_predictions, name), "wb") as f:
+                    np.save(f, pred)
+            kind = "disparity"
+        else:
+            path = os.path.join(predictions, name)
+            if not os.path.isfile(path):
+                raise FileNotFoundError("no prediction for frame %d: %s is missing" % (index, path))
+            pred = np.load(path).astype(np.float32)
+            frame_hw = frame_size(image_msg)
+            kind = pred_kind
+            if pred.shape != tuple(frame_hw):
+                raise ValueError("%s has shape %s; expected the frame size %dx%d" % (path, pred.shape, *frame_hw))
+        if pred.shape != gt.shape:  # ground truth at another resolution than the camera: score at its size
+            pred = _resize(pred, gt.shape)
+        crop_name = resolve_crop(crop, gt.shape, depth_topic)
+        crops.add(crop_name)
+        mask = metrics.valid_mask(gt, min_depth, max_depth, crop_name)
+        record = {"index": index, "stamp": stamp / 1e9, "stamp_ns": stamp, "valid_pixels": int(mask.sum())}
+        if not mask.any():
+            log.warning("frame %d (stamp %d): no valid ground-truth pixels; skipped", index, stamp)
+            skipped.append(record)
+            continue
+        depth = metrics.align(pred, gt, mask, align, kind, min_depth, max_depth)
+        record.update(metrics.compute(depth, gt, mask))
+        per_frame.append(record)
+    if unmatched["images"] or unmatched["depths"]:
+        log.warning("%d camera frames and %d ground-truth frames had no partner with the same stamp",
+                    len(unmatched["images"]), len(unmatched["depths"]))
+    if not per_frame:
+        raise ValueError("no frame of %s could be scored (%d paired, %d unmatched images, %d unmatched depths)"
+                         % (bag, len(skipped), len(unmatched["images"]), len(unmatched["depths"])))
+    return {
+        "metrics": metrics.mean_metrics(per_frame),
+        "frames": len(per_frame),
+        "per_frame": per_frame,
+        "skipped": skipped,
+        "align": align,
+        "crop": crop if crop != "auto" else "auto:" + ",".join(sorted(crops)),
+        "pred_kind": "disparity" if estimator is not None else pred_kind,
+        "min_depth": min_depth,
+        "max_depth": max_depth,
+        "bag": bag,
+        "image_topic": image_topic,
+        "depth_topic": depth_topic,
+        "unmatched": {"images": len(unmatched["images"]), "depths": len(unmatched["depths"]),
+                      "image_stamps_ns": unmatched["images"], "depth_stamps_ns": unmatched["depths"]},
+    }
+
+
+def write_csv(path: str, result: dict) -> None:
+    columns = ["frame", "stamp", "valid_pixels"] + list(metrics.METRICS)
+    with atomic_file(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for row in result["per_frame"]:
+            writer.writerow([row["index"], "%.9f" % row["stamp"], row["valid_pixels"]]
+                            + ["%.6f" % row[k] for k in metrics.METRICS])
+        writer.writerow(["mean", "", sum(r["valid_pixels"] for r in result["per_frame"])]
+                        + ["%.6f" % result["metrics"][k] for k in metrics.METRICS])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="depth-eval", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bag", required=True, help="RGB-D bag (CompressedImage frames + 32FC1 ground truth)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="model spec to run (see depth_estimation.models)")
+    source.add_argument("--predictions", help="folder of 000000.npy... predictions in frame order")
+    parser.add_argument("--pred-kind", choices=metrics.KINDS, default="disparity",
+                        help="what --predictions hold (a --model gives disparity)")
+    parser.add_argument("--backend", default="torch", help="torch, onnxruntime or tensorrt (with --model)")
+    parser.add_argument("--input-size", type=int, default=518, help="network input short side (with --model)")
+    parser.add_argument("--align", required=True, choices=metrics.ALIGN_MODES)
+    parser.add_argument("--crop", choices=CROP_CHOICES, default="auto",
+                        help="auto: Eigen crop for NYU bags (/nyu/ topics, 480x640), none otherwise")
+    parser.add_argument("--min-depth", type=float, default=1e-3)
+    parser.add_argument("--max-depth", type=float, default=10.0)
+    parser.add_argument("--image-topic", help="default: the bag's single CompressedImage topic "
+                                              "(/<ns>/camera_node/image/compressed)")
+    parser.add_argument("--depth-topic", help="default: the bag's single 32FC1 Image topic (/<ns>/depth_gt/image_raw)")
+    parser.add_argument("--json", help="write the result here (atomically)")
+    parser.add_argument("--csv", help="write one row per frame, then the mean, here (atomically)")
+    parser.add_argument("--save-predictions", metavar="DIR", help="with --model: save raw outputs as DIR/000000.npy...")
+    args = parser.parse_args(argv)
+    if args.save_predictions and not args.model:
+        parser.error("--save-predictions needs --model")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        estimator = None
+        if args.model:
+            from .estimator import DepthEstimator
+
+            estimator = DepthEstimator(args.model, input_size=args.input_size, backend=args.backend).load()
+        elif not os.path.isdir(args.predictions):
+            raise FileNotFoundError("--predictions %s is not a folder" % args.predictions)
+        result = evaluate(args.bag, args.align, estimator, args.predictions, args.pred_kind, args.crop,
+                          args.min_depth, args.max_depth, args.image_topic, args.depth_topic,
+                          args.save_predictions, progress=sys.stderr.isatty())
+    except (OSError, ValueError) as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return 1
+    result["model"] = args.model
+    result["predictions"] = args.predictions
+    if args.model:
+        result["backend"], result["input_size"] = args.backend, args.input_size
+    print("%d frames (%d unmatched images, %d unmatched depths), align %s, crop %s" % (
+        result["frames"], result["unmatched"]["images"], result["unmatched"]["depths"], result["align"],
+        result["crop"]))
+    print("  ".join("%s %.4f" % (k, result["metrics"][k]) for k in metrics.METRICS))
+    if args.json:
+        write_json(args.json, result)
+    if args.csv:
+        write_csv(args.csv, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
