@@ -103,3 +103,32 @@ def test_demo_falls_back_to_random_weights_loudly(hf_cache, capsys):
     assert demo.choose_model(None) == "random:da2-small"
     assert "UNTRAINED" in capsys.readouterr().out
     assert demo.choose_model("random:da2-base") == "random:da2-base"
+
+
+def test_evaluate_launch_scores_the_node_like_depth_eval(tiny_dir, tmp_path):
+    """evaluate.launch replays real TUM RGB-D frames through depth_node into the evaluator, ends by
+    itself, and its JSON agrees with depth-eval run on the same bag and model (same metric code)."""
+    from conftest import SHARED_REAL
+    from depth_estimation import convert_rgbd, evaluate
+    from depth_estimation.estimator import DepthEstimator
+
+    tum = os.path.join(SHARED_REAL, "tum_fr1_desk")
+    if not os.path.isdir(tum):
+        pytest.skip("../shared/data/real is not next to this checkout")
+    bag, out = str(tmp_path / "tum.bag"), str(tmp_path / "eval.json")
+    assert convert_rgbd.main(["rgbd", "--rgb", tum + "/rgb_*.png", "--depth", tum + "/depth_*.png",
+                              "--depth-scale", "5000", "--out", bag]) == 0
+    port = _free_port()
+    env = _ros_env(tmp_path, ROS_MASTER_URI="http://127.0.0.1:%d" % port)
+    proc = subprocess.run(["roslaunch", "-p", str(port), "depth_estimation", "evaluate.launch", "bag:=" + bag,
+                           "ns:=rgbd", "model:=" + tiny_dir, "input_size:=56", "json:=" + out],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                          timeout=180)
+    assert os.path.exists(out), proc.stdout[-3000:]
+    result = json.loads(open(out).read())
+    assert result["frames"] == result["expected_frames"] == 2 and not result["partial"]
+    assert result["unanswered_ground_truth"] == 0 and result["unscored_predictions"] == []
+    assert result["crop"] == "auto:none" and result["align"] == "lsq-disparity"
+    offline = evaluate.evaluate(bag, "lsq-disparity", estimator=DepthEstimator(tiny_dir, input_size=56).load())
+    for key in ("abs_rel", "rmse", "delta1"):
+        assert abs(result["metrics"][key] - offline["metrics"][key]) < 1e-4, key

@@ -106,7 +106,8 @@ def depth_from_msg(msg) -> np.ndarray:
         raise ValueError("ground truth encoding %s; expected 32FC1 (metres) or 16UC1 (millimetres)" % encoding)
     dtype = dtype.newbyteorder(">" if msg.is_bigendian else "<")
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    raw = np.asarray(msg.data, np.uint8)
+    data = msg.data  # bytes from rospy, a uint8 array from rosbags
+    raw = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray)) else np.asarray(data, np.uint8)
     if raw.size < height * step or step < width * dtype.itemsize:
         raise ValueError("ground truth image of %d bytes does not hold %dx%d %s (step %d)"
                          % (raw.size, height, width, encoding, step))
@@ -173,6 +174,20 @@ def _resize(pred: np.ndarray, shape: Tuple[int, ...]) -> np.ndarray:
     return cv2.resize(pred.astype(np.float32), (int(shape[1]), int(shape[0])), interpolation=cv2.INTER_LINEAR)
 
 
+def score_frame(index: int, stamp: int, pred: np.ndarray, gt: np.ndarray, kind: str, align: str, crop: str,
+                depth_topic: str, min_depth: float, max_depth: float) -> Tuple[dict, str, bool]:
+    """One frame's metrics: (record, crop used, scored?). ``pred`` is the raw model output."""
+    if pred.shape != gt.shape:  # ground truth at another resolution than the camera: score at its size
+        pred = _resize(pred, gt.shape)
+    crop_name = resolve_crop(crop, gt.shape, depth_topic)
+    mask = metrics.valid_mask(gt, min_depth, max_depth, crop_name)
+    record = {"index": index, "stamp": stamp / 1e9, "stamp_ns": stamp, "valid_pixels": int(mask.sum())}
+    if not mask.any():
+        return record, crop_name, False
+    record.update(metrics.compute(metrics.align(pred, gt, mask, align, kind, min_depth, max_depth), gt, mask))
+    return record, crop_name, True
+
+
 def evaluate(bag: str, align: str, estimator=None, predictions: Optional[str] = None, pred_kind: str = "disparity",
              crop: str = "auto", min_depth: float = 1e-3, max_depth: float = 10.0,
              image_topic: Optional[str] = None, depth_topic: Optional[str] = None,
@@ -214,19 +229,11 @@ def evaluate(bag: str, align: str, estimator=None, predictions: Optional[str] = 
             kind = pred_kind
             if pred.shape != tuple(frame_hw):
                 raise ValueError("%s has shape %s; expected the frame size %dx%d" % (path, pred.shape, *frame_hw))
-        if pred.shape != gt.shape:  # ground truth at another resolution than the camera: score at its size
-            pred = _resize(pred, gt.shape)
-        crop_name = resolve_crop(crop, gt.shape, depth_topic)
+        record, crop_name, ok = score_frame(index, stamp, pred, gt, kind, align, crop, depth_topic, min_depth, max_depth)
         crops.add(crop_name)
-        mask = metrics.valid_mask(gt, min_depth, max_depth, crop_name)
-        record = {"index": index, "stamp": stamp / 1e9, "stamp_ns": stamp, "valid_pixels": int(mask.sum())}
-        if not mask.any():
+        if not ok:
             log.warning("frame %d (stamp %d): no valid ground-truth pixels; skipped", index, stamp)
-            skipped.append(record)
-            continue
-        depth = metrics.align(pred, gt, mask, align, kind, min_depth, max_depth)
-        record.update(metrics.compute(depth, gt, mask))
-        per_frame.append(record)
+        (per_frame if ok else skipped).append(record)
     if unmatched["images"] or unmatched["depths"]:
         log.warning("%d camera frames and %d ground-truth frames had no partner with the same stamp",
                     len(unmatched["images"]), len(unmatched["depths"]))

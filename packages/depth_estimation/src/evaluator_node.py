@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""evaluator_node: scores depth_node's output against a bag's ground truth, frame by frame.
+
+Pairs ``~prediction`` (depth_node's 32FC1 relative inverse depth) with ``~ground_truth``
+(32FC1 metres, or 16UC1 millimetres) by header stamp, scores each pair with the library's
+metrics (the same code as ``depth-eval``), and when the bag's last ground-truth frame has been
+answered (or nothing arrived for ``~idle_timeout`` wall seconds) writes JSON and CSV atomically
+and shuts down. Ctrl-C writes what was scored so far, marked partial.
+"""
+import threading
+import time
+
+import numpy as np
+import rospy
+from sensor_msgs.msg import Image
+
+from depth_estimation import bags, metrics
+from depth_estimation.atomic import write_json
+from depth_estimation.evaluate import depth_from_msg, score_frame, write_csv
+
+
+def stamp_ns(msg):
+    return msg.header.stamp.to_nsec()
+
+
+class Evaluator:
+    def __init__(self):
+        get = rospy.get_param
+        self.align, self.crop = get("~align", "lsq-disparity"), get("~crop", "auto")
+        self.min_depth, self.max_depth = float(get("~min_depth", 1e-3)), float(get("~max_depth", 10.0))
+        self.json, self.csv = get("~json"), get("~csv", "")
+        self.model, self.idle_timeout = get("~model", ""), float(get("~idle_timeout", 15.0))
+        bag, self.gt_topic = get("~bag"), rospy.resolve_name("~ground_truth")
+        self.expected = sum(1 for _ in bags.iter_messages(bag, [get("~bag_depth_topic", self.gt_topic)]))
+        self.preds, self.gts, self.per_frame, self.skipped, self.crops = {}, {}, [], [], set()
+        self.scored_stamps = set()
+        self.lock, self.last_message, self.done = threading.Lock(), time.time(), False
+        rospy.Subscriber("~prediction", Image, self.on_prediction, queue_size=10, buff_size=2 ** 26)
+        rospy.Subscriber("~ground_truth", Image, self.on_ground_truth, queue_size=10, buff_size=2 ** 26)
+        rospy.on_shutdown(lambda: self.finish(partial=True))
+        rospy.loginfo("evaluator: %d ground-truth frames expected on %s", self.expected, self.gt_topic)
+
+    def on_prediction(self, msg):
+        pred = np.frombuffer(msg.data, np.float32).reshape(msg.height, msg.width)
+        self.add(self.preds, stamp_ns(msg), pred.copy())
+
+    def on_ground_truth(self, msg):
+        self.add(self.gts, stamp_ns(msg), depth_from_msg(msg))
+
+    def add(self, table, stamp, array):
+        with self.lock:
+            self.last_message = time.time()
+            table[stamp] = array
+            for s in [s for s in self.preds if s in self.gts]:
+                pred, gt = self.preds.pop(s), self.gts.pop(s)
+                record, crop, ok = score_frame(len(self.per_frame) + len(self.skipped), s, pred, gt, "disparity",
+                                               self.align, self.crop, self.gt_topic, self.min_depth, self.max_depth)
+                self.crops.add(crop)
+                (self.per_frame if ok else self.skipped).append(record)
+                self.scored_stamps.add(s)
+
+    def run(self):
+        # wall-clock polling: sim time stops with the bag
+        while not rospy.is_shutdown() and not self.done:
+            with self.lock:
+                answered = len(self.scored_stamps) + len(self.gts)
+                idle = time.time() - self.last_message
+            if (answered >= self.expected and not self.gts) or idle > self.idle_timeout:
+                self.finish(partial=False)
+                rospy.signal_shutdown("evaluation finished")
+            time.sleep(0.2)
+
+    def finish(self, partial):
+        with self.lock:
+            if self.done:
+                return
+            self.done = True
+            result = {
+                "metrics": metrics.mean_metrics(self.per_frame) if self.per_frame else {},
+                "frames": len(self.per_frame), "per_frame": self.per_frame, "skipped": self.skipped,
+                "align": self.align, "crop": self.crop if self.crop != "auto" else "auto:" + ",".join(sorted(self.crops)),
+                "model": self.model, "expected_frames": self.expected, "partial": partial,
+                # published by depth_node but never scored (no ground truth with that stamp)
+                "unscored_predictions": sorted(self.preds),
+                # ground truth that never got a prediction (dropped by a node slower than the bag)
+                "unanswered_ground_truth": self.expected - len(self.scored_stamps),
+            }
+        write_json(self.json, result)
+        if self.csv and self.per_frame:
+            write_csv(self.csv, result)
+        rospy.loginfo("evaluator: %d frames scored (%d expected)%s; abs_rel %s delta1 %s -> %s",
+                      result["frames"], self.expected, " PARTIAL" if partial else "",
+                      result["metrics"].get("abs_rel"), result["metrics"].get("delta1"), self.json)
+
+
+def main():
+    rospy.init_node("evaluator")
+    Evaluator().run()
+
+
+if __name__ == "__main__":
+    main()
