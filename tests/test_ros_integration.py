@@ -40,7 +40,7 @@ def _rostest(tmp_path, test_file, *args):
     assert proc.returncode == 0 and "RESULT: SUCCESS" in proc.stdout, tail
 
 
-@pytest.mark.parametrize("test_file", ["camera_stream.test", "corrupt_frames.test", "no_backlog.test"])
+@pytest.mark.parametrize("test_file", ["camera_stream.test", "corrupt_frames.test", "no_backlog.test", "evaluate.test"])
 def test_rostest(test_file, fixtures, tmp_path):
     _rostest(tmp_path, test_file, "fixtures:=" + fixtures)
 

@@ -19,6 +19,7 @@ from . import bags
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REPO_DIR = os.path.dirname(os.path.dirname(PACKAGE_DIR))
 REAL_BAG = os.path.join(REPO_DIR, "assets", "recordings", "raspicam_aruco_marker.bag")
+REAL_RGBD = os.path.join(REPO_DIR, "assets", "frames")  # TUM fr1/desk: rgb_N.png + depth/depth_N.png
 DEFAULT_DIR = os.environ.get("DEPTH_TEST_FIXTURES", "/tmp/depth_estimation_fixtures")
 TINY = dict(hidden_size=64, num_layers=4, num_heads=2, out_indices=(1, 2, 3, 4),
             neck_hidden_sizes=(8, 16, 32, 32), fusion_hidden_size=16)
@@ -89,6 +90,15 @@ def stream_fixture(out: str, count: int, rate: float, bad_every: Optional[int] =
     return out
 
 
+def rgbd_fixture(out: str) -> str:
+    """The real TUM RGB-D frames as an evaluation bag (namespace rgbd), like depth-rgbd2bag writes."""
+    from .convert_rgbd import rgbd2bag
+
+    rgbd2bag(os.path.join(REAL_RGBD, "rgb_*.png"), os.path.join(REAL_RGBD, "depth", "depth_*.png"), 5000.0, out,
+             fx=520.9, fy=521.0, cx=325.1, cy=249.7, force=True, progress=False)
+    return out
+
+
 def prepare(directory: str = DEFAULT_DIR) -> Dict[str, str]:
     """Everything the rostests read; returns name -> path."""
     os.makedirs(directory, exist_ok=True)
@@ -100,6 +110,7 @@ def prepare(directory: str = DEFAULT_DIR) -> Dict[str, str]:
         "corrupt": stream_fixture(os.path.join(directory, "corrupt.bag"), count=36, rate=5.0, bad_every=3),
         # camera rate, far faster than random:da2-small runs here
         "backlog": stream_fixture(os.path.join(directory, "backlog.bag"), count=180, rate=30.0, tail=6.0),
+        "rgbd": rgbd_fixture(os.path.join(directory, "rgbd.bag")),
     }
     return paths
 
