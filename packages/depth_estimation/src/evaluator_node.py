@@ -11,12 +11,13 @@ import threading
 import time
 
 import numpy as np
+import rosbag
 import rospy
 from sensor_msgs.msg import Image
 
-from depth_estimation import bags, metrics
+from depth_estimation import metrics
 from depth_estimation.atomic import write_json
-from depth_estimation.evaluate import depth_from_msg, score_frame, write_csv
+from depth_estimation.scoring import depth_from_msg, score_frame, write_csv
 
 
 def stamp_ns(msg):
@@ -31,7 +32,8 @@ class Evaluator:
         self.json, self.csv = get("~json"), get("~csv", "")
         self.model, self.idle_timeout = get("~model", ""), float(get("~idle_timeout", 15.0))
         bag, self.gt_topic = get("~bag"), rospy.resolve_name("~ground_truth")
-        self.expected = sum(1 for _ in bags.iter_messages(bag, [get("~bag_depth_topic", self.gt_topic)]))
+        with rosbag.Bag(bag) as recording:
+            self.expected = recording.get_message_count(topic_filters=[get("~bag_depth_topic", self.gt_topic)])
         self.preds, self.gts, self.per_frame, self.skipped, self.crops = {}, {}, [], [], set()
         self.scored_stamps = set()
         self.lock, self.last_message, self.done = threading.Lock(), time.time(), False

@@ -227,7 +227,8 @@ def main(argv=None) -> int:
                                bags.END_TOPIC])
         print("[demo] waiting for depth_node to load %s (log: %s)" % (model, os.path.join(log_dir, "depth_node.log")),
               flush=True)
-        player = procs.start("camera", ["rosbag", "play", "--clock", "--wait-for-subscribers", stream])
+        # -d 2: give subscriber connections time to settle, or the first frames are lost uncounted
+        player = procs.start("camera", ["rosbag", "play", "--clock", "--wait-for-subscribers", "-d", "2", stream])
         while player.poll() is None:
             if node.poll() is not None:
                 with open(os.path.join(log_dir, "depth_node.log")) as f:
