@@ -26,11 +26,12 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from .atomic import write_json
+from .metrics import KINDS as PRED_KINDS
+from .scoring import add_source_arguments
 
 log = logging.getLogger(__name__)
 
 ANNOTATIONS = "annotations.json"
-PRED_KINDS = ("disparity", "depth")
 Annotations = Dict[str, List[dict]]
 
 
@@ -150,13 +151,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m depth_estimation.da2k", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", required=True, help="the DA-2K folder (holds annotations.json)")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="model spec to run (see depth_estimation.models)")
-    source.add_argument("--predictions", help="folder of .npy predictions, one per image")
-    parser.add_argument("--backend", default="torch", help="torch, onnxruntime or tensorrt (with --model)")
-    parser.add_argument("--input-size", type=int, default=518, help="network input short side (with --model)")
-    parser.add_argument("--pred-kind", choices=PRED_KINDS, default="disparity",
-                        help="what --predictions hold (a --model gives disparity)")
+    add_source_arguments(parser, "folder of .npy predictions, one per image")
     parser.add_argument("--json", help="write the result here (atomically)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")

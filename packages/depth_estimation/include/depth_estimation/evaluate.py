@@ -27,7 +27,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from . import metrics
-from .scoring import depth_from_msg, resolve_crop, score_frame, write_csv  # noqa: F401 (re-exported)
+from .scoring import add_source_arguments, depth_from_msg, resolve_crop, score_frame, write_csv  # noqa: F401
 from .atomic import atomic_file, write_json
 
 log = logging.getLogger(__name__)
@@ -213,13 +213,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="depth-eval", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bag", required=True, help="RGB-D bag (CompressedImage frames + 32FC1 ground truth)")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="model spec to run (see depth_estimation.models)")
-    source.add_argument("--predictions", help="folder of 000000.npy... predictions in frame order")
-    parser.add_argument("--pred-kind", choices=metrics.KINDS, default="disparity",
-                        help="what --predictions hold (a --model gives disparity)")
-    parser.add_argument("--backend", default="torch", help="torch, onnxruntime or tensorrt (with --model)")
-    parser.add_argument("--input-size", type=int, default=518, help="network input short side (with --model)")
+    add_source_arguments(parser, "folder of 000000.npy... predictions in frame order")
     parser.add_argument("--align", required=True, choices=metrics.ALIGN_MODES)
     parser.add_argument("--crop", choices=CROP_CHOICES, default="auto",
                         help="auto: Eigen crop for NYU bags (/nyu/ topics, 480x640), none otherwise")

@@ -73,3 +73,14 @@ def write_csv(path: str, result: dict) -> None:
                             + ["%.6f" % row[k] for k in metrics.METRICS])
         writer.writerow(["mean", "", sum(r["valid_pixels"] for r in result["per_frame"])]
                         + ["%.6f" % result["metrics"][k] for k in metrics.METRICS])
+
+
+def add_source_arguments(parser, predictions_help: str) -> None:
+    """The options of every scorer: a model to run or a folder of another model's predictions."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="model spec to run (see depth_estimation.models)")
+    source.add_argument("--predictions", help=predictions_help)
+    parser.add_argument("--pred-kind", choices=metrics.KINDS, default="disparity",
+                        help="what --predictions hold (a --model gives disparity)")
+    parser.add_argument("--backend", default="torch", help="torch, onnxruntime or tensorrt (with --model)")
+    parser.add_argument("--input-size", type=int, default=518, help="network input short side (with --model)")
