@@ -101,7 +101,6 @@ def _stats(ms: Sequence[float]) -> Dict[str, float]:
 
 def run_cell(cell: Dict) -> List[Dict]:
     """One variant x backend x input size: rows for the bare, node and pipeline paths (in a child process)."""
-    import psutil
     import torch
 
     from .colorize import Colorizer
@@ -152,8 +151,7 @@ def run_cell(cell: Dict) -> List[Dict]:
     for row in rows:
         if row.get("gflops"):
             row["gflops_per_s"] = row["gflops"] * row["fps"]
-    rss = psutil.Process().memory_info()
-    peak = getattr(rss, "peak_wset", None) or _peak_rss()
+    peak = _peak_rss()
     for row in rows:
         row["peak_rss_bytes"] = peak
     rows[0]["_outputs"] = outs
