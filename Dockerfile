@@ -82,7 +82,7 @@ RUN . /opt/ros/${ROS_DISTRO}/setup.sh && \
 ARG DEFAULT_MODEL=da2-small
 ENV HF_HOME=/opt/depth_estimation/hf
 RUN PYTHONPATH=${REPO_PATH}/packages/depth_estimation/include \
-  python3 -m depth_estimation.weights fetch "${DEFAULT_MODEL}"
+  python3 -m depth_estimation.tools.weights fetch "${DEFAULT_MODEL}"
 
 # what the launchers run unless DEPTH_MODEL / DEPTH_BACKEND are set:
 # - amd64 (laptop, `dts devel run -R ROBOT`): the model with PyTorch (CUDA when the laptop has it);
@@ -94,7 +94,7 @@ ARG ARCH
 ARG DEFAULT_INPUT_SIZE=308
 RUN mkdir -p /opt/depth_estimation && \
   if [ "${ARCH}" = "arm64v8" ]; then \
-    PYTHONPATH=${REPO_PATH}/packages/depth_estimation/include python3 -m depth_estimation.export \
+    PYTHONPATH=${REPO_PATH}/packages/depth_estimation/include python3 -m depth_estimation.tools.export \
       "${DEFAULT_MODEL}" --input-size "${DEFAULT_INPUT_SIZE}" --frame-size 640x480 \
       --out /opt/depth_estimation/default.onnx && \
     echo /opt/depth_estimation/default.onnx > /opt/depth_estimation/default_model && \

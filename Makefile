@@ -62,7 +62,7 @@ test: setup
 	@source ./env.sh && cd $(ROOT) && python -m pytest $(PYTEST_ARGS)
 
 demo: setup
-	@source ./env.sh && cd $(ROOT) && python -m depth_estimation.demo $(DEMO_ARGS)
+	@source ./env.sh && cd $(ROOT) && python -m depth_estimation.tools.demo $(DEMO_ARGS)
 
 clean:
 	rm -rf .build .venv

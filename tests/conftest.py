@@ -16,7 +16,7 @@ REAL_BAG = os.path.join(ROOT, "assets", "recordings", "raspicam_aruco_marker.bag
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
     """A tiny random Depth-Anything-V2 saved in Hugging Face format."""
-    from depth_estimation.testing import save_tiny_da2
+    from depth_fixtures import save_tiny_da2
 
     return save_tiny_da2(str(tmp_path_factory.mktemp("models") / "tiny_da2"))
 
@@ -24,7 +24,7 @@ def tiny_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def real_jpeg():
     """The real 1280x720 camera frame of the shipped recording (JPEG bytes)."""
-    from depth_estimation.bags import read_camera_frames
+    from depth_estimation.io.bags import read_camera_frames
 
     return read_camera_frames(REAL_BAG)[0].data
 

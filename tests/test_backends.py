@@ -9,8 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from depth_estimation import backends, export
-from depth_estimation.testing import tiny_da2
+from depth_estimation.runtime import backends
+from depth_estimation.tools import export
+from depth_fixtures import tiny_da2
 
 from conftest import INCLUDE
 
@@ -176,7 +177,8 @@ class Block:
         if name.split(".")[0] in ("onnx", "onnxruntime", "tensorrt", "pycuda"):
             raise ImportError("blocked: " + name)
 sys.meta_path.insert(0, Block())
-from depth_estimation import backends, export
+from depth_estimation.runtime import backends
+from depth_estimation.tools import export
 assert backends.available_backends() == ["torch"], backends.available_backends()
 try:
     backends.OrtRunner(sys.argv[1])

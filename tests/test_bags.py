@@ -1,8 +1,7 @@
 """Camera-stream bags written without ROS, read back by ROS' own rosbag."""
 import pytest
 
-from depth_estimation import bags
-
+from depth_estimation.io import bags
 from conftest import REAL_BAG
 
 

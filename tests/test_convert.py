@@ -11,9 +11,9 @@ import pickle
 import pytest
 import torch
 
-from depth_estimation import convert
-from depth_estimation.da2 import make_config
-from depth_estimation.models import ARCHS
+from depth_estimation.models import da2_original as convert
+from depth_estimation.models.da2 import make_config
+from depth_estimation.models.specs import ARCHS
 
 TINY = dict(hidden=128, layers=4, heads=2, neck=(8, 16, 32, 32), fusion=16)
 

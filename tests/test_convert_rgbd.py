@@ -6,8 +6,8 @@ import shutil
 import numpy as np
 import pytest
 
-from depth_estimation import convert_rgbd
-from depth_estimation.bags import iter_messages
+from depth_estimation.evaluation import convert_rgbd
+from depth_estimation.io.bags import iter_messages
 
 from conftest import SHARED_REAL
 

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from depth_estimation import frames, preprocess
-from depth_estimation.colorize import Colorizer
-from depth_estimation.estimator import DepthEstimator
-from depth_estimation.testing import bad_frames
+from depth_estimation.framepath import frames
+from depth_estimation.runtime import preprocess
+from depth_estimation.framepath.colorize import Colorizer
+from depth_estimation.runtime.estimator import DepthEstimator
+from depth_fixtures import bad_frames
 
 
 @pytest.mark.parametrize("h, w, short, expected", [

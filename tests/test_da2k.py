@@ -6,8 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from depth_estimation import da2k
-
+from depth_estimation.evaluation import da2k
 IMAGES = {"indoor/a.png": (40, 56), "indoor/b.jpg": (48, 64), "outdoor/c.png": (36, 60)}
 
 

@@ -4,9 +4,9 @@ import os
 import cv2
 import numpy as np
 
-from depth_estimation import distill
-from depth_estimation.estimator import DepthEstimator
-from depth_estimation.models import parse_spec
+from depth_estimation.distill import cli as distill
+from depth_estimation.runtime.estimator import DepthEstimator
+from depth_estimation.models.specs import parse_spec
 
 
 def test_folder_to_student(tiny_dir, tmp_path, tum_rgb):
@@ -31,8 +31,8 @@ def test_folder_to_student(tiny_dir, tmp_path, tum_rgb):
     depth = DepthEstimator(str(out / "student"), input_size=None).load().infer(tum_rgb)
     assert depth.shape == tum_rgb.shape[:2] and np.isfinite(depth).all()
     assert not [f for f in os.listdir(out / "checkpoint") if f.endswith((".pt", ".pth", ".pkl", ".bin"))]
-    from depth_estimation import backends, loading
-
+    from depth_estimation.runtime import backends
+    from depth_estimation.models import loading
     result = backends.export_onnx(loading.load_net(spec), 192, 256, str(tmp_path / "student.onnx"))
     assert result["opset"] <= 13 and result["rel_diff"] < 1e-3  # exportable like the other variants
     onnx_depth = DepthEstimator(str(tmp_path / "student.onnx"), backend="onnxruntime").load().infer(tum_rgb)

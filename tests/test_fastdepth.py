@@ -7,9 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from depth_estimation import fastdepth as fd
-
-
+from depth_estimation.models import fastdepth as fd
 @pytest.fixture(scope="module")
 def model():
     return fd.random_student(0)

@@ -7,9 +7,10 @@ import cv2
 import numpy as np
 import pytest
 
-from depth_estimation import bags, labels
-from depth_estimation.estimator import DepthEstimator
-from depth_estimation.testing import bad_frames, save_tiny_da2
+from depth_estimation.io import bags
+from depth_estimation.distill import labels
+from depth_estimation.runtime.estimator import DepthEstimator
+from depth_fixtures import bad_frames, save_tiny_da2
 
 from conftest import REAL_BAG
 
@@ -32,7 +33,7 @@ def teacher(tmp_path_factory):
     """The tiny random model with its output scaled from ~1e-7 to ~0.1 (float16 keeps 3 digits there)."""
     import torch
 
-    from depth_estimation.testing import tiny_da2
+    from depth_fixtures import tiny_da2
 
     model = tiny_da2(0)
     with torch.no_grad():  # the head ends in ReLU(conv3(...)): scaling conv3 scales the output

@@ -6,9 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from depth_estimation import metrics
-
-
+from depth_estimation.evaluation import metrics
 def _scene(h=48, w=64, seed=0):
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w]
@@ -166,7 +164,7 @@ def _write_rgbd_bag(path, gts, extra_image_stamp=None, start_ns=1_700_000_000_00
     import cv2
     from rosbags.rosbag1 import Writer
 
-    from depth_estimation.bags import typestore
+    from depth_estimation.io.bags import typestore
 
     store = typestore()
     Header = store.types["std_msgs/msg/Header"]
@@ -213,8 +211,7 @@ def rgbd_bag(tmp_path_factory):
 
 
 def test_depth_eval_oracle_predictions(rgbd_bag, tmp_path):
-    from depth_estimation import evaluate
-
+    from depth_estimation.evaluation import evaluate
     bag, gts = rgbd_bag
     pred_dir = tmp_path / "pred"
     pred_dir.mkdir()
@@ -250,8 +247,7 @@ def test_depth_eval_oracle_predictions(rgbd_bag, tmp_path):
 
 
 def test_depth_eval_eigen_crop_auto(tmp_path):
-    from depth_estimation import evaluate
-
+    from depth_estimation.evaluation import evaluate
     gt = np.full((480, 640), 3.0, np.float32)
     bag = str(tmp_path / "nyu.bag")
     _write_rgbd_bag(bag, [gt], ns_name="nyu")  # the namespace depth-nyu2bag writes
@@ -270,8 +266,7 @@ def test_depth_eval_eigen_crop_auto(tmp_path):
 
 
 def test_depth_eval_model_saves_predictions(rgbd_bag, tiny_dir, tmp_path):
-    from depth_estimation import evaluate
-
+    from depth_estimation.evaluation import evaluate
     bag, gts = rgbd_bag
     saved, out_json = tmp_path / "saved", tmp_path / "m.json"
     assert evaluate.main(["--bag", bag, "--model", tiny_dir, "--input-size", "28", "--align", "lsq-disparity",

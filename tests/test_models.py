@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from depth_estimation import da2, weights
-from depth_estimation.estimator import DepthEstimator
-from depth_estimation.models import ARCHS, ModelNotFound, parse_spec
+from depth_estimation.tools import weights as weights_cmd
+from depth_estimation.models import da2
+from depth_estimation.models.loading import load_da2
+from depth_estimation.models import hub as weights
+from depth_estimation.runtime.estimator import DepthEstimator
+from depth_estimation.models.specs import ARCHS, ModelNotFound, parse_spec
 
 
 def test_spec_forms(tmp_path, tiny_dir):
@@ -40,7 +43,7 @@ def test_missing_path_names_the_file():
 @pytest.mark.parametrize("arch, params", [("da2-small", 24.785e6)])
 def test_random_arch_matches_paper_size_and_is_announced(arch, params, caplog):
     caplog.set_level(logging.WARNING)
-    model = da2.load(parse_spec("random:" + arch))
+    model = load_da2(parse_spec("random:" + arch))
     assert abs(sum(p.numel() for p in model.parameters()) - params) < 0.01e6
     assert "UNTRAINED" in caplog.text and "RANDOM" in caplog.text
 
@@ -54,8 +57,7 @@ def test_arch_configs_follow_the_reference():
 
 def _same_output(model_a, estimator, rgb):
     out = estimator.infer(rgb)
-    from depth_estimation import preprocess
-
+    from depth_estimation.runtime import preprocess
     with torch.inference_mode():
         ref = model_a(pixel_values=preprocess.to_tensor(rgb, estimator.input_size)).predicted_depth
     ref = preprocess.to_frame_size(ref, *rgb.shape[:2])
@@ -66,7 +68,7 @@ def _same_output(model_a, estimator, rgb):
 
 def test_hf_directory_loads_the_saved_weights(tiny_dir):
     rgb = np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)
-    from depth_estimation.testing import tiny_da2
+    from depth_fixtures import tiny_da2
 
     est = DepthEstimator(tiny_dir, input_size=56).load()
     _same_output(tiny_da2(seed=0), est, rgb)
@@ -120,5 +122,5 @@ def test_unreadable_weights_are_a_clear_error(tmp_path, tiny_dir):
 
 
 def test_weights_cli_where_fails_cleanly_offline(hf_cache, capsys):
-    assert weights.main(["where", "da2-base"]) == 1
+    assert weights_cmd.main(["where", "da2-base"]) == 1
     assert "weights fetch da2-base" in capsys.readouterr().err

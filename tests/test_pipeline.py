@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import yaml
 
-from depth_estimation import pipeline
-from depth_estimation.frames import RejectedFrame
-from depth_estimation.pipeline import ERROR, OK, WARN, LatestSlot, NodeHealth, pipeline_from_params
-from depth_estimation.timing import RateMeter, StageTimer
+from depth_estimation.framepath import pipeline
+from depth_estimation.framepath.frames import RejectedFrame
+from depth_estimation.framepath.pipeline import ERROR, OK, WARN, LatestSlot, NodeHealth, pipeline_from_params
+from depth_estimation.runtime.timing import RateMeter, StageTimer
 
 from conftest import ROOT
 
@@ -101,7 +101,7 @@ def test_default_config_builds_the_node_pipeline(tiny_dir):
     params["input_size"] = 56
     pipe = pipeline_from_params(params)
     pipe.estimator.load()
-    from depth_estimation.testing import _jpeg
+    from depth_fixtures import _jpeg
 
     rgb = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
     result = pipe.process(_jpeg(rgb), "jpeg")

@@ -11,8 +11,9 @@ from torch import nn
 from conftest import INCLUDE, ROOT
 
 pytest.importorskip("hqq")
-from depth_estimation import da2  # noqa: E402
-from depth_estimation import quantize as Q  # noqa: E402
+from depth_estimation.models import da2  # noqa: E402
+from depth_estimation.models import hqq as Q  # noqa: E402
+from depth_estimation.tools import quantize as quantize_cmd  # noqa: E402
 
 PINS = os.path.join(ROOT, ".build", "py38-pins")
 # hidden 128: group 64 divides every backbone linear; the linears are 70% of the weights
@@ -166,14 +167,14 @@ def test_cli_quantizes_a_local_folder(tmp_path, x, capsys):
     base = str(tmp_path / "base")
     small_model().save_pretrained(base, safe_serialization=True)
     out = str(tmp_path / "out")
-    assert Q.main([base, "--bits", "4", "--out", out]) == 0
+    assert quantize_cmd.main([base, "--bits", "4", "--out", out]) == 0
     printed = capsys.readouterr().out
     assert "MB ->" in printed and out in printed
     info = Q.read_info(out)
     assert (info["bits"], info["group_size"], info["base"]) == (4, 64, base)
-    assert Q.main([base, "--bits", "2", "--out", out]) == 1
+    assert quantize_cmd.main([base, "--bits", "2", "--out", out]) == 1
     assert "--force" in capsys.readouterr().err
-    assert Q.main([base, "--bits", "2", "--out", out, "--force"]) == 0
+    assert quantize_cmd.main([base, "--bits", "2", "--out", out, "--force"]) == 0
     assert Q.read_info(out)["bits"] == 2
     assert 0.01 < rel(run(Q.load_quantized(out), x), run(small_model(), x)) < 0.5
 
@@ -188,11 +189,11 @@ def test_default_dir(monkeypatch, tmp_path):
 
 def test_imports_without_hqq():
     code = ("import sys; sys.modules['hqq'] = None\n"
-            "import depth_estimation.quantize as q\n"
-            "from depth_estimation.testing import tiny_da2\n"
+            "import depth_estimation.models.hqq as q\n"
+            "from depth_fixtures import tiny_da2\n"
             "try:\n    q.quantize_model(tiny_da2(), 4, group_size=32)\nexcept ImportError as e:\n    print(e)\n")
     proc = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [INCLUDE, os.environ.get("PYTHONPATH", "")])), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [INCLUDE, os.path.dirname(os.path.abspath(__file__)), os.environ.get("PYTHONPATH", "")])), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         universal_newlines=True, timeout=300)
     assert proc.returncode == 0 and "pip install hqq" in proc.stdout, proc.stdout[-2000:]
 
@@ -210,7 +211,7 @@ def test_folder_loads_under_the_other_transformers(tmp_path, x):
     pinned = transformers.__version__ == "4.46.3"
     path = [INCLUDE] + ([] if pinned else [PINS])
     code = ("import sys, torch, transformers; from safetensors.torch import load_file, save_file\n"
-            "from depth_estimation import quantize as q\n"
+            "from depth_estimation.models import hqq as q\n"
             "m = q.load_quantized(sys.argv[1]); x = load_file(sys.argv[2])['x']\n"
             "with torch.no_grad(): save_file({'y': m(pixel_values=x).predicted_depth}, sys.argv[3])\n"
             "print(transformers.__version__)\n")

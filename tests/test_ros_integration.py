@@ -25,7 +25,7 @@ def _ros_env(tmp_path, **extra):
 
 @pytest.fixture(scope="session")
 def fixtures(tmp_path_factory):
-    from depth_estimation.testing import prepare
+    from depth_fixtures import prepare
 
     directory = str(tmp_path_factory.mktemp("rostest_fixtures"))
     prepare(directory)
@@ -47,7 +47,7 @@ def test_rostest(test_file, fixtures, tmp_path):
 
 def test_student_folder_runs_in_the_node(fixtures, tmp_path):
     """A student folder (what depth-distill train writes) is a model the node publishes depth with."""
-    from depth_estimation.fastdepth import random_student, save_student
+    from depth_estimation.models.fastdepth import random_student, save_student
 
     student = save_student(random_student(seed=3), str(tmp_path / "student"))
     _rostest(tmp_path, "camera_stream.test", "fixtures:=" + fixtures, "model:=" + student)
@@ -78,7 +78,7 @@ def test_missing_model_stops_the_node_with_one_line(model, expected, tmp_path):
 
 def test_demo_leaves_depth_pngs_and_a_latency_report(tiny_dir, tmp_path):
     out = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, "-m", "depth_estimation.demo", "--seconds", "3", "--model", tiny_dir,
+    proc = subprocess.run([sys.executable, "-m", "depth_estimation.tools.demo", "--seconds", "3", "--model", tiny_dir,
                            "--out", str(out)], env=_ros_env(tmp_path), cwd=ROOT, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, universal_newlines=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:]
@@ -98,8 +98,7 @@ def test_demo_leaves_depth_pngs_and_a_latency_report(tiny_dir, tmp_path):
 
 
 def test_demo_falls_back_to_random_weights_loudly(hf_cache, capsys):
-    from depth_estimation import demo
-
+    from depth_estimation.tools import demo
     assert demo.choose_model(None) == "random:da2-small"
     assert "UNTRAINED" in capsys.readouterr().out
     assert demo.choose_model("random:da2-base") == "random:da2-base"
@@ -109,8 +108,9 @@ def test_evaluate_launch_scores_the_node_like_depth_eval(tiny_dir, tmp_path):
     """evaluate.launch replays real TUM RGB-D frames through depth_node into the evaluator, ends by
     itself, and its JSON agrees with depth-eval run on the same bag and model (same metric code)."""
     from conftest import SHARED_REAL
-    from depth_estimation import convert_rgbd, evaluate
-    from depth_estimation.estimator import DepthEstimator
+    from depth_estimation.evaluation import convert_rgbd
+    from depth_estimation.evaluation import evaluate
+    from depth_estimation.runtime.estimator import DepthEstimator
 
     tum = os.path.join(SHARED_REAL, "tum_fr1_desk")
     if not os.path.isdir(tum):

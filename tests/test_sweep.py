@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 
-from depth_estimation import convert_rgbd, sweep
-
+from depth_estimation.evaluation import convert_rgbd
+from depth_estimation.tools import sweep
 from conftest import SHARED_REAL
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from depth_estimation import fastdepth, train
-
+from depth_estimation.models import fastdepth
+from depth_estimation.distill import train
 SIZE = (64, 96)
 
 

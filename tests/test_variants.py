@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from depth_estimation import bench
-from depth_estimation.estimator import DepthEstimator
+from depth_estimation.tools import bench
+from depth_estimation.runtime.estimator import DepthEstimator
 
 
 @pytest.fixture
@@ -27,8 +27,7 @@ def test_student_runs_at_its_own_input_size():
 
 
 def test_quantized_spec_is_made_once_then_only_loaded(tiny_dir, cache, monkeypatch):
-    from depth_estimation import quantize
-
+    from depth_estimation.models import hqq as quantize
     packed = DepthEstimator(tiny_dir + "@hqq8", input_size=56).load()
     saved = os.listdir(cache / "quantized")
     assert len(saved) == 1 and "@hqq8" in saved[0]

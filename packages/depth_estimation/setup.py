@@ -1,6 +1,6 @@
 # Installed by catkin_python_setup(): the ROS-free library lives in include/depth_estimation.
-from setuptools import setup
+from setuptools import find_packages, setup
 
 from catkin_pkg.python_setup import generate_distutils_setup
 
-setup(**generate_distutils_setup(packages=["depth_estimation"], package_dir={"": "include"}))
+setup(**generate_distutils_setup(packages=find_packages("include"), package_dir={"": "include"}))

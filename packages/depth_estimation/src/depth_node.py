@@ -13,9 +13,9 @@ import rospy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from depth_estimation.frames import RejectedFrame
-from depth_estimation.models import ModelNotFound
-from depth_estimation.pipeline import LatestSlot, NodeHealth, pipeline_from_params
+from depth_estimation.framepath.frames import RejectedFrame
+from depth_estimation.models.specs import ModelNotFound
+from depth_estimation.framepath.pipeline import LatestSlot, NodeHealth, pipeline_from_params
 
 PARAMS = ("model", "backend", "device", "half", "input_size", "threads", "colormap", "color_range",
           "color_percentiles", "color_vmin", "color_vmax", "jpeg_quality", "min_side", "max_side",

@@ -15,9 +15,9 @@ import rosbag
 import rospy
 from sensor_msgs.msg import Image
 
-from depth_estimation import metrics
-from depth_estimation.atomic import write_json
-from depth_estimation.scoring import depth_from_msg, score_frame, write_csv
+from depth_estimation.evaluation import metrics
+from depth_estimation.io.atomic import write_json
+from depth_estimation.evaluation.scoring import depth_from_msg, score_frame, write_csv
 
 
 def stamp_ns(msg):

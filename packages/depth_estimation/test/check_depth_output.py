@@ -4,7 +4,7 @@
 Modes: ``stream`` (headers, encodings, sizes, camera_info passthrough, diagnostics keys),
 ``corrupt`` (depth for every good frame, rejected count = bad frames, nothing dropped),
 ``backlog`` (camera faster than the model: bounded age, drops counted, no invented frames).
-The bag's JSON sidecar (written by depth_estimation.testing) lists the stamps and good frames.
+The bag's JSON sidecar (written by tests/depth_fixtures.py) lists the stamps and good frames.
 """
 import json
 from collections import Counter

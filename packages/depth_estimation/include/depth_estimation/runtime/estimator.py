@@ -8,9 +8,10 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from . import preprocess
-from .models import ModelSpec, cache_dir, parse_spec, safe_name
-from .timing import StageTimer
+from depth_estimation.runtime import preprocess
+from depth_estimation.io.paths import cache_dir
+from depth_estimation.models.specs import ModelSpec, parse_spec, safe_name
+from depth_estimation.runtime.timing import StageTimer
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,8 @@ class DepthEstimator:
     def load(self) -> "DepthEstimator":
         import torch
 
-        from . import backends, loading
-
+        from depth_estimation.runtime import backends
+        from depth_estimation.models import loading
         if self.threads > 0:
             torch.set_num_threads(self.threads)
         if self.requested_device == "cuda" and not torch.cuda.is_available():
@@ -116,16 +117,14 @@ class DepthEstimator:
         return runner
 
     def _make_runner(self, onnx_path: str):
-        from . import backends
-
+        from depth_estimation.runtime import backends
         if self.backend == "tensorrt":
             return backends.TensorRTRunner(onnx_path, fp16=self.half or self.device == "cuda")
         return backends.OrtRunner(onnx_path, device=self.requested_device)
 
     def _onnx_for(self, hw: Tuple[int, int]) -> str:
         """The ONNX export of this model at input ``hw``, made once and cached."""
-        from . import backends
-
+        from depth_estimation.runtime import backends
         stamp = self.spec.path and os.path.getmtime(self.spec.path)
         key = hashlib.sha1(("%s|%s" % (self.spec.text, stamp)).encode()).hexdigest()[:10]
         path = cache_dir("onnx", "%s-%dx%d-%s.onnx" % (safe_name(self.spec.text), hw[0], hw[1], key))

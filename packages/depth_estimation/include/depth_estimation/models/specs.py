@@ -174,14 +174,6 @@ SPEC_HELP = ("use one of: %s, %s, random:<arch>, a Hugging Face id (owner/name),
              % (", ".join(sorted(ARCHS)), ", ".join(STUDENTS)))
 
 
-def cache_dir(*parts: str) -> str:
-    """This package's cache (quantized models, ONNX exports, engines): $DEPTH_ESTIMATION_CACHE or
-    ~/.cache/depth_estimation."""
-    root = os.environ.get("DEPTH_ESTIMATION_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
-                                                                      "depth_estimation")
-    return os.path.join(root, *parts)
-
-
 def safe_name(text: str) -> str:
     """A spec as a file name."""
     return re.sub(r"[^A-Za-z0-9_.@+-]+", "_", text).strip("_")

@@ -24,6 +24,8 @@ import pickle
 import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from depth_estimation.models.da2 import make_config
+
 # The authors' DepthAnythingV2.intermediate_layer_idx (0-based blocks), by number of blocks.
 REFERENCE_LAYERS = {12: (2, 5, 8, 11), 24: (4, 11, 17, 23)}
 
@@ -142,7 +144,6 @@ def original_to_hf(state_dict, num_heads: Optional[int] = None):
     vitl 16), so it is ``hidden // 64`` unless ``num_heads`` is given (tiny test models).
     """
     import torch
-    from .da2 import make_config
 
     sd = dict(state_dict)
     hidden = _shape(sd, "pretrained.cls_token")[-1]

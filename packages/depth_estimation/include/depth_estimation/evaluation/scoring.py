@@ -10,8 +10,8 @@ from typing import Tuple
 
 import numpy as np
 
-from . import metrics
-from .atomic import atomic_file
+from depth_estimation.evaluation import metrics
+from depth_estimation.io.atomic import atomic_file
 
 
 def depth_from_msg(msg) -> np.ndarray:

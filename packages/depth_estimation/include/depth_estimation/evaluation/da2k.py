@@ -25,9 +25,9 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from .atomic import write_json
-from .metrics import KINDS as PRED_KINDS
-from .scoring import add_source_arguments
+from depth_estimation.io.atomic import write_json
+from depth_estimation.evaluation.metrics import KINDS as PRED_KINDS
+from depth_estimation.evaluation.scoring import add_source_arguments
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +97,7 @@ def score(predictions: Callable[[str], np.ndarray], annotations: Union[str, Anno
 
 def _image_size(path: str) -> Tuple[int, int]:
     """(height, width) of an image file, from its header when it is JPEG or PNG."""
-    from . import frames
-
+    from depth_estimation.framepath import frames
     with open(path, "rb") as f:
         data = f.read()
     fmt = frames.sniff(data)
@@ -158,7 +157,7 @@ def main(argv=None) -> int:
     try:
         annotations = load_annotations(args.root)
         if args.model:
-            from .estimator import DepthEstimator
+            from depth_estimation.runtime.estimator import DepthEstimator
 
             estimator = DepthEstimator(args.model, input_size=args.input_size, backend=args.backend).load()
             predict, kind = from_model(args.root, estimator), "disparity"

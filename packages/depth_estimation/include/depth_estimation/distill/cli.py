@@ -15,8 +15,8 @@ import sys
 
 
 def main(argv=None) -> int:
-    from . import labels, train
-
+    from depth_estimation.distill import labels
+    from depth_estimation.distill import train
     parser = argparse.ArgumentParser(prog="depth-distill", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)

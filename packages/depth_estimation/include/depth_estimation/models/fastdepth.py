@@ -183,7 +183,7 @@ def _config() -> dict:
 
 def save_student(model: FastDepthMNV3, directory: str, overwrite: bool = False) -> str:
     """Write ``config.json`` + ``model.safetensors`` into ``directory`` atomically; returns it."""
-    from .atomic import write_model_folder
+    from depth_estimation.io.atomic import write_model_folder
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     return write_model_folder(directory, state, WEIGHTS_NAME, CONFIG_NAME, _config(), overwrite=overwrite)

@@ -11,7 +11,9 @@ import os
 
 import torch
 
-from .models import ModelNotFound, ModelSpec, announce_untrained, parse_spec
+from depth_estimation.models import da2, fastdepth, hqq, hub
+from depth_estimation.models.da2_original import load_original
+from depth_estimation.models.specs import ARCHS, ModelNotFound, ModelSpec, announce_untrained, parse_spec
 
 log = logging.getLogger(__name__)
 
@@ -37,37 +39,53 @@ def load_net(spec: ModelSpec):
     if spec.family == "fastdepth":
         return _load_student(spec).eval()
     if spec.kind == "quantized_dir":
-        from . import quantize
-
-        return DA2Net(quantize.load_quantized(spec.path, dequantize=False)).eval()
+        return DA2Net(hqq.load_quantized(spec.path, dequantize=False)).eval()
     if spec.quant is not None:
         return DA2Net(_load_quantized(spec)).eval()
-    from . import da2
+    return DA2Net(load_da2(spec)).eval()
 
-    return DA2Net(da2.load(spec)).eval()
+
+def load_da2(spec: ModelSpec):
+    """The transformers Depth-Anything-V2 a (not quantized) spec names, in eval mode, on the CPU."""
+    if spec.kind == "random":
+        announce_untrained(spec.text)
+        model = da2.random_model(spec.arch)
+    elif spec.kind == "hf_dir":
+        model = da2.from_hf_dir(spec.path)
+    elif spec.kind in ("arch", "hub"):
+        model = da2.from_hf_dir(hub.resolve(spec.hub_id, spec.text))
+    elif spec.kind == "original":
+        if not os.path.isfile(spec.path):
+            arch = spec.arch or "da2-small"
+            raise ModelNotFound(
+                "model %s: file not found; the authors' checkpoints (%s) are at "
+                "https://huggingface.co/depth-anything, or use model:=%s for the converted ones"
+                % (spec.path, ", ".join(a.original_file for a in ARCHS.values()), arch))
+        with da2.unreadable(spec.path):
+            model = load_original(spec.path)
+    else:
+        raise ValueError("model %s (%s) is not a Depth-Anything-V2 spec" % (spec.text, spec.kind))
+    return model.eval()
 
 
 def _load_student(spec: ModelSpec):
-    from . import fastdepth
-
     if spec.kind == "random":
         announce_untrained(spec.text)
         return fastdepth.random_student()
     if spec.kind == "student_dir":
         return fastdepth.load_student(spec.path)
     raise ModelNotFound("model %s: there are no released weights of the student; train one with "
-                        "'depth-distill' and run model:=<its folder>, or use model:=random:%s" % (spec.text, spec.arch))
+                        "'depth-distill' and run model:=<its folder>, or use model:=random:%s"
+                        % (spec.text, spec.arch))
 
 
 def _load_quantized(spec: ModelSpec):
     """``<base>@hqqN[-dq]``: the quantized copy from the cache, made once on first use."""
-    from . import da2, quantize
-
     q = spec.quant
-    folder = quantize.default_dir(spec.base, q.bits, q.group_size)
+    folder = hqq.default_dir(spec.base, q.bits, q.group_size)
     if not os.path.isfile(os.path.join(folder, "quantization.json")):
         log.warning("quantizing %s to %d bits once; saved to %s so later starts only load it",
                     spec.base, q.bits, folder)
-        model = quantize.quantize_model(da2.load(parse_spec(spec.base)), q.bits, q.group_size)
-        quantize.save_quantized(model, folder, {"base": spec.base}, overwrite=True)
-    return quantize.load_quantized(folder, dequantize=q.dequantize)
+        model = hqq.quantize_model(load_da2(parse_spec(spec.base)), q.bits, q.group_size)
+        hqq.save_quantized(model, folder, {"base": spec.base}, overwrite=True)
+    return hqq.load_quantized(folder, dequantize=q.dequantize)

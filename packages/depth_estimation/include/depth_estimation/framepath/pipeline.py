@@ -15,10 +15,10 @@ from typing import Any, Dict, Optional, Tuple
 import cv2
 import numpy as np
 
-from . import frames
-from .colorize import Colorizer
-from .estimator import DepthEstimator
-from .timing import RateMeter, Rolling, StageTimer
+from depth_estimation.framepath import frames
+from depth_estimation.framepath.colorize import Colorizer
+from depth_estimation.runtime.estimator import DepthEstimator
+from depth_estimation.runtime.timing import RateMeter, Rolling, StageTimer
 
 OK, WARN, ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels
 

@@ -11,11 +11,7 @@ import os
 from contextlib import contextmanager
 from typing import Iterator, Optional, Sequence
 
-from .models import ARCHS, Da2Arch, ModelNotFound, ModelSpec, announce_untrained
-from . import weights
-
-
-
+from depth_estimation.models.specs import ARCHS, Da2Arch, ModelNotFound
 def make_config(hidden_size: int, num_layers: int, num_heads: int, out_indices: Sequence[int],
                 neck_hidden_sizes: Sequence[int], fusion_hidden_size: int, image_size: int = 518):
     """A transformers ``DepthAnythingConfig`` for a relative-depth Depth-Anything-V2."""
@@ -60,12 +56,12 @@ def from_hf_dir(path: str):
     if not any(f.endswith(".safetensors") for f in os.listdir(path)):
         raise ModelNotFound("model %s: no .safetensors weights in that directory (only safetensors "
                             "are loaded; convert pickled weights with save_pretrained)" % path)
-    with _unreadable(path):
+    with unreadable(path):
         return DepthAnythingForDepthEstimation.from_pretrained(path, use_safetensors=True)
 
 
 @contextmanager
-def _unreadable(path: str) -> Iterator[None]:
+def unreadable(path: str) -> Iterator[None]:
     """Turn any failure to read model files into a one-line ModelNotFound naming ``path``."""
     try:
         yield
@@ -74,28 +70,3 @@ def _unreadable(path: str) -> Iterator[None]:
     except Exception as exc:  # safetensors, pickle, shape and JSON errors all end here
         detail = " ".join(str(exc).split())[:300]
         raise ModelNotFound("model %s: cannot read it (%s: %s)" % (path, type(exc).__name__, detail)) from exc
-
-
-def load(spec: ModelSpec):
-    """Build the torch module a spec names, in eval mode, on the CPU."""
-    if spec.kind == "random":
-        announce_untrained(spec.text)
-        model = random_model(spec.arch)
-    elif spec.kind == "hf_dir":
-        model = from_hf_dir(spec.path)
-    elif spec.kind in ("arch", "hub"):
-        model = from_hf_dir(weights.resolve(spec.hub_id, spec.text))
-    elif spec.kind == "original":
-        from .convert import load_original
-
-        if not os.path.isfile(spec.path):
-            arch = spec.arch or "da2-small"
-            raise ModelNotFound(
-                "model %s: file not found; the authors' checkpoints (%s) are at "
-                "https://huggingface.co/depth-anything, or use model:=%s for the converted ones"
-                % (spec.path, ", ".join(a.original_file for a in ARCHS.values()), arch))
-        with _unreadable(spec.path):
-            model = load_original(spec.path)
-    else:  # pragma: no cover - parse_spec produces no other kinds
-        raise ValueError(spec.kind)
-    return model.eval()

@@ -87,7 +87,7 @@ def write_rgbd_bag(frames: Iterable[Tuple[object, object]], out: str, intrinsics
     import numpy as np
     from rosbags.rosbag1 import Writer
 
-    from .bags import typestore
+    from depth_estimation.io.bags import typestore
 
     _check_out(out, force)
     fx, fy, cx, cy = (float(v) for v in intrinsics)

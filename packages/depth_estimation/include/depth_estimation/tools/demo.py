@@ -25,14 +25,14 @@ from typing import Dict, List, Optional
 import numpy as np
 import yaml
 
-from . import bags, weights
-from .atomic import write_json
-from .models import ModelNotFound, parse_spec
+from depth_estimation.io import bags
+from depth_estimation.models import hub as weights
+from depth_estimation.io.atomic import write_json
+from depth_estimation.io.paths import ASSETS_DIR, PACKAGE_DIR
+from depth_estimation.models.specs import ModelNotFound, parse_spec
 
-PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-REPO_DIR = os.path.dirname(os.path.dirname(PACKAGE_DIR))
 DEFAULT_CONFIG = os.path.join(PACKAGE_DIR, "config", "depth_node", "default.yaml")
-DEFAULT_BAG = os.path.join(REPO_DIR, "assets", "recordings", "raspicam_aruco_marker.bag")
+DEFAULT_BAG = os.path.join(ASSETS_DIR, "recordings", "raspicam_aruco_marker.bag")
 IMAGE_SAVER = "/usr/lib/image_view/image_saver"
 
 
@@ -141,7 +141,7 @@ def write_montage(camera_jpeg: bytes, depth_png: str, model: str, out: str, widt
     """Camera frame | colorized depth, side by side, labelled: what rqt_image_view shows."""
     import cv2
 
-    from .frames import decode
+    from depth_estimation.framepath.frames import decode
 
     tiles = []
     for image, label in ((decode(camera_jpeg), "camera"), (cv2.imread(depth_png), "depth: " + model)):
@@ -172,7 +172,7 @@ def print_table(report: Dict) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m depth_estimation.demo", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python3 -m depth_estimation.tools.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bag", default=DEFAULT_BAG, help="camera recording (CompressedImage frames)")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the replayed stream")

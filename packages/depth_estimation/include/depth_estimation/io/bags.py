@@ -4,7 +4,7 @@
 camera_info with the same stamp, at camera rate), optionally with bad frames interleaved, for
 ``make demo`` and the rostests. Bags are written to a temporary file and renamed into place.
 
-    python3 -m depth_estimation.bags SRC.bag OUT.bag --veh duckiebot --seconds 10 --rate 30
+    python3 -m depth_estimation.io.bags SRC.bag OUT.bag --veh duckiebot --seconds 10 --rate 30
 """
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ def iter_messages(path: str, topics: Optional[Sequence[str]] = None) -> Iterator
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m depth_estimation.bags", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python3 -m depth_estimation.io.bags", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("src", help="a bag with sensor_msgs/CompressedImage frames")
     parser.add_argument("out", help="the bag to write")

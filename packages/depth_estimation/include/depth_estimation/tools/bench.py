@@ -25,12 +25,13 @@ from typing import Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 
-from . import preprocess, quantize
-from .atomic import atomic_file, write_json
-from .models import parse_spec
+from depth_estimation.runtime import preprocess
+from depth_estimation.models import hqq as quantize
+from depth_estimation.io.atomic import atomic_file, write_json
+from depth_estimation.io.paths import ASSETS_DIR
+from depth_estimation.models.specs import parse_spec
 
-PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEFAULT_FRAMES = os.path.join(os.path.dirname(os.path.dirname(PACKAGE_DIR)), "assets", "frames")
+DEFAULT_FRAMES = os.path.join(ASSETS_DIR, "frames")
 FIELDS = ["variant", "path", "backend", "input_size", "input_hw", "frame_hw", "runs", "latency_ms_p50",
           "latency_ms_p95", "fps", "weight_bytes", "file_bytes", "peak_rss_bytes", "gflops", "gflops_per_s",
           "matmul_gflops_per_s", "fidelity_abs_rel", "threads", "note"]
@@ -44,7 +45,7 @@ def load_frames(source: str, limit: int = 8) -> List[bytes]:
         for path in files[:limit]:  # re-encode as JPEG, as the camera sends them
             frames.append(cv2.imencode(".jpg", cv2.imread(path), [int(cv2.IMWRITE_JPEG_QUALITY), 90])[1].tobytes())
     else:
-        from .bags import read_camera_frames
+        from depth_estimation.io.bags import read_camera_frames
 
         frames = [f.data for f in read_camera_frames(source, limit)]
     if not frames:
@@ -82,7 +83,7 @@ def file_bytes(spec) -> Optional[int]:
     """Bytes of the variant's weights on disk (what the robot stores), when they are files."""
     path = spec.path
     if spec.quant is not None:
-        from .quantize import default_dir
+        from depth_estimation.models.hqq import default_dir
 
         path = default_dir(spec.base, spec.quant.bits, spec.quant.group_size)
     if path is None:
@@ -103,10 +104,10 @@ def run_cell(cell: Dict) -> List[Dict]:
     """One variant x backend x input size: rows for the bare, node and pipeline paths (in a child process)."""
     import torch
 
-    from .colorize import Colorizer
-    from .estimator import DepthEstimator
-    from .frames import decode
-    from .pipeline import DepthPipeline
+    from depth_estimation.framepath.colorize import Colorizer
+    from depth_estimation.runtime.estimator import DepthEstimator
+    from depth_estimation.framepath.frames import decode
+    from depth_estimation.framepath.pipeline import DepthPipeline
 
     if cell["threads"]:
         torch.set_num_threads(cell["threads"])

@@ -36,8 +36,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from . import bags as bagio
-from .frames import RejectedFrame, decode
+from depth_estimation.io import bags as bagio
+from depth_estimation.framepath.frames import RejectedFrame, decode
 
 log = logging.getLogger(__name__)
 
@@ -187,8 +187,7 @@ def load_item(cache: str, entry: Dict) -> Tuple[np.ndarray, np.ndarray]:
 
 def _infer_many(est, rgbs: List[np.ndarray]) -> List[np.ndarray]:
     """``est.infer`` of each frame; with the torch backend frames of one input size share a batch."""
-    from . import backends
-
+    from depth_estimation.runtime import backends
     out: List[Optional[np.ndarray]] = [None] * len(rgbs)
     groups: Dict[Tuple[int, int], List[int]] = {}
     for i, rgb in enumerate(rgbs):
@@ -201,8 +200,7 @@ def _infer_many(est, rgbs: List[np.ndarray]) -> List[np.ndarray]:
             continue
         import torch
 
-        from . import preprocess
-
+        from depth_estimation.runtime import preprocess
         x = torch.from_numpy(np.concatenate([preprocess.normalize(rgbs[i], *hw) for i in idx])).to(runner.device)
         with torch.inference_mode():
             y = runner.module(x.half() if runner.half else x).float().cpu()
@@ -250,7 +248,7 @@ def label(teacher: str, cache: str, images: Optional[str] = None, bags: Optional
     cached) + ``failed`` (unreadable or undecodable; warned about, never fatal)."""
     from tqdm import tqdm
 
-    from .estimator import DepthEstimator
+    from depth_estimation.runtime.estimator import DepthEstimator
 
     if images is None and bags is None:
         raise ValueError("give a folder of images or a bag glob")
@@ -395,7 +393,7 @@ def add_label_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
 
 def run_label(args: argparse.Namespace) -> int:
-    from .models import ModelNotFound
+    from depth_estimation.models.specs import ModelNotFound
 
     try:
         if (args.images is None) == (args.bags is None):
@@ -414,7 +412,7 @@ def run_label(args: argparse.Namespace) -> int:
 
 def main(argv=None) -> int:
     parser = add_label_arguments(argparse.ArgumentParser(
-        prog="python3 -m depth_estimation.labels", description=__doc__,
+        prog="depth-distill label", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     return run_label(parser.parse_args(argv))

@@ -18,8 +18,8 @@ import sys
 from typing import Dict, List, Optional, Sequence
 
 
-from .atomic import atomic_file, write_json
-from .models import parse_spec
+from depth_estimation.io.atomic import atomic_file, write_json
+from depth_estimation.models.specs import parse_spec
 
 BITS = {"fp32": 32, "hqq8": 8, "hqq4": 4, "hqq3": 3, "hqq2": 2, "hqq1": 1}
 COLUMNS = ["variant", "model", "precision", "bits", "abs_rel", "delta1", "rmse", "nyu_frames", "da2k_accuracy",
@@ -37,8 +37,11 @@ def variant(model: str, precision: str) -> Optional[str]:
 
 def run_cell(spec: str, nyu_bag: Optional[str], da2k_root: Optional[str], input_size: Optional[int],
              backend: str, align: str) -> Dict:
-    from . import bench, da2k, evaluate, quantize
-    from .estimator import DepthEstimator
+    from depth_estimation.tools import bench
+    from depth_estimation.evaluation import da2k
+    from depth_estimation.evaluation import evaluate
+    from depth_estimation.models import hqq as quantize
+    from depth_estimation.runtime.estimator import DepthEstimator
 
     est = DepthEstimator(spec, input_size=input_size, backend=backend).load()
     row = {"weight_bytes": quantize.weight_bytes(est.net) if est.net is not None else None,

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .preprocess import IMAGENET_MEAN, IMAGENET_STD
+from depth_estimation.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 CHECKPOINT = "checkpoint"
 SCHEDULES = ("onecycle", "cosine")
@@ -53,7 +53,7 @@ RESUME_KEYS = ("steps", "batch_size", "lr", "weight_decay", "schedule", "size", 
 
 
 def _labels():
-    from . import labels  # written by the labelling half; imported when data is needed
+    from depth_estimation.distill import labels  # written by the labelling half; imported when data is needed
 
     return labels
 
@@ -277,7 +277,7 @@ def save_checkpoint(directory: str, model, optimizer, scheduler, scaler, state: 
     rest as JSON in its metadata) and ``state.json``, written in a temporary folder and renamed."""
     from safetensors.torch import save_file
 
-    from .atomic import write_folder
+    from depth_estimation.io.atomic import write_folder
 
     tensors: Dict[str, Tensor] = {}
     structure = _flatten({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -314,7 +314,7 @@ def load_checkpoint(directory: str, model, optimizer, scheduler, scaler) -> Dict
 
 # ---------------------------------------------------------------------------------------- train
 def _colorize(values: np.ndarray) -> np.ndarray:
-    from .colorize import Colorizer
+    from depth_estimation.framepath.colorize import Colorizer
 
     return cv2.cvtColor(Colorizer()(values), cv2.COLOR_BGR2RGB)
 
@@ -343,8 +343,7 @@ def train(cache, out: str, steps: int = 1000, batch_size: int = 16, lr: float = 
           alpha: float = 0.5) -> Dict:
     """Train a random-initialized student on ``cache``; write ``out/`` (see the module doc) and
     return the history {"config", "train": [...], "val": [...], "images_per_s", ...}."""
-    from . import fastdepth
-
+    from depth_estimation.models import fastdepth
     size = (int(size[0]), int(size[1]))
     if size[0] % 32 or size[1] % 32 or min(size) <= 0:
         raise ValueError("size %dx%d: height and width must be positive multiples of 32" % size)
@@ -491,7 +490,7 @@ def train(cache, out: str, steps: int = 1000, batch_size: int = 16, lr: float = 
     history["images_per_s"] = images / busy if busy else None
     history["steps"] = steps
     if rank == 0:
-        from .atomic import write_json
+        from depth_estimation.io.atomic import write_json
 
         fastdepth.save_student(model, os.path.join(out, "student"), overwrite=True)
         write_json(os.path.join(out, "history.json"), history)

@@ -26,9 +26,9 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from . import metrics
-from .scoring import add_source_arguments, depth_from_msg, resolve_crop, score_frame, write_csv  # noqa: F401
-from .atomic import atomic_file, write_json
+from depth_estimation.evaluation import metrics
+from depth_estimation.evaluation.scoring import add_source_arguments, depth_from_msg, resolve_crop, score_frame, write_csv  # noqa: F401
+from depth_estimation.io.atomic import atomic_file, write_json
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,7 @@ def _topics_by_type(path: str) -> Dict[str, List[str]]:
 
 
 def _depth_encoding(path: str, topic: str) -> Optional[str]:
-    from . import bags
-
+    from depth_estimation.io import bags
     for _topic, _t, msg in bags.iter_messages(path, [topic]):
         return str(msg.encoding)
     return None
@@ -98,8 +97,7 @@ def _stamp_ns(msg) -> int:
 def rgb_from_msg(msg) -> np.ndarray:
     import cv2
 
-    from . import frames
-
+    from depth_estimation.framepath import frames
     bgr = frames.decode(bytes(msg.data), str(msg.format))
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
@@ -107,8 +105,7 @@ def rgb_from_msg(msg) -> np.ndarray:
 def paired_frames(path: str, image_topic: str, depth_topic: str, unmatched: Dict[str, List[int]]) -> Iterator:
     """(stamp_ns, CompressedImage, depth Image) for every stamp seen on both topics, in bag order.
     Stamps seen on one topic only end up in ``unmatched["images"]`` / ``unmatched["depths"]``."""
-    from . import bags
-
+    from depth_estimation.io import bags
     pending = {image_topic: {}, depth_topic: {}}  # type: Dict[str, Dict[int, object]]
     for topic, _t, msg in bags.iter_messages(path, [image_topic, depth_topic]):
         stamp = _stamp_ns(msg)
@@ -126,8 +123,7 @@ def paired_frames(path: str, image_topic: str, depth_topic: str, unmatched: Dict
 
 def frame_size(msg) -> Tuple[int, int]:
     """(height, width) of a CompressedImage from its header (decoded when the header is odd)."""
-    from . import frames
-
+    from depth_estimation.framepath import frames
     data = bytes(msg.data)
     fmt = frames.sniff(data)
     if fmt is not None:
@@ -232,7 +228,7 @@ def main(argv=None) -> int:
     try:
         estimator = None
         if args.model:
-            from .estimator import DepthEstimator
+            from depth_estimation.runtime.estimator import DepthEstimator
 
             estimator = DepthEstimator(args.model, input_size=args.input_size, backend=args.backend).load()
         elif not os.path.isdir(args.predictions):

@@ -1,6 +1,6 @@
 """Fixtures for tests and the rostests: tiny random models in real formats, camera-stream bags.
 
-``python3 -m depth_estimation.testing DIR`` writes everything the package's rostests read
+``python3 tests/depth_fixtures.py DIR`` writes everything the package's rostests read
 (they default to ``$DEPTH_TEST_FIXTURES``, else ``/tmp/depth_estimation_fixtures``), so
 ``rostest depth_estimation camera_stream.test`` also runs by hand.
 """
@@ -14,10 +14,11 @@ from typing import Dict, List, Optional
 import cv2
 import numpy as np
 
-from . import bags
+REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if __name__ == "__main__":  # run as a script: the library from this checkout
+    sys.path.insert(0, os.path.join(REPO_DIR, "packages", "depth_estimation", "include"))
 
-PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-REPO_DIR = os.path.dirname(os.path.dirname(PACKAGE_DIR))
+from depth_estimation.io import bags  # noqa: E402 (after the path set-up above)
 REAL_BAG = os.path.join(REPO_DIR, "assets", "recordings", "raspicam_aruco_marker.bag")
 REAL_RGBD = os.path.join(REPO_DIR, "assets", "frames")  # TUM fr1/desk: rgb_N.png + depth/depth_N.png
 DEFAULT_DIR = os.environ.get("DEPTH_TEST_FIXTURES", "/tmp/depth_estimation_fixtures")
@@ -30,7 +31,7 @@ def tiny_da2(seed: int = 0):
     import torch
     from transformers import DepthAnythingForDepthEstimation
 
-    from .da2 import make_config
+    from depth_estimation.models.da2 import make_config
 
     torch.manual_seed(seed)
     return DepthAnythingForDepthEstimation(make_config(**TINY)).eval()
@@ -92,7 +93,7 @@ def stream_fixture(out: str, count: int, rate: float, bad_every: Optional[int] =
 
 def rgbd_fixture(out: str) -> str:
     """The real TUM RGB-D frames as an evaluation bag (namespace rgbd), like depth-rgbd2bag writes."""
-    from .convert_rgbd import rgbd2bag
+    from depth_estimation.evaluation.convert_rgbd import rgbd2bag
 
     rgbd2bag(os.path.join(REAL_RGBD, "rgb_*.png"), os.path.join(REAL_RGBD, "depth", "depth_*.png"), 5000.0, out,
              fx=520.9, fy=521.0, cx=325.1, cy=249.7, force=True, progress=False)
