@@ -14,17 +14,22 @@ APT_PKGS  := $(shell cat dependencies-apt-dev.txt | grep -v '^\#')
 WHEELS    := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 STAMPS    := $(ROOT)/.build/stamps
 
+# The Duckietown image's Python (3.8): found on PATH or through pyenv; the core tests run on it too.
+PY38_CANDIDATES := $(wildcard $(HOME)/.pyenv/versions/3.8*/bin/python3.8) $(shell command -v python3.8 2>/dev/null)
+PY38      ?= $(firstword $(foreach p,$(PY38_CANDIDATES),$(shell $(p) -c 'import sys; assert sys.version_info[:2] == (3, 8)' 2>/dev/null && echo $(p))))
+PY38_VENV := $(ROOT)/.build/py38-venv
+
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup apt venv workspace test demo clean
+.PHONY: help setup apt venv workspace py38 test demo clean
 
 help:
 	@echo "make demo   - run the depth node on a real camera recording, write PNGs + latency report"
 	@echo "make test   - pytest on the core library + rostest integration tests"
 	@echo "make setup  - install ROS (apt), the venv and build the catkin workspace (both above do this)"
 
-setup: apt venv workspace
+setup: apt venv workspace py38
 
 apt: $(STAMPS)/apt
 $(STAMPS)/apt: dependencies-apt-dev.txt
@@ -56,6 +61,22 @@ $(STAMPS)/workspace: $(STAMPS)/venv $(PKG)/CMakeLists.txt $(PKG)/package.xml $(P
 	@echo "[setup] catkin_make in $(WS)"
 	@cd $(WS) && catkin_make -DPYTHON_EXECUTABLE=$(PY) -DCATKIN_ENABLE_TESTING=ON > $(ROOT)/.build/catkin_make.log 2>&1 \
 	  || { tail -30 $(ROOT)/.build/catkin_make.log; exit 1; }
+	@touch $@
+
+# A venv of the image's Python with the image's dependency file (dependencies-py3.txt), when a
+# Python 3.8 exists here; tests/test_py38.py runs the core tests in it (and says when it cannot).
+py38: $(STAMPS)/py38
+$(STAMPS)/py38: dependencies-py3.txt
+	@mkdir -p $(STAMPS)
+	@if [ -z "$(PY38)" ]; then echo "[setup] no Python 3.8 here: the core tests will not run on the image's Python"; \
+	else \
+	  echo "[setup] Python 3.8 venv with the image's dependencies (dependencies-py3.txt) in $(PY38_VENV)"; \
+	  rm -rf $(PY38_VENV) && $(PY38) -m venv $(PY38_VENV) && \
+	  $(PY38_VENV)/bin/pip install --disable-pip-version-check -q -r dependencies-py3.txt pytest 2>&1 \
+	    | grep -v -e '^WARNING: Location' -e '^$$' || true; \
+	  $(PY38_VENV)/bin/python -c "import torch, transformers, cv2, onnxruntime, hqq, rosbags" \
+	    || { echo "[setup] the Python 3.8 dependencies failed to install"; exit 1; }; \
+	fi
 	@touch $@
 
 test: setup

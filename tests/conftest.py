@@ -31,13 +31,13 @@ def real_jpeg():
 
 @pytest.fixture(scope="session")
 def tum_rgb():
-    """A real 640x480 Kinect RGB frame (TUM fr1/desk), as RGB uint8, when ../shared is there."""
+    """A real 640x480 Kinect RGB frame (TUM fr1/desk, the copy in assets/frames), as RGB uint8."""
     import cv2
 
-    path = os.path.join(SHARED_REAL, "tum_fr1_desk", "rgb_1.png")
-    if not os.path.exists(path):
-        pytest.skip("../shared/data/real is not next to this checkout")
-    return cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
+    path = os.path.join(ROOT, "assets", "frames", "rgb_1.png")
+    bgr = cv2.imread(path)
+    assert bgr is not None and bgr.shape == (480, 640, 3), "%s is missing or not 640x480" % path
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 @pytest.fixture

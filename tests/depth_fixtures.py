@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -63,31 +64,53 @@ def bad_frames(good_jpeg: bytes) -> Dict[str, bytes]:
         "corrupt": _broken_huffman_tables(good_jpeg),
         "too_small": _jpeg(np.full((1, 1, 3), 128, np.uint8)),
         "too_large": _jpeg(np.zeros((10000, 10000, 3), np.uint8), quality=50),
+        "aspect": _jpeg(np.zeros((16, 4096, 3), np.uint8)),  # would be a 308x78848 network input
     }
 
 
+def with_exif_orientation(jpeg: bytes, orientation: int = 6) -> bytes:
+    """The same JPEG with an EXIF APP1 segment saying ``orientation`` (6: rotate 90 degrees clockwise
+    to display), as phone and some USB cameras write it. The pixels stay the sensor's."""
+    tiff = (b"II*\x00" + (8).to_bytes(4, "little") + (1).to_bytes(2, "little")  # header, one IFD entry
+            + (0x0112).to_bytes(2, "little") + (3).to_bytes(2, "little") + (1).to_bytes(4, "little")
+            + orientation.to_bytes(2, "little") + b"\x00\x00" + (0).to_bytes(4, "little"))
+    payload = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload + jpeg[2:]
+
+
 def write_sidecar(bag_path: str, stamps: List[int], bad_kinds: Dict[int, str], frame: bags.CameraFrame,
-                  rate: float) -> None:
+                  rate: float, **extra) -> None:
+    height, width = cv2.imdecode(np.frombuffer(frame.data, np.uint8), cv2.IMREAD_COLOR).shape[:2]
     info = {"stamps_ns": stamps, "good": [i not in bad_kinds for i in range(len(stamps))], "rate": rate,
-            "bad_kinds": sorted(bad_kinds.values()),
-            "frame_id": frame.frame_id, "width": int(frame.camera_info.width),
-            "height": int(frame.camera_info.height)}
+            "bad_kinds": sorted(bad_kinds.values()), "frame_id": frame.frame_id, "width": width,
+            "height": height}
+    info.update(extra)
     with open(os.path.splitext(bag_path)[0] + ".json", "w") as f:
         json.dump(info, f)
 
 
 def stream_fixture(out: str, count: int, rate: float, bad_every: Optional[int] = None, tail: float = 3.0,
-                   veh: str = "testbot") -> str:
-    """A real-frame stream bag (+ a JSON sidecar with stamps and which frames are good)."""
+                   veh: str = "testbot", exif_every: Optional[int] = None, info_size=None, **extra) -> str:
+    """A real-frame stream bag (+ a JSON sidecar with stamps and which frames are good).
+
+    ``bad_every``: every n-th frame is one of :func:`bad_frames`; ``exif_every``: every n-th frame
+    is the good frame with an EXIF orientation; ``info_size``: the camera_info says (width, height)
+    instead of the frames' size."""
     frames = bags.read_camera_frames(REAL_BAG)
-    kinds = {}
+    if info_size is not None:
+        info = dataclasses.replace(frames[0].camera_info, width=info_size[0], height=info_size[1])
+        frames = [bags.CameraFrame(f.data, f.format, f.frame_id, info) for f in frames]
+    kinds, replace = {}, {}
+    if exif_every:
+        replace = {i: with_exif_orientation(frames[0].data) for i in range(2, count, exif_every)}
     if bad_every:
         samples = bad_frames(frames[0].data)
         names = sorted(samples)
         kinds = {i: names[(i // bad_every) % len(names)] for i in range(1, count, bad_every)}
+        replace.update({i: samples[kind] for i, kind in kinds.items()})
     stamps = bags.camera_stream_bag(frames, out, veh=veh, count=count, rate=rate, tail=tail, overwrite=True,
-                                    bad={i: samples[kind] for i, kind in kinds.items()})
-    write_sidecar(out, stamps, kinds, frames[0], rate)
+                                    bad=replace)
+    write_sidecar(out, stamps, kinds, frames[0], rate, **extra)
     return out
 
 
@@ -107,8 +130,14 @@ def prepare(directory: str = DEFAULT_DIR) -> Dict[str, str]:
         "tiny_da2": save_tiny_da2(os.path.join(directory, "tiny_da2")),
         # 30 Hz real camera stream for 3 s
         "stream": stream_fixture(os.path.join(directory, "stream.bag"), count=90, rate=30.0),
-        # slower than the tiny model, every 3rd frame bad (each kind of bad input twice)
-        "corrupt": stream_fixture(os.path.join(directory, "corrupt.bag"), count=36, rate=5.0, bad_every=3),
+        # slower than the tiny model, every 3rd frame bad (each kind of bad input twice), and good
+        # frames with an EXIF orientation among them
+        "corrupt": stream_fixture(os.path.join(directory, "corrupt.bag"), count=42, rate=5.0, bad_every=3,
+                                  exif_every=6),
+        # slower than the tiny model; one inference in 4 fails (test/fault_injection, the warm-up is
+        # call 1) and the camera_info is 640x480 while the frames are 1280x720
+        "robust": stream_fixture(os.path.join(directory, "robust.bag"), count=24, rate=5.0, info_size=(640, 480),
+                                 fail_every=4),
         # camera rate, far faster than random:da2-small runs here
         "backlog": stream_fixture(os.path.join(directory, "backlog.bag"), count=180, rate=30.0, tail=6.0),
         "rgbd": rgbd_fixture(os.path.join(directory, "rgbd.bag")),

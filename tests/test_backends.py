@@ -1,15 +1,22 @@
-"""depth_estimation.backends and depth_estimation.export: ONNX export at opset 11, the runners."""
+"""depth_estimation.runtime (runners, onnx_export) and depth_estimation.export: ONNX export at opset 11,
+the runners."""
 import json
 import os
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from depth_estimation.runtime import backends
+from depth_estimation.options import BACKENDS
+from depth_estimation.runtime.onnx_export import DEFAULT_OPSET, export_onnx
+from depth_estimation.runtime.ort_runner import OrtRunner
+from depth_estimation.runtime.runners import BackendUnavailable, available_backends
+from depth_estimation.runtime.tensorrt_runner import TensorRTRunner
+from depth_estimation.runtime.torch_runner import DepthOutput, TorchRunner, depth_output
 from depth_estimation.tools import export
 from depth_fixtures import tiny_da2
 
@@ -36,6 +43,13 @@ def _rel(a, b):
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
+def _python(code, arg):
+    """``python -c code arg`` with this checkout's library, in a fresh process."""
+    return subprocess.run([sys.executable, "-c", code, arg], env=dict(os.environ, PYTHONPATH=INCLUDE),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                          timeout=120)
+
+
 @pytest.fixture(scope="module")
 def model():
     return _scaled_tiny_da2()
@@ -44,7 +58,7 @@ def model():
 @pytest.fixture(scope="module")
 def exported(model, tmp_path_factory):
     path = str(tmp_path_factory.mktemp("onnx") / "tiny.onnx")
-    return backends.export_onnx(model, HW[0], HW[1], path)
+    return export_onnx(model, HW[0], HW[1], path)
 
 
 def test_onnx_export_passes_the_checker_at_a_tensorrt_opset_and_matches_torch(exported):
@@ -53,7 +67,7 @@ def test_onnx_export_passes_the_checker_at_a_tensorrt_opset_and_matches_torch(ex
     proto = onnx.load(path)
     onnx.checker.check_model(proto)
     opset = max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
-    assert opset == exported["opset"] == backends.DEFAULT_OPSET <= 13
+    assert opset == exported["opset"] == DEFAULT_OPSET <= 13
     assert [i.name for i in proto.graph.input] == ["pixel_values"]
     assert [o.name for o in proto.graph.output] == ["depth"]
     assert [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 70, 98]
@@ -67,8 +81,8 @@ def test_onnx_export_passes_the_checker_at_a_tensorrt_opset_and_matches_torch(ex
 
 
 def test_onnxruntime_runner_equals_torch_runner(model, exported):
-    ort = backends.OrtRunner(exported["path"], device="cpu", threads=1)
-    torch_runner = backends.TorchRunner(model)
+    ort = OrtRunner(exported["path"], device="cpu", threads=1)
+    torch_runner = TorchRunner(model)
     assert (ort.backend, ort.device, ort.input_hw) == ("onnxruntime", "cpu", HW)
     assert (torch_runner.backend, torch_runner.device, torch_runner.input_hw) == ("torch", "cpu", None)
     x = _input(seed=5)
@@ -82,22 +96,22 @@ def test_onnxruntime_runner_equals_torch_runner(model, exported):
 
 
 def test_runners_refuse_a_wrong_input_size(model, exported):
-    ort = backends.OrtRunner(exported["path"], device="cpu")
+    ort = OrtRunner(exported["path"], device="cpu")
     with pytest.raises(ValueError, match=r"input is 70x84 \(HxW\) but the model was exported for 70x98"):
         ort(_input((70, 84)))
     with pytest.raises(ValueError, match="1x3xHxW"):
         ort(_input()[:, :2])
     with pytest.raises(ValueError, match="1x3xHxW"):
-        backends.TorchRunner(model)(_input()[0])
+        TorchRunner(model)(_input()[0])
 
 
 def test_torch_runner_half_needs_cuda(model):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     with pytest.raises(ValueError, match="CUDA"):
-        backends.TorchRunner(model, device="cpu", half=True)
-    with pytest.raises(backends.BackendUnavailable, match="CUDA"):
-        backends.TorchRunner(model, device="cuda")
+        TorchRunner(model, device="cpu", half=True)
+    with pytest.raises(BackendUnavailable, match="CUDA"):
+        TorchRunner(model, device="cuda")
 
 
 def test_depth_output_adapts_transformers_and_plain_models(model):
@@ -106,9 +120,9 @@ def test_depth_output_adapts_transformers_and_plain_models(model):
             return x[:, :1] * 2.0  # [1,1,H,W]
 
     x = torch.from_numpy(_input())
-    assert backends.DepthOutput(Plain())(x).shape == (1,) + HW
-    wrapped = backends.depth_output(model)
-    assert wrapped.transformers and backends.depth_output(wrapped) is wrapped
+    assert DepthOutput(Plain())(x).shape == (1,) + HW
+    wrapped = depth_output(model)
+    assert wrapped.transformers and depth_output(wrapped) is wrapped
     with torch.no_grad():
         assert torch.equal(wrapped(x), model(pixel_values=x).predicted_depth)
 
@@ -119,11 +133,40 @@ def test_export_leaves_torch_and_the_model_as_they_were(tmp_path):
     with torch.no_grad():
         before = model(pixel_values=x).predicted_depth
     interpolate, sdpa = F.interpolate, F.scaled_dot_product_attention
-    backends.export_onnx(model, 42, 56, str(tmp_path / "m.onnx"), check=False)
+    export_onnx(model, 42, 56, str(tmp_path / "m.onnx"), check=False)
     assert F.interpolate is interpolate and F.scaled_dot_product_attention is sdpa
     assert not any("interpolate_pos_encoding" in vars(m) for m in model.modules())
     with torch.no_grad():
         assert torch.equal(model(pixel_values=x).predicted_depth, before)
+
+
+def test_export_rewrites_calls_on_its_own_thread_only(tmp_path):
+    """The rewrites (here attention -> MatMul/Softmax, which has no dropout) are a torch function mode
+    of the exporting thread: torch.nn.functional keeps its functions, other threads get the real ones."""
+    q = torch.randn(1, 2, 5, 8, generator=torch.Generator().manual_seed(0))
+    reference = F.scaled_dot_product_attention(q, q, q)
+    interpolate, sdpa = F.interpolate, F.scaled_dot_product_attention
+    seen = {"functional": [], "export thread": [], "other thread": []}
+
+    def dropped_out():  # the real attention drops 90% here; the rewritten one drops nothing
+        attention = F.scaled_dot_product_attention(q, q, q, dropout_p=0.9)
+        return not torch.allclose(attention, reference, atol=1e-5)
+
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            seen["functional"].append(F.scaled_dot_product_attention is sdpa and F.interpolate is interpolate)
+            seen["export thread"].append(dropped_out())
+            other = threading.Thread(target=lambda: seen["other thread"].append(dropped_out()))
+            other.start()
+            other.join()
+            return x[:, 0] * 2.0
+
+    export_onnx(Probe(), 14, 14, str(tmp_path / "probe.onnx"), check=False)
+    assert seen["functional"] and all(seen["functional"])
+    assert seen["export thread"] and not any(seen["export thread"])
+    assert len(seen["other thread"]) == len(seen["export thread"]) and all(seen["other thread"])
+    assert F.interpolate is interpolate and F.scaled_dot_product_attention is sdpa
+    assert dropped_out()  # and after the export, this thread's calls are the real ones again
 
 
 def test_export_reports_what_tensorrt_71_cannot_read_and_rewrites_align_corners(tmp_path):
@@ -135,12 +178,12 @@ def test_export_reports_what_tensorrt_71_cannot_read_and_rewrites_align_corners(
         def forward(self, x):
             return F.interpolate(x, scale_factor=2, mode=self.mode, align_corners=self.align_corners)[:, 0]
 
-    cubic = backends.export_onnx(Up("bicubic", False), 8, 8, str(tmp_path / "cubic.onnx"))
+    cubic = export_onnx(Up("bicubic", False), 8, 8, str(tmp_path / "cubic.onnx"))
     assert any("cubic" in issue for issue in cubic["tensorrt_issues"])
     # scale_factor + align_corners becomes sizes (TensorRT 7.1 reads align_corners only with sizes)
-    linear = backends.export_onnx(Up("bilinear", True), 8, 8, str(tmp_path / "linear.onnx"))
+    linear = export_onnx(Up("bilinear", True), 8, 8, str(tmp_path / "linear.onnx"))
     assert linear["tensorrt_issues"] == [] and linear["rel_diff"] < 1e-5
-    at13 = backends.export_onnx(Up("bilinear", True), 8, 8, str(tmp_path / "at13.onnx"), opset=13)
+    at13 = export_onnx(Up("bilinear", True), 8, 8, str(tmp_path / "at13.onnx"), opset=13)
     assert at13["tensorrt_issues"] == ["opset 13: TensorRT 7.1 reads opsets <= 11 (TensorRT 8.0/8.2 <= 13)"]
 
 
@@ -150,23 +193,23 @@ def test_failed_export_leaves_no_file(tmp_path):
             raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        backends.export_onnx(Broken(), 14, 14, str(tmp_path / "broken.onnx"))
+        export_onnx(Broken(), 14, 14, str(tmp_path / "broken.onnx"))
     assert os.listdir(str(tmp_path)) == []
 
 
 def test_tensorrt_runner_is_unavailable_here_and_says_where_it_runs(exported):
-    if "tensorrt" in backends.available_backends():
+    if "tensorrt" in available_backends():
         pytest.skip("TensorRT is installed here")
-    with pytest.raises(backends.BackendUnavailable, match="Jetson") as info:
-        backends.TensorRTRunner(exported["path"])
+    with pytest.raises(BackendUnavailable, match="Jetson") as info:
+        TensorRTRunner(exported["path"])
     assert "JetPack" in str(info.value) and "TensorRT 7.1" in str(info.value)
 
 
 def test_available_backends_here():
-    found = backends.available_backends()
-    assert backends.BACKENDS == ("torch", "onnxruntime", "tensorrt")
-    assert "torch" in found and "onnxruntime" in found
-    assert set(found) <= set(backends.BACKENDS)
+    """What is installed here is found, and TensorRT (no GPU, no JetPack here) is not."""
+    found = available_backends()
+    assert found == ["torch", "onnxruntime"], found
+    assert set(found) <= set(BACKENDS)
 
 
 def test_library_imports_without_onnx_onnxruntime_or_tensorrt(tmp_path):
@@ -177,30 +220,45 @@ class Block:
         if name.split(".")[0] in ("onnx", "onnxruntime", "tensorrt", "pycuda"):
             raise ImportError("blocked: " + name)
 sys.meta_path.insert(0, Block())
-from depth_estimation.runtime import backends
+from depth_estimation.runtime import runners
+from depth_estimation.runtime.ort_runner import OrtRunner
 from depth_estimation.tools import export
-assert backends.available_backends() == ["torch"], backends.available_backends()
+assert runners.available_backends() == ["torch"], runners.available_backends()
 try:
-    backends.OrtRunner(sys.argv[1])
-except backends.BackendUnavailable as exc:
+    OrtRunner(sys.argv[1])
+except runners.BackendUnavailable as exc:
     print("ok", exc)
 """
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.onnx")], env=dict(os.environ, PYTHONPATH=INCLUDE),
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=120)
+    proc = _python(code, str(tmp_path / "m.onnx"))
     assert proc.returncode == 0 and proc.stdout.startswith("ok onnxruntime: not installed"), proc.stdout
 
 
+def test_onnx_runners_import_and_run_without_torch(exported):
+    code = r"""
+import sys
+sys.modules["torch"] = None  # any import of torch fails
+import numpy as np
+from depth_estimation.runtime import ort_runner, runners, tensorrt_runner
+out = ort_runner.OrtRunner(sys.argv[1], device="cpu")(np.zeros((1, 3, 70, 98), np.float32))
+print("ok", out.shape, out.dtype, "torch" in runners.available_backends())
+"""
+    proc = _python(code, exported["path"])
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok (1, 70, 98) float32 False", proc.stdout
+
+
 def test_export_cli_end_to_end_and_refuses_to_overwrite(tiny_dir, tmp_path, capsys):
-    # (the CLI on random:da2-small takes 11 s here when idle, 28 s with the CPU shared: a tiny folder stands in)
+    # (the CLI on random:da2-small takes 11 s here when idle, 28 s with the CPU shared: a tiny folder
+    # stands in)
     out = str(tmp_path / "tiny.onnx")
     assert export.main([tiny_dir, "--input-size", "70", "--frame-size", "640x480", "--out", out]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 1 and "at 70x98" in lines[0] and "opset 11" in lines[0] and "TensorRT 7.1: ok" in lines[0]
+    assert len(lines) == 1 and "at 70x98" in lines[0] and "opset 11" in lines[0]
+    assert "TensorRT 7.1: ok" in lines[0]
     with open(out + ".json") as f:
         sidecar = json.load(f)
     assert sidecar["spec"] == tiny_dir and sidecar["input_hw"] == [70, 98] and sidecar["opset"] == 11
     assert sidecar["frame_size"] == [640, 480] and sidecar["rel_diff"] < 1e-3 and sidecar["path"] == out
-    assert backends.OrtRunner(out, device="cpu").input_hw == (70, 98)
+    assert OrtRunner(out, device="cpu").input_hw == (70, 98)
 
     before = os.stat(out).st_mtime_ns
     assert export.main([tiny_dir, "--input-size", "56", "--out", out]) == 1
@@ -212,7 +270,7 @@ def test_export_cli_end_to_end_and_refuses_to_overwrite(tiny_dir, tmp_path, caps
     assert export.main([tiny_dir, "--input-size", "56", "--frame-size", "56x56", "--out", out, "--force",
                         "--opset", "12"]) == 0
     assert "at 56x56" in capsys.readouterr().out
-    assert backends.OrtRunner(out, device="cpu").input_hw == (56, 56)
+    assert OrtRunner(out, device="cpu").input_hw == (56, 56)
     with open(out + ".json") as f:
         assert json.load(f)["opset"] == 12
 
@@ -223,3 +281,128 @@ def test_export_cli_errors_are_one_line(tmp_path, capsys):
     assert export.main(["random:da2-small", "--frame-size", "640", "--out", str(tmp_path / "x.onnx")]) == 1
     assert "WIDTHxHEIGHT" in capsys.readouterr().err
     assert not os.path.exists(str(tmp_path / "x.onnx"))
+
+
+class _Channel0(torch.nn.Module):
+    """A synthetic depth model: its output is its input's channel 0 (normalized red)."""
+
+    def forward(self, x):
+        return x[:, 0]
+
+
+@pytest.fixture(scope="module")
+def channel0_onnx(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("ch0") / "channel0-56x112.onnx")
+    export_onnx(_Channel0(), 56, 112, path)
+    return path
+
+
+def test_onnx_spec_keeps_the_frames_aspect_ratio(channel0_onnx, monkeypatch):
+    """A square frame in a 56x112 ONNX file is letterboxed (56x56 content, padding left and right),
+    not squeezed to 56x112, and its output comes back undistorted at the frame's size."""
+    from depth_estimation.runtime import preprocess
+    from depth_estimation.runtime.estimator import DepthEstimator
+
+    seen = []
+    call = OrtRunner.__call__
+    monkeypatch.setattr(OrtRunner, "__call__", lambda self, x: seen.append(x) or call(self, x))
+    est = DepthEstimator(channel0_onnx, backend="onnxruntime", device="cpu").load()
+    assert est.input_hw(100, 100) == (56, 112) and est.input_size == 56
+    rgb = np.zeros((100, 100, 3), np.uint8)
+    rgb[:, 30:] = 255  # a vertical edge at 30 % of the width
+    depth = est.infer(rgb)
+    content = np.abs(seen[-1][0, 0]) > 0  # the padding is the ImageNet mean: 0 once normalized
+    columns = np.flatnonzero(content.any(axis=0))
+    assert len(columns) == 56 and columns[0] == 28, columns  # 56x56: the square stays square
+    assert depth.shape == (100, 100)
+    want = preprocess.normalize(rgb, 100, 100)[0, 0]
+    assert np.abs(depth[:, :27] - want[:, :27]).max() < 1e-4  # no padding leaks into the frame
+    assert np.abs(depth[:, 33:] - want[:, 33:]).max() < 1e-4
+    edge = np.argmax(np.diff(depth[50]))
+    assert 28 <= edge <= 31, edge  # the edge stays at 30 % of the width
+
+
+def test_runners_are_bounded_whatever_the_frame_sizes(tiny_dir, monkeypatch):
+    """10 frame sizes (DA-2K, labelling) leave at most max_runners sessions alive, and share exports."""
+    import gc
+    import weakref
+
+    from depth_estimation.runtime.estimator import DepthEstimator
+
+    class FakeRunner:
+        backend, device = "onnxruntime", "cpu"
+
+        def __init__(self, path):
+            self.input_hw = tuple(int(v) for v in path.split("x"))
+
+        def __call__(self, x):
+            assert x.shape[2:] == self.input_hw
+            return np.zeros((1,) + self.input_hw, np.float32)
+
+    exports, made = [], []  # made: weak references only, the estimator holds the runners
+
+    def make_runner(path):
+        runner = FakeRunner(path)
+        made.append(weakref.ref(runner))
+        return runner
+
+    est = DepthEstimator(tiny_dir, input_size=56, backend="onnxruntime", max_runners=3).load()
+    monkeypatch.setattr(est, "_onnx_for", lambda hw: exports.append(hw) or "%dx%d" % hw)
+    monkeypatch.setattr(est, "_make_runner", make_runner)
+    sizes = [(100, 100), (100, 130), (100, 160), (100, 190), (100, 250), (100, 310), (130, 100),
+             (200, 100), (300, 100), (100, 390)]
+    for h, w in sizes:
+        assert est.infer(np.zeros((h, w, 3), np.uint8)).shape == (h, w)
+        gc.collect()
+        assert sum(r() is not None for r in made) <= 3
+    assert len(made) > 3  # the bound bit
+    assert len(set(exports)) == len(exports)  # one export per input shape
+    assert est.infer(np.zeros((200, 260, 3), np.uint8)).shape == (200, 260)  # 100x130's bucket
+    assert exports[-1] == est.input_hw(100, 130)
+    with pytest.raises(ValueError, match="max_runners"):
+        DepthEstimator(tiny_dir, max_runners=0)
+
+
+def test_onnx_cache_key_follows_content_and_settings(tiny_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from depth_estimation.models.specs import parse_spec, safe_name
+    from depth_estimation.runtime.estimator import onnx_cache_path
+
+    monkeypatch.setenv("DEPTH_ESTIMATION_CACHE", str(tmp_path / "cache"))
+    for sub in ("a", "b"):
+        shutil.copytree(tiny_dir, str(tmp_path / sub / "model"))
+    a, b = parse_spec(str(tmp_path / "a" / "model")), parse_spec(str(tmp_path / "b" / "model"))
+    path = onnx_cache_path(a, (56, 70), 11)
+    assert os.path.basename(path).startswith(safe_name(a.text) + "-56x70-") and path.endswith(".onnx")
+    assert os.path.dirname(path) == str(tmp_path / "cache" / "onnx")
+    assert path == onnx_cache_path(a, (56, 70), 11)
+    assert path != onnx_cache_path(b, (56, 70), 11)  # same basename, another folder
+    assert path != onnx_cache_path(a, (56, 70), 12)  # the opset
+    assert path != onnx_cache_path(a, (56, 84), 11)
+    weights = str(tmp_path / "a" / "model" / "model.safetensors")
+    stat = os.stat(weights)
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10 ** 9))  # touched / rewritten
+    assert path != onnx_cache_path(a, (56, 70), 11)
+    random = onnx_cache_path(parse_spec("random:da2-small"), (56, 70), 11)
+    assert os.path.basename(random).startswith("random_da2-small-56x70-")
+
+
+def test_onnx_spec_runs_without_torch(exported):
+    """The ONNX Runtime and TensorRT paths of the estimator never import torch (the Jetson image)."""
+    code = r"""
+import sys
+sys.modules["torch"] = None  # any import of torch fails
+import numpy as np
+from depth_estimation.runtime.estimator import DepthEstimator
+from depth_estimation.runtime.runners import BackendUnavailable
+est = DepthEstimator(sys.argv[1], backend="onnxruntime", device="cpu", threads=1).load()
+out = est.infer(np.zeros((60, 80, 3), np.uint8))
+try:
+    DepthEstimator(sys.argv[1], backend="tensorrt").load()
+except BackendUnavailable as exc:
+    pass
+print("ok", out.shape, out.dtype, est.device, est.input_size)
+"""
+    proc = _python(code, exported["path"])
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok (60, 80) float32 cpu 70"), proc.stdout

@@ -1,4 +1,6 @@
 """Camera-stream bags written without ROS, read back by ROS' own rosbag."""
+import os
+
 import pytest
 
 from depth_estimation.io import bags
@@ -40,3 +42,15 @@ def test_stream_bag_never_overwrites_silently(tmp_path):
     assert out.read_bytes() == b"keep me"
     assert bags.main([REAL_BAG, str(out), "--seconds", "0.1", "--force"]) == 0
     assert len(list(bags.iter_messages(str(out), ["/duckiebot/camera_node/image/compressed"]))) == 3
+
+
+def test_stream_bag_is_written_atomically(tmp_path, monkeypatch):
+    frames = bags.read_camera_frames(REAL_BAG)
+    out = tmp_path / "s.bag"
+    bags.camera_stream_bag(frames, str(out), count=2)
+    assert sorted(os.listdir(tmp_path)) == ["s.bag"]  # no temporary file left beside it
+    before = out.read_bytes()
+    monkeypatch.setattr(bags.MessageBuilder, "compressed_image", lambda *a: 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # a writer failing half way leaves the old bag whole
+        bags.camera_stream_bag(frames, str(out), count=2, overwrite=True)
+    assert out.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["s.bag"]

@@ -1,5 +1,6 @@
 """NYUv2 .mat / colour + 16-bit depth files -> ROS 1 bags, read back with rosbags and ROS' rosbag."""
 import glob
+import json
 import os
 import shutil
 
@@ -9,12 +10,13 @@ import pytest
 from depth_estimation.evaluation import convert_rgbd
 from depth_estimation.io.bags import iter_messages
 
-from conftest import SHARED_REAL
+from conftest import ROOT
 
 N = 5
 TRAIN = [1, 3, 4]  # 1-based, as in MATLAB
 TEST = [5, 2]  # deliberately not sorted: the bag keeps splits.mat order
-TUM = os.path.join(SHARED_REAL, "tum_fr1_desk")
+TUM = os.path.join(ROOT, "assets", "frames")  # TUM fr1/desk: rgb_1.png, rgb_2.png
+TUM_DEPTH = os.path.join(TUM, "depth")  # depth_1.png, depth_2.png (16-bit, metres * 5000)
 TUM_K = (520.9, 521.0, 325.1, 249.7)
 
 
@@ -54,8 +56,9 @@ def read_bag(path, ns):
     import cv2
 
     image_t, depth_t, info_t = convert_rgbd.rgbd_topics(ns)
-    out = {image_t: [], depth_t: [], info_t: []}
-    times = {image_t: [], depth_t: [], info_t: []}
+    dataset_t = "/%s/dataset" % ns
+    out = {image_t: [], depth_t: [], info_t: [], dataset_t: []}
+    times = {image_t: [], depth_t: [], info_t: [], dataset_t: []}
     for topic, t, msg in iter_messages(path):
         out[topic].append(msg)
         times[topic].append(t)
@@ -95,6 +98,8 @@ def test_nyu_test_split_is_the_1_based_frames(nyu_files, tmp_path):
         assert len({m.header.frame_id for m in msgs[topic]}) == 1
     info = msgs[info_t][0]
     assert (info.width, info.height, info.distortion_model) == (640, 480, "plumb_bob")
+    # the bag says which dataset it holds, once, before the first frame
+    assert [m.data for m in msgs["/nyu/dataset"]] == ["nyu"] and times["/nyu/dataset"] == [1.7e9]
     assert list(info.K) == pytest.approx([518.8579, 0, 325.5824, 0, 519.4696, 253.7362, 0, 0, 1])
     assert list(info.P) == pytest.approx([518.8579, 0, 325.5824, 0, 0, 519.4696, 253.7362, 0, 0, 0, 1, 0])
 
@@ -107,12 +112,14 @@ def test_nyu_bag_reads_with_ros_rosbag(nyu_files, tmp_path):
     with rosbag.Bag(out) as bag:
         types = {t: v.msg_type for t, v in bag.get_type_and_topic_info().topics.items()}
         for topic, msg, t in bag.read_messages():
-            assert t.to_nsec() == msg.header.stamp.to_nsec()
+            assert t.to_nsec() == (msg.header.stamp.to_nsec() if topic != "/nyu/dataset" else 100 * 10 ** 9)
             seen.setdefault(topic, []).append(msg)
     assert types == {"/nyu/camera_node/image/compressed": "sensor_msgs/CompressedImage",
                      "/nyu/depth_gt/image_raw": "sensor_msgs/Image",
-                     "/nyu/camera_node/camera_info": "sensor_msgs/CameraInfo"}
-    stamps = [[m.header.stamp.to_nsec() for m in seen[t]] for t in types]
+                     "/nyu/camera_node/camera_info": "sensor_msgs/CameraInfo",
+                     "/nyu/dataset": "std_msgs/String"}
+    assert [m.data for m in seen["/nyu/dataset"]] == ["nyu"]
+    stamps = [[m.header.stamp.to_nsec() for m in seen[t]] for t in types if t != "/nyu/dataset"]
     assert stamps[0] == stamps[1] == stamps[2] == [100 * 10 ** 9, 100 * 10 ** 9 + 5 * 10 ** 8, 101 * 10 ** 9]
     for m, k in zip(seen["/nyu/depth_gt/image_raw"], [i - 1 for i in TRAIN]):
         assert np.array_equal(np.frombuffer(m.data, "<f4").reshape(480, 640), nyu_depth(k))
@@ -161,8 +168,9 @@ def test_nyu_rejects_out_of_range_split(nyu_files, tmp_path):
 
 @pytest.fixture
 def tum_dir():
-    if not os.path.exists(os.path.join(TUM, "depth_2.png")):
-        pytest.skip("../shared/data/real is not next to this checkout")
+    """The TUM frames this checkout ships (assets/frames); a missing file is a broken checkout."""
+    for path in (os.path.join(TUM, "rgb_2.png"), os.path.join(TUM_DEPTH, "depth_2.png")):
+        assert os.path.isfile(path), path
     return TUM
 
 
@@ -171,13 +179,13 @@ def test_tum_frames_give_the_right_metres(tum_dir, tmp_path):
 
     out = str(tmp_path / "tum.bag")
     assert convert_rgbd.main(["rgbd", "--rgb", os.path.join(tum_dir, "rgb_*.png"), "--depth",
-                              os.path.join(tum_dir, "depth_*.png"), "--depth-scale", "5000",
+                              os.path.join(TUM_DEPTH, "depth_*.png"), "--depth-scale", "5000",
                               "--fx", "520.9", "--fy", "521.0", "--cx", "325.1", "--cy", "249.7",
                               "--out", out]) == 0
     msgs, _, rgbs, depths = read_bag(out, "rgbd")
     assert len(rgbs) == len(depths) == 2
     for i, (rgb, depth) in enumerate(zip(rgbs, depths), 1):
-        raw = cv2.imread(os.path.join(tum_dir, "depth_%d.png" % i), cv2.IMREAD_UNCHANGED)
+        raw = cv2.imread(os.path.join(TUM_DEPTH, "depth_%d.png" % i), cv2.IMREAD_UNCHANGED)
         assert raw.dtype == np.uint16 and (raw == 0).any() and (raw > 0).any()
         want = raw.astype(np.float32) / 5000
         for r, c in [(0, 0), (240, 320), (100, 500), (470, 30)] + [tuple(p) for p in np.argwhere(raw > 0)[:3]]:
@@ -190,28 +198,111 @@ def test_tum_frames_give_the_right_metres(tum_dir, tmp_path):
     assert list(info.K) == pytest.approx([520.9, 0, 325.1, 0, 521.0, 249.7, 0, 0, 1])
     stamps = [[stamp_ns(m) for m in msgs[t]] for t in convert_rgbd.rgbd_topics("rgbd")]
     assert stamps[0] == stamps[1] == stamps[2] and stamps[0][1] - stamps[0][0] == 10 ** 8
+    assert [m.data for m in msgs["/rgbd/dataset"]] == ["rgbd"]  # not NYU: depth-eval --crop auto uses none
 
 
 def test_rgbd_default_intrinsics_and_overwrite(tum_dir, tmp_path):
     out = tmp_path / "d.bag"
-    convert_rgbd.rgbd2bag(os.path.join(tum_dir, "rgb_1.png"), os.path.join(tum_dir, "depth_1.png"), 5000, str(out),
-                          progress=False)
+    convert_rgbd.rgbd2bag(os.path.join(tum_dir, "rgb_1.png"), os.path.join(TUM_DEPTH, "depth_1.png"), 5000,
+                          str(out), progress=False)
     info = read_bag(str(out), "rgbd")[0]["/rgbd/camera_node/camera_info"][0]
     assert list(info.K) == pytest.approx([640, 0, 320, 0, 640, 240, 0, 0, 1])
     with pytest.raises(FileExistsError):
-        convert_rgbd.rgbd2bag(os.path.join(tum_dir, "rgb_1.png"), os.path.join(tum_dir, "depth_1.png"), 5000,
-                              str(out), progress=False)
-    convert_rgbd.rgbd2bag(os.path.join(tum_dir, "rgb_*.png"), os.path.join(tum_dir, "depth_*.png"), 5000,
+        convert_rgbd.rgbd2bag(os.path.join(tum_dir, "rgb_1.png"), os.path.join(TUM_DEPTH, "depth_1.png"),
+                              5000, str(out), progress=False)
+    convert_rgbd.rgbd2bag(os.path.join(tum_dir, "rgb_*.png"), os.path.join(TUM_DEPTH, "depth_*.png"), 5000,
                           str(out), force=True, progress=False)
     assert len(read_bag(str(out), "rgbd")[2]) == 2
 
 
 def test_rgbd_refuses_unequal_counts(tum_dir, tmp_path):
-    for name in ("rgb_1.png", "rgb_2.png", "depth_1.png"):
-        shutil.copy(os.path.join(tum_dir, name), str(tmp_path / name))
+    for name in ("rgb_1.png", "rgb_2.png", "depth/depth_1.png"):
+        shutil.copy(os.path.join(tum_dir, name), str(tmp_path / os.path.basename(name)))
     out = str(tmp_path / "u.bag")
     with pytest.raises(ValueError, match="2 colour images .* but 1 depth"):
         convert_rgbd.rgbd2bag(str(tmp_path / "rgb_*.png"), str(tmp_path / "depth_*.png"), 5000, out, progress=False)
     assert convert_rgbd.main(["rgbd", "--rgb", str(tmp_path / "rgb_*.png"), "--depth", str(tmp_path / "depth_*.png"),
                               "--depth-scale", "5000", "--out", out]) == 1
     assert not os.path.exists(out) and not os.path.exists(out + ".partial")
+
+
+def test_console_scripts_and_atomic_output(tmp_path):
+    import cv2
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(2):
+        assert cv2.imwrite(str(src / ("rgb_%d.png" % i)), np.full((24, 32, 3), 40 * i, np.uint8))
+        assert cv2.imwrite(str(src / ("depth_%d.png" % i)), np.full((24, 32), 1000 * (i + 1), np.uint16))
+    out_dir = tmp_path / "out"
+    argv = ["--rgb", str(src / "rgb_*.png"), "--depth", str(src / "depth_*.png"), "--depth-scale", "1000",
+            "--out", str(out_dir / "r.bag"), "--ns", "cam", "--period", "0.5"]
+    assert convert_rgbd.rgbd_main(argv) == 0  # depth-rgbd2bag
+    msgs, _, rgbs, depths = read_bag(str(out_dir / "r.bag"), "cam")
+    assert len(rgbs) == 2 and depths[1][0, 0] == 2.0
+    assert sorted(os.listdir(out_dir)) == ["r.bag"]  # no temporary file left beside it
+    before = (out_dir / "r.bag").read_bytes()
+    assert convert_rgbd.rgbd_main(argv) == 1  # never overwritten without --force
+    assert (out_dir / "r.bag").read_bytes() == before
+    with pytest.raises(ValueError, match="no frames"):  # a failed write leaves the old bag whole
+        convert_rgbd.write_rgbd_bag([], str(out_dir / "r.bag"), (30, 30, 16, 12), force=True, progress=False)
+    assert (out_dir / "r.bag").read_bytes() == before and sorted(os.listdir(out_dir)) == ["r.bag"]
+    with pytest.raises(SystemExit):  # depth-nyu2bag keeps its required flags
+        convert_rgbd.nyu_main(["--out", str(out_dir)])
+
+
+def _eigen_only_predictions(pred_dir, count):
+    """Oracle depth for the NYU fixture frames, wrong only outside the Eigen crop (rows < 45)."""
+    pred_dir.mkdir()
+    for i in range(count):
+        pred = _nyu_oracle_depth(i)
+        pred[:45] = 9.0
+        np.save(pred_dir / ("%06d.npy" % i), pred)
+
+
+def _nyu_oracle_depth(k):
+    depth = nyu_depth(k).copy()
+    depth[depth == 0] = 1.0  # row 0 has no ground truth: any value
+    return depth
+
+
+def test_nyu_bag_in_another_namespace_keeps_the_eigen_crop(nyu_files, tmp_path):
+    """depth-nyu2bag --ns x records the dataset in the bag, so depth-eval --crop auto still crops."""
+    from depth_estimation.evaluation import evaluate
+
+    mat, _ = nyu_files
+    assert convert_rgbd.nyu_main(["--mat", mat, "--out", str(tmp_path), "--split", "all", "--limit", "2",
+                                  "--ns", "x"]) == 0
+    bag = str(tmp_path / "nyu_all.bag")
+    _eigen_only_predictions(tmp_path / "p", 2)
+    out = tmp_path / "e.json"
+    assert evaluate.main(["--bag", bag, "--predictions", str(tmp_path / "p"), "--pred-kind", "depth",
+                          "--align", "none", "--crop", "auto", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["crop"] == "auto:eigen" and result["dataset"] == "nyu"
+    assert result["depth_topic"] == "/x/depth_gt/image_raw"
+    assert [f["valid_pixels"] for f in result["per_frame"]] == [(471 - 45) * (601 - 41)] * 2
+    assert result["metrics"]["abs_rel"] == 0
+    uncropped = evaluate.evaluate(bag, "none", predictions=str(tmp_path / "p"), pred_kind="depth",
+                                  crop="none")
+    assert uncropped["metrics"]["abs_rel"] > 0
+
+
+def test_rgbd_bag_in_the_nyu_namespace_is_not_cropped(tmp_path):
+    """The recorded dataset wins over the old /nyu/ topic rule: a depth-rgbd2bag bag is never NYU."""
+    import cv2
+
+    from depth_estimation.evaluation import evaluate
+
+    src = tmp_path / "src"
+    src.mkdir()
+    assert cv2.imwrite(str(src / "rgb_0.png"), np.full((480, 640, 3), 90, np.uint8))
+    assert cv2.imwrite(str(src / "depth_0.png"), np.full((480, 640), 3000, np.uint16))
+    bag = str(tmp_path / "r.bag")
+    assert convert_rgbd.rgbd_main(["--rgb", str(src / "rgb_*.png"), "--depth", str(src / "depth_*.png"),
+                                   "--depth-scale", "1000", "--out", bag, "--ns", "nyu"]) == 0
+    (tmp_path / "p").mkdir()
+    np.save(tmp_path / "p" / "000000.npy", np.full((480, 640), 3.0, np.float32))
+    result = evaluate.evaluate(bag, "none", predictions=str(tmp_path / "p"), pred_kind="depth")
+    assert result["crop"] == "auto:none" and result["dataset"] == "rgbd"
+    assert result["per_frame"][0]["valid_pixels"] == 480 * 640

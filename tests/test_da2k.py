@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from depth_estimation.evaluation import da2k
+
 IMAGES = {"indoor/a.png": (40, 56), "indoor/b.jpg": (48, 64), "outdoor/c.png": (36, 60)}
 
 
@@ -104,9 +105,110 @@ def test_cli_predictions(da2k_root, tmp_path):
 
 
 def test_cli_model(da2k_root, tiny_dir, tmp_path):
+    """The model run scores exactly what its own outputs say, pair by pair (counted here by hand)."""
+    from depth_estimation.runtime.estimator import DepthEstimator
     root, annotations, _ = da2k_root
     out = tmp_path / "m.json"
     assert da2k.main(["--root", root, "--model", tiny_dir, "--input-size", "28", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert 0.0 <= result["accuracy"] <= 1.0 and result["pairs"] == _pairs(annotations)
-    assert result["model"] == tiny_dir and set(result["per_scene"]) == {"indoor", "outdoor"}
+    estimator = DepthEstimator(tiny_dir, input_size=28).load()
+    correct = {"indoor": 0, "outdoor": 0}
+    for image, pairs in annotations.items():
+        disp = estimator.infer(cv2.cvtColor(cv2.imread(os.path.join(root, image)), cv2.COLOR_BGR2RGB))
+        for pair in pairs:
+            closer = tuple(pair[pair["closer_point"]])
+            other = tuple(pair["point2" if pair["closer_point"] == "point1" else "point1"])
+            correct[image.split("/")[0]] += int(disp[closer] > disp[other])
+    n_in, n_out = _pairs(annotations, "indoor"), _pairs(annotations, "outdoor")
+    assert result["correct"] == correct["indoor"] + correct["outdoor"]
+    assert result["accuracy"] == (correct["indoor"] + correct["outdoor"]) / (n_in + n_out)
+    assert result["per_scene"] == {"indoor": {"accuracy": correct["indoor"] / n_in, "pairs": n_in,
+                                              "correct": correct["indoor"]},
+                                   "outdoor": {"accuracy": correct["outdoor"] / n_out, "pairs": n_out,
+                                               "correct": correct["outdoor"]}}
+    assert result["pairs"] == n_in + n_out == 15 and result["model"] == tiny_dir
+
+
+ANN4 = {  # four pairs on two 3x4 images; the maps below put the true closer point closer on three
+    "indoor/a.png": [{"point1": [0, 0], "point2": [2, 3], "closer_point": "point1"},
+                     {"point1": [1, 1], "point2": [0, 3], "closer_point": "point2"}],
+    "outdoor/b.png": [{"point1": [2, 0], "point2": [0, 2], "closer_point": "point1"},
+                      {"point1": [1, 2], "point2": [2, 2], "closer_point": "point2"}],
+}
+
+
+def _disparity_right_on_three():
+    a = np.zeros((3, 4), np.float32)
+    a[0, 0], a[2, 3] = 5.0, 1.0  # right: point1 larger
+    a[1, 1], a[0, 3] = 2.0, 4.0  # right: point2 larger
+    b = np.zeros((3, 4), np.float32)
+    b[2, 0], b[0, 2] = 3.0, 1.0  # right
+    b[1, 2], b[2, 2] = 6.0, 2.0  # wrong: point2 is the closer one but has the smaller disparity
+    return {"indoor/a.png": a, "outdoor/b.png": b}
+
+
+def test_exact_accuracy_three_of_four():
+    maps = _disparity_right_on_three()
+    result = da2k.score(lambda im: maps[im], ANN4)
+    assert (result["accuracy"], result["pairs"], result["correct"]) == (0.75, 4, 3)
+    assert result["per_scene"] == {"indoor": {"accuracy": 1.0, "pairs": 2, "correct": 2},
+                                   "outdoor": {"accuracy": 0.5, "pairs": 2, "correct": 1}}
+    # the same order as depth (1 / disparity: smaller = closer) scores the same
+    depth = {im: 1.0 / np.maximum(m, 1e-3) for im, m in maps.items()}
+    assert da2k.score(lambda im: depth[im], ANN4, "depth")["per_scene"] == result["per_scene"]
+    # the disparity maps read as depth: the order flips, so exactly the fourth pair is right
+    flipped = da2k.score(lambda im: maps[im], ANN4, "depth")
+    assert (flipped["accuracy"], flipped["correct"]) == (0.25, 1)
+    assert flipped["per_scene"] == {"indoor": {"accuracy": 0.0, "pairs": 2, "correct": 0},
+                                    "outdoor": {"accuracy": 0.5, "pairs": 2, "correct": 1}}
+    # a tie on one right pair makes it wrong: 2 of 4
+    maps["indoor/a.png"][2, 3] = 5.0
+    tied = da2k.score(lambda im: maps[im], ANN4)
+    assert tied["accuracy"] == 0.5
+    assert tied["per_scene"]["indoor"] == {"accuracy": 0.5, "pairs": 2, "correct": 1}
+
+
+def test_cli_exact_accuracy_three_of_four(tmp_path):
+    root, pred_dir = tmp_path / "da2k", tmp_path / "pred"
+    for image, disp in _disparity_right_on_three().items():
+        os.makedirs(root / os.path.dirname(image), exist_ok=True)
+        assert cv2.imwrite(str(root / image), np.zeros((3, 4, 3), np.uint8))
+        os.makedirs(pred_dir / os.path.dirname(image), exist_ok=True)
+        np.save(da2k.prediction_path(str(pred_dir), image), disp)
+    (root / "annotations.json").write_text(json.dumps(ANN4))
+    out = tmp_path / "r.json"
+    assert da2k.main(["--root", str(root), "--predictions", str(pred_dir), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert (result["accuracy"], result["pairs"], result["correct"]) == (0.75, 4, 3)
+    assert result["per_scene"] == {"indoor": {"accuracy": 1.0, "pairs": 2, "correct": 2},
+                                   "outdoor": {"accuracy": 0.5, "pairs": 2, "correct": 1}}
+
+
+def test_image_size_from_the_header_else_decoded(tmp_path, monkeypatch):
+    from depth_estimation.io.images import header_size, image_size
+    png = cv2.imencode(".png", np.zeros((30, 50, 3), np.uint8))[1].tobytes()
+    jpeg = cv2.imencode(".jpg", np.zeros((31, 17, 3), np.uint8))[1].tobytes()
+    bmp = cv2.imencode(".bmp", np.zeros((12, 9, 3), np.uint8))[1].tobytes()
+    for name, data in (("a.png", png), ("b.jpg", jpeg), ("c.bmp", bmp)):
+        (tmp_path / name).write_bytes(data)
+    assert image_size(bmp) == (12, 9) and da2k._image_size(str(tmp_path / "c.bmp")) == (12, 9)  # decoded
+    app0_end = 4 + int.from_bytes(jpeg[4:6], "big")
+    odd = jpeg[:app0_end] + b"\x00\x00" + jpeg[app0_end:]  # junk between segments: OpenCV still reads it
+    with pytest.raises(ValueError):
+        header_size(odd, "jpeg")
+    assert image_size(odd) == (31, 17)  # decoded when the header is odd
+    with pytest.raises(ValueError):  # neither a readable header nor decodable
+        image_size(png[:12] + b"XXXX" + png[16:])
+    monkeypatch.setattr(cv2, "imdecode", lambda *a: pytest.fail("decoded an image with a readable header"))
+    assert image_size(png) == (30, 50) and image_size(jpeg) == (31, 17)
+    assert da2k._image_size(str(tmp_path / "a.png")) == (30, 50)
+    assert da2k._image_size(str(tmp_path / "b.jpg")) == (31, 17)
+
+
+def test_cli_runtime_options_are_the_shared_ones(da2k_root):
+    root = da2k_root[0]
+    args = da2k.build_parser().parse_args(["--root", root, "--model", "m", "--device", "cpu", "--threads", "3",
+                                           "--input-size", "0"])
+    assert (args.backend, args.device, args.threads, args.input_size, args.json) == ("torch", "cpu", 3, 0, None)
+    with pytest.raises(SystemExit):  # exactly one source
+        da2k.build_parser().parse_args(["--root", root])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from depth_estimation.io import bags
-from depth_estimation.distill import labels
+from depth_estimation.distill import label_cache, labels
 from depth_estimation.runtime.estimator import DepthEstimator
 from depth_fixtures import bad_frames, save_tiny_da2
 
@@ -84,20 +84,21 @@ def test_label_is_the_teacher_output_resized(teacher, tmp_path):
     for label_size in (24, 384):
         cache = tmp_path / ("cache%d" % label_size)
         run(teacher, cache, images=src, label_size=label_size, batch_size=4)
-        entries = {e["source"]: e for e in labels.iter_cache(str(cache))}
+        entries = {e["source"]: e for e in label_cache.iter_cache(str(cache))}
         assert len(entries) == 4
         for name in sorted(os.listdir(src)):
             entry = entries[os.path.join(src, name)]
             rgb = cv2.cvtColor(cv2.imread(os.path.join(src, name)), cv2.COLOR_BGR2RGB)
-            label = np.load(labels.item_path(str(cache), entry["key"], ".npy"))
+            label = np.load(label_cache.item_path(str(cache), entry["key"], ".npy"))
             h, w = rgb.shape[:2]
             short = min(label_size, h, w)
             assert label.dtype == np.float16 and min(label.shape) == short
             assert abs(label.shape[1] / label.shape[0] - w / h) < 1.0 / short + 1e-9  # the image's aspect
             assert entry["label_hw"] == list(label.shape) and (entry["height"], entry["width"]) == (h, w)
             ref = cv2.resize(est.infer(rgb), (label.shape[1], label.shape[0]), interpolation=cv2.INTER_LINEAR)
-            np.testing.assert_allclose(label.astype(np.float32), ref, rtol=2e-3, atol=2e-3 * np.abs(ref).max())
-            assert open(labels.item_path(str(cache), entry["key"], ".img"), "rb").read() == \
+            np.testing.assert_allclose(label.astype(np.float32), ref, rtol=2e-3,
+                                       atol=2e-3 * np.abs(ref).max())
+            assert open(label_cache.item_path(str(cache), entry["key"], ".img"), "rb").read() == \
                 open(os.path.join(src, name), "rb").read()
 
 
@@ -106,11 +107,11 @@ def test_shards_split_the_list_without_overlap_or_gap(teacher, tmp_path):
     keys = []
     for i in range(3):
         counts = run(teacher, tmp_path / ("c%d" % i), images=src, shard=(i, 3))
-        keys.append({e["key"] for e in labels.iter_cache(str(tmp_path / ("c%d" % i)))})
+        keys.append({e["key"] for e in label_cache.iter_cache(str(tmp_path / ("c%d" % i)))})
         assert counts["labelled"] == counts["seen"] == len(keys[-1]) == (4 if i == 0 else 3)
     assert not (keys[0] & keys[1]) and not (keys[0] & keys[2]) and not (keys[1] & keys[2])
     run(teacher, tmp_path / "all", images=src)
-    assert keys[0] | keys[1] | keys[2] == {e["key"] for e in labels.iter_cache(str(tmp_path / "all"))}
+    assert keys[0] | keys[1] | keys[2] == {e["key"] for e in label_cache.iter_cache(str(tmp_path / "all"))}
     shared = tmp_path / "shared"  # shards may also share one cache
     for i in range(3):
         run(teacher, shared, images=src, shard=(i, 3))
@@ -134,10 +135,12 @@ def test_bag_frames_are_labelled_once_per_content(teacher, tmp_path):
     bags.camera_stream_bag(real, same, count=3)
     counts = run(teacher, tmp_path / "c1", bags=same)
     assert counts == {"seen": 1, "labelled": 1, "skipped": 0, "failed": 0}
-    (entry,) = labels.iter_cache(str(tmp_path / "c1"))
-    assert entry["label_hw"] == [384, 683] and entry["source"].endswith(":/duckiebot/camera_node/image/compressed:0")
+    (entry,) = label_cache.iter_cache(str(tmp_path / "c1"))
+    assert entry["label_hw"] == [384, 683]
+    assert entry["source"].endswith(":/duckiebot/camera_node/image/compressed:0")
 
-    frames = [bags.CameraFrame(cv2.imencode(".jpg", image(s))[1].tobytes(), "jpeg", "cam", None) for s in range(3)]
+    frames = [bags.CameraFrame(cv2.imencode(".jpg", image(s))[1].tobytes(), "jpeg", "cam", None)
+              for s in range(3)]
     bags.camera_stream_bag(frames, str(tmp_path / "diff.bag"), veh="other", count=3)
     assert run(teacher, tmp_path / "c2", bags=str(tmp_path / "*.bag"))["labelled"] == 4
     assert run(teacher, tmp_path / "c3", bags=str(tmp_path / "*.bag"),
@@ -163,14 +166,14 @@ def test_iter_cache_and_load_item(teacher, tmp_path):
     src = folder(tmp_path / "img", [(64, 48), (48, 64), (80, 60)])
     cache = str(tmp_path / "cache")
     run(teacher, cache, images=src, label_size=32)
-    entries = list(labels.iter_cache(cache))
+    entries = list(label_cache.iter_cache(cache))
     assert len(entries) == 3
     for entry in entries:
-        rgb, label = labels.load_item(cache, entry)
+        rgb, label = label_cache.load_item(cache, entry)
         assert rgb.dtype == np.uint8 and rgb.shape == (entry["height"], entry["width"], 3)
         assert label.dtype == np.float32 and list(label.shape) == entry["label_hw"] and min(label.shape) == 32
-    os.remove(labels.item_path(cache, entries[0]["key"], ".npy"))
-    assert [e["key"] for e in labels.iter_cache(cache)] == [e["key"] for e in entries[1:]]
+    os.remove(label_cache.item_path(cache, entries[0]["key"], ".npy"))
+    assert [e["key"] for e in label_cache.iter_cache(cache)] == [e["key"] for e in entries[1:]]
 
 
 def test_cli(teacher, tmp_path, capsys):
@@ -184,10 +187,15 @@ def test_cli(teacher, tmp_path, capsys):
     assert cli(*base, "--images", src, "--shard", "1/2", "--device", "cpu") == 0
     assert "seen 2, labelled 2" in capsys.readouterr().out
     for extra in (["--images", src, "--shard", "2/2"], ["--images", src, "--bags", "x.bag"], [],
-                  ["--bags", str(tmp_path / "none*.bag")]):
+                  ["--bags", str(tmp_path / "none*.bag")], ["--images", src, "--input-size", "-5"]):
         assert cli(*base, *extra) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1
+    # the runtime options are the shared ones (depth_estimation.options): 0 = the teacher's own size
+    args = labels.add_label_arguments(argparse.ArgumentParser()).parse_args(["--teacher", "t",
+                                                                             "--cache", "c"])
+    assert (args.backend, args.device, args.input_size, args.threads) == ("torch", "auto", 0, 0)
+    assert args.progress
 
 
 def test_a_label_without_its_index_line_is_indexed_not_redone(teacher, tmp_path):
@@ -198,4 +206,5 @@ def test_a_label_without_its_index_line_is_indexed_not_redone(teacher, tmp_path)
     lines = index.read_text().splitlines()
     index.write_text(lines[0] + "\n" + lines[1][:10])  # as if stopped while appending the second line
     assert run(teacher, cache, images=src)["skipped"] == 2
-    assert [e["key"] for e in labels.iter_cache(str(cache))] == [json.loads(line)["key"] for line in lines]
+    keys = [e["key"] for e in label_cache.iter_cache(str(cache))]
+    assert keys == [json.loads(line)["key"] for line in lines]

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import yaml
 
-from depth_estimation.framepath import pipeline
 from depth_estimation.framepath.frames import RejectedFrame
-from depth_estimation.framepath.pipeline import ERROR, OK, WARN, LatestSlot, NodeHealth, pipeline_from_params
+from depth_estimation.framepath.health import ERROR, OK, WARN, NodeHealth
+from depth_estimation.framepath.params import CHECKS, ParameterError, check_params
+from depth_estimation.framepath.pipeline import CameraInfoPairing, camera_info_problem, pipeline_from_params
+from depth_estimation.framepath.slot import LatestSlot
 from depth_estimation.runtime.timing import RateMeter, StageTimer
 
 from conftest import ROOT
@@ -116,11 +118,10 @@ def test_default_config_builds_the_node_pipeline(tiny_dir):
 
 
 def test_node_reads_exactly_the_parameters_of_the_config_file():
-    """One config source: every parameter the node reads has its default in default.yaml."""
-    tree = ast.parse(open(os.path.join(PKG, "src", "depth_node.py")).read())
-    params = next(ast.literal_eval(n.value) for n in tree.body
-                  if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "PARAMS")
-    assert set(params) == set(defaults())
+    """One config source: every parameter the node reads (and checks) has its default in default.yaml."""
+    source = open(os.path.join(PKG, "src", "depth_node.py")).read()
+    assert 'rospy.get_param("~" + name) for name in CHECKS' in source
+    assert set(CHECKS) == set(defaults())
 
 
 def test_launch_overrides_are_node_parameters():
@@ -131,3 +132,117 @@ def test_launch_overrides_are_node_parameters():
     assert overridden and set(overridden) <= set(defaults())
     declared = {a.get("name") for a in launch.iter("arg")}
     assert {"veh", "model", "input_size", "backend", "device"} <= declared
+
+
+# ------------------------------------------------------------------ parameters, checked at start
+def test_default_parameters_pass_the_checks():
+    params = check_params(defaults())
+    assert params["input_size"] == 308 and params["expected_frame_size"] == (640, 480)
+
+
+@pytest.mark.parametrize("name, value, words", [
+    ("diagnostics_period", 0, "diagnostics_period"),
+    ("jpeg_quality", 500, "jpeg_quality"),
+    ("device", "gpu", "auto, cpu, cuda"),
+    ("backend", "tflite", "torch, onnxruntime, tensorrt"),
+    ("input_size", -1, "input_size"),
+    ("color_percentiles", [98, 2], "low < high"),
+    ("colormap", "rainbowish", "colormap"),
+    ("half", "yes", "true or false"),
+    ("max_aspect", 0.5, "max_aspect"),
+    ("expected_frame_size", [640], "[width, height]"),
+])
+def test_each_bad_parameter_is_named_in_one_line(name, value, words):
+    raw = dict(defaults(), **{name: value})
+    with pytest.raises(ParameterError) as caught:
+        check_params(raw)
+    assert len(caught.value.problems) == 1
+    assert "~" + name in caught.value.problems[0] and words in caught.value.problems[0]
+
+
+def test_several_bad_parameters_give_one_line_each():
+    raw = dict(defaults(), jpeg_quality=0, stall_after=-1, min_side=100, max_side=50)
+    del raw["threads"]
+    problems = _problems(raw)
+    assert len(problems) == 4, problems
+    assert any("~threads is missing" in p for p in problems)
+    assert any("~min_side 100 is above ~max_side 50" in p for p in problems)
+
+
+def _problems(raw):
+    with pytest.raises(ParameterError) as caught:
+        check_params(raw)
+    return caught.value.problems
+
+
+# ------------------------------------------------------------- frame accounting and camera_info
+def test_camera_info_pairs_with_the_frame_of_the_same_stamp():
+    pairing = CameraInfoPairing(keep=3)
+    for stamp in (30, 10, 20):  # out of order
+        pairing.store(stamp, "info%d" % stamp)
+    assert pairing.find(20) == "info20"  # not the newest (30)
+    assert pairing.find(25) == "info20" and pairing.find(99) == "info30"
+    assert pairing.find(5) is None
+    pairing.store(40, "info40")  # keeps the newest 3
+    assert pairing.find(10) is None and pairing.find(40) == "info40"
+
+
+def test_camera_info_problems_are_counted_apart_from_frames():
+    class Info:
+        width, height = 640, 480
+
+    assert camera_info_problem(Info(), 480, 640) is None
+    assert "640x480 but the frame is 1280x720" in camera_info_problem(Info(), 720, 1280)
+    health = NodeHealth(StageTimer(), {"model": "m", "backend": "torch", "device": "cpu"})
+    health.frame_in(1.0, dropped_previous=False)
+    health.frame_out(1.1, stamp=1.0)
+    health.camera_info_mismatch("camera_info is 640x480 but the frame is 1280x720")
+    level, message, values = health.report(1.2)
+    assert level == WARN and "without camera_info" in message and "1280x720" in message
+    assert values["frames_rejected"] == "0" and values["camera_info_mismatches"] == "1"
+    assert int(values["frames_in"]) == int(values["frames_out"]) + int(values["frames_dropped"])
+
+
+def test_an_inference_error_is_counted_and_reported_at_error_level():
+    health = NodeHealth(StageTimer(), {"model": "m", "backend": "torch", "device": "cpu"})
+    for i in range(3):
+        health.frame_in(1.0 + i, dropped_previous=False)
+    health.frame_out(1.5, stamp=1.4)
+    health.inference_error("RuntimeError: CUDA error:\n  out of memory")
+    health.frame_out(3.5, stamp=3.4)
+    level, message, values = health.report(3.6)
+    assert level == ERROR and "CUDA error: out of memory" in message
+    assert values["inference_errors"] == "1" and values["last_error"] == "RuntimeError: CUDA error: out of memory"
+    assert int(values["frames_in"]) == int(values["frames_out"]) + int(values["inference_errors"])
+    assert health.report(3.7)[0] == OK  # the ERROR lasts one report; the count stays
+
+
+def test_extreme_frames_never_reach_the_network(tiny_dir, real_jpeg):
+    import cv2
+
+    params = dict(defaults(), model=tiny_dir, input_size=56)
+    pipe = pipeline_from_params(params)
+    pipe.estimator.load()
+    calls = []
+    infer = pipe.estimator.infer
+    pipe.estimator.infer = lambda rgb: calls.append(rgb.shape) or infer(rgb)
+    strip = cv2.imencode(".jpg", np.zeros((16, 4096, 3), np.uint8))[1].tobytes()
+    with pytest.raises(RejectedFrame) as caught:
+        pipe.process(strip, "jpeg")
+    assert caught.value.kind == "aspect" and not calls
+    pipe.max_input_pixels = 56 * 56  # a 1280x720 frame at short side 56 is 56x98 > 56x56
+    with pytest.raises(RejectedFrame) as caught:
+        pipe.process(real_jpeg, "jpeg")
+    assert caught.value.kind == "input_too_large" and not calls
+    pipe.max_input_pixels = 56 * 98
+    assert pipe.process(real_jpeg, "jpeg").depth.shape == (720, 1280) and calls == [(720, 1280, 3)]
+
+
+def test_a_frame_with_an_exif_orientation_keeps_the_sensor_geometry(real_jpeg):
+    from depth_fixtures import with_exif_orientation
+    from depth_estimation.framepath.frames import decode
+
+    plain = decode(real_jpeg)
+    rotated_tag = decode(with_exif_orientation(real_jpeg, 6))
+    assert rotated_tag.shape == plain.shape == (720, 1280, 3)
+    assert np.array_equal(rotated_tag, plain)

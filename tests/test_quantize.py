@@ -1,6 +1,7 @@
 """HQQ quantization of the backbone: saved once, loaded without re-quantizing, packed == dequantized."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import torch
 from torch import nn
 
 from conftest import INCLUDE, ROOT
+from depth_estimation.io.paths import file_bytes
 
 pytest.importorskip("hqq")
 from depth_estimation.models import da2  # noqa: E402
@@ -46,7 +48,8 @@ def rel(a, b):  # random tiny models output ~1e-7: compare relative to the outpu
 
 
 def backbone_linears(model):
-    return [m for m in model.backbone.modules() if isinstance(m, nn.Linear) or type(m).__name__ == "HQQLinear"]
+    return [m for m in model.backbone.modules()
+            if isinstance(m, nn.Linear) or type(m).__name__ == "HQQLinear"]
 
 
 def no_quantizer(monkeypatch):
@@ -126,22 +129,25 @@ def test_refuses_to_overwrite_and_replaces_atomically_when_asked(tmp_path):
     Q.save_quantized(Q.quantize_model(small_model(), 2), folder, {"base": "tiny"}, overwrite=True)
     assert Q.read_info(folder)["bits"] == 2
     assert sorted(os.listdir(str(tmp_path))) == ["q"]  # no temporary folders left behind
-    assert Q.file_bytes(folder) == sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder))
+    assert file_bytes(folder) == sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder))
 
 
 def test_folder_has_the_documented_fields(tmp_path):
     model = small_model()
     config = model.config.to_dict()
-    folder = Q.save_quantized(Q.quantize_model(model, 3, group_size=32), str(tmp_path / "q"), {"base": "random:tiny"})
+    folder = Q.save_quantized(Q.quantize_model(model, 3, group_size=32), str(tmp_path / "q"),
+                              {"base": "random:tiny"})
     assert sorted(os.listdir(folder)) == ["model.safetensors", "quantization.json"]
     with open(os.path.join(folder, "quantization.json")) as f:
         info = json.load(f)
-    assert (info["method"], info["bits"], info["group_size"], info["axis"], info["base"], info["format_version"]) == \
-        ("hqq", 3, 32, 1, "random:tiny", 1)
+    assert (info["method"], info["bits"], info["group_size"], info["axis"], info["base"],
+            info["format_version"]) == ("hqq", 3, 32, 1, "random:tiny", 1)
     assert info["config"]["backbone_config"]["hidden_size"] == config["backbone_config"]["hidden_size"] == 128
     assert len(info["layers"]) == 24
-    query = info["layers"]["backbone.encoder.layer.0.attention.attention.query"]  # checkpoint names in any version
-    assert (query["shape"], query["nbits"], query["group_size"], query["packing"]) == ([128, 128], 3, 32, "3bit_32")
+    # checkpoint names in any transformers version
+    query = info["layers"]["backbone.encoder.layer.0.attention.attention.query"]
+    assert (query["shape"], query["nbits"], query["group_size"], query["packing"]) == \
+        ([128, 128], 3, 32, "3bit_32")
     with open(os.path.join(folder, "model.safetensors"), "rb") as f:  # a safetensors JSON header, no pickle
         assert json.loads(f.read(int.from_bytes(f.read(8), "little")))["__metadata__"]["method"] == "hqq"
     from safetensors import safe_open
@@ -179,22 +185,111 @@ def test_cli_quantizes_a_local_folder(tmp_path, x, capsys):
     assert 0.01 < rel(run(Q.load_quantized(out), x), run(small_model(), x)) < 0.5
 
 
+@pytest.mark.parametrize("spec, says", [
+    ("random:fastdepth-mnv3", "Depth-Anything-V2"),  # the student has no backbone to quantize
+    ("random:da2-small@hqq4", "already quantized"),
+    ("nonsense-model", "nonsense-model"),
+])
+def test_cli_refuses_what_it_cannot_quantize_in_one_line(spec, says, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    assert quantize_cmd.main([spec, "--bits", "4", "--out", out]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and says in err, err
+    assert not os.path.exists(out)
+
+
+def test_quantize_command_refuses_the_student_without_a_traceback(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([INCLUDE, os.environ.get("PYTHONPATH", "")]),
+               DEPTH_ESTIMATION_CACHE=str(tmp_path / "cache"))
+    command = [sys.executable, "-m", "depth_estimation.quantize", "random:fastdepth-mnv3", "--bits", "4"]
+    proc = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=300)
+    assert proc.returncode in (1, 2) and proc.stdout == "", (proc.stdout, proc.stderr)
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert "fastdepth" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "cache").exists()
+
+
 def test_default_dir(monkeypatch, tmp_path):
+    """Readable (the spec sanitised, bits and group size) and keyed by content (a short hash)."""
     monkeypatch.setenv("DEPTH_ESTIMATION_CACHE", str(tmp_path))
-    assert Q.default_dir("random:da2-small", 4, 64) == str(tmp_path / "quantized" / "random_da2-small@hqq4-g64")
-    assert Q.default_dir("/data/my model/", 2, 32) == str(tmp_path / "quantized" / "data_my_model@hqq2-g32")
+    name = os.path.basename(Q.default_dir("random:da2-small", 4, 64))
+    assert os.path.dirname(Q.default_dir("random:da2-small", 4, 64)) == str(tmp_path / "quantized")
+    assert re.fullmatch(r"random_da2-small@hqq4-g64-[0-9a-f]{10}", name), name
+    assert re.fullmatch(r"data_my_model@hqq2-g32-[0-9a-f]{10}",
+                        os.path.basename(Q.default_dir("/data/my model/", 2, 32)))
+    assert Q.default_dir("random:da2-small", 4, 64) == Q.default_dir("random:da2-small", 4, 64)
+    assert Q.default_dir("random:da2-small", 4, 64) != Q.default_dir("random:da2-small", 4, 32)
+    assert Q.default_dir("random:da2-small", 4, 64) != Q.default_dir("random:da2-base", 4, 64)
     monkeypatch.delenv("DEPTH_ESTIMATION_CACHE")
-    assert Q.default_dir("da2-small", 8, 64) == os.path.expanduser("~/.cache/depth_estimation/quantized/da2-small@hqq8-g64")
+    assert os.path.dirname(Q.default_dir("da2-small", 8, 64)) == \
+        os.path.expanduser("~/.cache/depth_estimation/quantized")
+    assert os.path.basename(Q.default_dir("da2-small", 8, 64)).startswith("da2-small@hqq8-g64-")
+
+
+def test_default_dir_is_keyed_by_the_base_weights_not_the_spec_text(monkeypatch, tmp_path):
+    monkeypatch.setenv("DEPTH_ESTIMATION_CACHE", str(tmp_path / "cache"))
+    for sub, seed in (("a", 0), ("b", 1)):
+        small_model(seed).save_pretrained(str(tmp_path / sub / "model"), safe_serialization=True)
+    monkeypatch.chdir(tmp_path / "a")
+    in_a = Q.default_dir("./model", 4)
+    assert Q.default_dir("model", 4) == in_a  # the same folder, however it is written
+    monkeypatch.chdir(tmp_path / "b")
+    assert Q.default_dir("model", 4) != in_a  # another folder of the same name
+    weights = str(tmp_path / "b" / "model" / "model.safetensors")
+    before = Q.default_dir("model", 4)
+    stat = os.stat(weights)
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10 ** 9))  # touched
+    touched = Q.default_dir("model", 4)
+    assert touched != before
+    small_model(2).save_pretrained(str(tmp_path / "b" / "model"), safe_serialization=True)  # rewritten
+    assert Q.default_dir("model", 4) not in (before, touched)
+
+
+def test_quantized_spec_follows_its_base_weights(monkeypatch, tmp_path, x):
+    """``<folder>@hqq8`` quantizes again when the folder's weights change, instead of loading stale ones."""
+    from depth_estimation.models.loading import load_net
+    from depth_estimation.models.specs import parse_spec
+
+    monkeypatch.setenv("DEPTH_ESTIMATION_CACHE", str(tmp_path / "cache"))
+    base = str(tmp_path / "model")
+    small_model(0).save_pretrained(base, safe_serialization=True)
+    first = run(load_net(parse_spec(base + "@hqq8")).hf, x)
+    small_model(1).save_pretrained(base, safe_serialization=True)
+    second = run(load_net(parse_spec(base + "@hqq8")).hf, x)
+    assert rel(second, run(small_model(1), x)) < 0.05 < rel(second, first)
+    assert len(os.listdir(str(tmp_path / "cache" / "quantized"))) == 2
+
+
+def test_quantized_folder_runs_on_onnxruntime_like_on_torch(monkeypatch, tmp_path):
+    """A folder written by ``python3 -m depth_estimation.quantize`` (packed HQQ layers) exports to ONNX
+    with its dequantized weights."""
+    import numpy as np
+
+    from depth_estimation.runtime.estimator import DepthEstimator
+
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("DEPTH_ESTIMATION_CACHE", str(tmp_path / "cache"))
+    base, out = str(tmp_path / "base"), str(tmp_path / "q8")
+    small_model().save_pretrained(base, safe_serialization=True)
+    assert quantize_cmd.main([base, "--bits", "8", "--out", out]) == 0
+    rgb = np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    want = DepthEstimator(out, input_size=56).load().infer(rgb)
+    got = DepthEstimator(out, input_size=56, backend="onnxruntime", device="cpu").load().infer(rgb)
+    assert np.abs(want).max() > 0
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3 * np.abs(want).max())
 
 
 def test_imports_without_hqq():
     code = ("import sys; sys.modules['hqq'] = None\n"
             "import depth_estimation.models.hqq as q\n"
             "from depth_fixtures import tiny_da2\n"
-            "try:\n    q.quantize_model(tiny_da2(), 4, group_size=32)\nexcept ImportError as e:\n    print(e)\n")
-    proc = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [INCLUDE, os.path.dirname(os.path.abspath(__file__)), os.environ.get("PYTHONPATH", "")])), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        universal_newlines=True, timeout=300)
+            "try:\n    q.quantize_model(tiny_da2(), 4, group_size=32)\n"
+            "except ImportError as e:\n    print(e)\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [INCLUDE, os.path.dirname(os.path.abspath(__file__)), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, universal_newlines=True, timeout=300)
     assert proc.returncode == 0 and "pip install hqq" in proc.stdout, proc.stdout[-2000:]
 
 
@@ -217,8 +312,9 @@ def test_folder_loads_under_the_other_transformers(tmp_path, x):
             "print(transformers.__version__)\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
     env.pop("DEPTH_EXPECT_TRANSFORMERS", None)
-    proc = subprocess.run([sys.executable, "-c", code, folder, str(tmp_path / "x.safetensors"), str(tmp_path / "y.safetensors")],
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", code, folder, str(tmp_path / "x.safetensors"),
+                           str(tmp_path / "y.safetensors")], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, universal_newlines=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert proc.stdout.split()[-1] != transformers.__version__
     assert torch.equal(load_file(str(tmp_path / "y.safetensors"))["y"], run(model, x))

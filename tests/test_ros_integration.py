@@ -40,7 +40,8 @@ def _rostest(tmp_path, test_file, *args):
     assert proc.returncode == 0 and "RESULT: SUCCESS" in proc.stdout, tail
 
 
-@pytest.mark.parametrize("test_file", ["camera_stream.test", "corrupt_frames.test", "no_backlog.test", "evaluate.test"])
+@pytest.mark.parametrize("test_file", ["camera_stream.test", "corrupt_frames.test", "no_backlog.test", "evaluate.test",
+                                       "robust_stream.test"])
 def test_rostest(test_file, fixtures, tmp_path):
     _rostest(tmp_path, test_file, "fixtures:=" + fixtures)
 
@@ -89,12 +90,42 @@ def test_demo_leaves_depth_pngs_and_a_latency_report(tiny_dir, tmp_path):
     assert int(diag["frames_in"]) == int(diag["frames_out"]) + int(diag["frames_dropped"]), why
     assert float(diag["inference_ms_p50"]) > 0, why
     pngs = sorted((out / "colorized").glob("*.png"))
-    assert len(pngs) >= 3, why
+    assert len(pngs) >= 3 and report["colorized_pngs"] == len(pngs) <= report["depth_frames"], why
+    assert sorted(p.name for p in (out / "colorized").iterdir()) == [p.name for p in pngs], "not only PNGs"
+    assert not (out / "outputs.bag.active").exists()
     assert cv2.imread(str(pngs[0])).shape == (720, 1280, 3)
     assert cv2.imread(str(out / "montage.png")).shape == (360, 1280, 3)  # camera | depth, 640 wide each
     assert "Latency report" in proc.stdout and "inference ms p50" in proc.stdout
     leftovers = subprocess.run(["pgrep", "-f", str(out)], stdout=subprocess.PIPE).stdout.split()
     assert not leftovers, "demo left processes running"
+
+
+def test_demo_runs_each_model_at_its_own_size():
+    from depth_estimation.tools import demo
+
+    assert demo.own_input_size("random:fastdepth-mnv3") == ["input_size:=0"]  # the student's own 192
+    assert demo.own_input_size("random:da2-small") == []  # the embedded 308 of default.yaml
+
+
+def test_demo_stops_a_process_group_only_when_all_of_it_has_exited(tmp_path):
+    """rosbag record's C++ recorder outlives its Python parent after SIGINT while it writes the
+    index: the demo waits for the whole group before it kills anything."""
+    import time
+
+    from depth_estimation.tools import demo
+
+    marker = tmp_path / "child_finished"
+    child = tmp_path / "child.py"  # like the recorder: ignores SIGINT, needs a while to finish its file
+    child.write_text("import signal, time\nsignal.signal(signal.SIGINT, lambda *a: None)\ntime.sleep(1.5)\n"
+                     "open(%r, 'w').close()\n" % str(marker))
+    parent = tmp_path / "parent.py"  # like `rosbag record`: leaves at once on SIGINT
+    parent.write_text("import signal, subprocess, sys\nsubprocess.Popen([sys.executable, %r])\n"
+                      "signal.signal(signal.SIGINT, lambda *a: sys.exit(0))\nsignal.pause()\n" % str(child))
+    procs = demo.Processes(dict(os.environ), str(tmp_path))
+    procs.start("parent", [sys.executable, str(parent)])
+    time.sleep(1.0)
+    procs.stop_all(grace=10.0)
+    assert marker.exists(), "the child was killed before it finished"
 
 
 def test_demo_falls_back_to_random_weights_loudly(hf_cache, capsys):
@@ -107,16 +138,13 @@ def test_demo_falls_back_to_random_weights_loudly(hf_cache, capsys):
 def test_evaluate_launch_scores_the_node_like_depth_eval(tiny_dir, tmp_path):
     """evaluate.launch replays real TUM RGB-D frames through depth_node into the evaluator, ends by
     itself, and its JSON agrees with depth-eval run on the same bag and model (same metric code)."""
-    from conftest import SHARED_REAL
     from depth_estimation.evaluation import convert_rgbd
     from depth_estimation.evaluation import evaluate
     from depth_estimation.runtime.estimator import DepthEstimator
 
-    tum = os.path.join(SHARED_REAL, "tum_fr1_desk")
-    if not os.path.isdir(tum):
-        pytest.skip("../shared/data/real is not next to this checkout")
+    tum = os.path.join(ROOT, "assets", "frames")  # the real TUM fr1/desk frames the project ships
     bag, out = str(tmp_path / "tum.bag"), str(tmp_path / "eval.json")
-    assert convert_rgbd.main(["rgbd", "--rgb", tum + "/rgb_*.png", "--depth", tum + "/depth_*.png",
+    assert convert_rgbd.main(["rgbd", "--rgb", tum + "/rgb_*.png", "--depth", tum + "/depth/depth_*.png",
                               "--depth-scale", "5000", "--out", bag]) == 0
     port = _free_port()
     env = _ros_env(tmp_path, ROS_MASTER_URI="http://127.0.0.1:%d" % port)

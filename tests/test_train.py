@@ -1,17 +1,18 @@
-"""depth_estimation.train: MiDaS losses, the augmented dataset, overfitting, checkpoints and resume.
-The label cache is faked (``train._labels`` patched) with synthetic scenes."""
+"""depth_estimation.distill: MiDaS losses, the augmented dataset, overfitting, checkpoints and resume.
+The label cache is faked (``label_cache.iter_cache`` and ``.load_item`` patched) with synthetic
+scenes."""
 import argparse
 import glob
 import json
 import os
-import types
 
 import numpy as np
 import pytest
 import torch
 
+from depth_estimation.distill import data, label_cache, losses, train
 from depth_estimation.models import fastdepth
-from depth_estimation.distill import train
+
 SIZE = (64, 96)
 
 
@@ -47,7 +48,8 @@ def cache(monkeypatch, tmp_path):
     def load_item(c, entry):
         return _scene(entry["key"])
 
-    monkeypatch.setattr(train, "_labels", lambda: types.SimpleNamespace(iter_cache=iter_cache, load_item=load_item))
+    monkeypatch.setattr(label_cache, "iter_cache", iter_cache)
+    monkeypatch.setattr(label_cache, "load_item", load_item)
     return path
 
 
@@ -57,63 +59,66 @@ def test_ssi_loss_is_zero_for_affine_predictions_and_invariant():
     mask = torch.rand(3, 16, 24, generator=g) > 0.2
     other = torch.rand(3, 16, 24, generator=g)
     garbage = torch.where(mask, 3.0 * target + 2.0, torch.full_like(target, 1e3))  # masked-out pixels ignored
-    assert train.ssi_loss(garbage, target, mask) < 1e-8
-    assert train.ssi_loss(0.5 * target + 7, target, mask) < 1e-8
-    assert train.ssi_loss(-0.5 * target + 7, target, mask) > 1  # an inverted prediction is wrong
-    loss = train.ssi_loss(other, target, mask)
+    assert losses.ssi_loss(garbage, target, mask) < 1e-8
+    assert losses.ssi_loss(0.5 * target + 7, target, mask) < 1e-8
+    assert losses.ssi_loss(-0.5 * target + 7, target, mask) > 1  # an inverted prediction is wrong
+    loss = losses.ssi_loss(other, target, mask)
     assert loss > 0.1
-    assert torch.allclose(train.ssi_loss(4.0 * other - 3.0, target, mask), loss, rtol=1e-4)
+    assert torch.allclose(losses.ssi_loss(4.0 * other - 3.0, target, mask), loss, rtol=1e-4)
     # the target's units do not matter either
-    assert torch.allclose(train.ssi_loss(other, 10 * target + 1, mask), loss, rtol=1e-4)
+    assert torch.allclose(losses.ssi_loss(other, 10 * target + 1, mask), loss, rtol=1e-4)
     # an image without valid pixels does not count
     empty = mask.clone()
     empty[0] = False
-    assert torch.isfinite(train.ssi_loss(other, target, empty))
+    assert torch.isfinite(losses.ssi_loss(other, target, empty))
 
 
 def test_gradient_loss_is_zero_for_affine_predictions():
     g = torch.Generator().manual_seed(1)
     target = torch.rand(2, 32, 48, generator=g) + 0.5
     mask = torch.ones_like(target, dtype=torch.bool)
-    assert train.gradient_loss(2.0 * target - 1.0, target, mask) < 1e-6
+    assert losses.gradient_loss(2.0 * target - 1.0, target, mask) < 1e-6
     other = torch.rand(2, 32, 48, generator=g)
-    grad = train.gradient_loss(other, target, mask)
+    grad = losses.gradient_loss(other, target, mask)
     assert grad > 0.1
-    total, parts = train.distill_loss(other, target, mask, alpha=0.5)
-    assert torch.allclose(parts["grad"], grad) and torch.allclose(parts["ssi"], train.ssi_loss(other, target, mask))
+    total, parts = losses.distill_loss(other, target, mask, alpha=0.5)
+    assert torch.allclose(parts["grad"], grad)
+    assert torch.allclose(parts["ssi"], losses.ssi_loss(other, target, mask))
     assert torch.allclose(total, parts["ssi"] + 0.5 * parts["grad"])
 
 
 def test_split_and_dataset(cache):
     keys = ["img-%d" % i for i in range(6)]
-    tr, val = train.split_keys(keys, 0.05)
-    assert (tr, val) == train.split_keys(list(reversed(keys)), 0.05) and len(val) == 1 and sorted(tr + val) == keys
-    assert len(train.split_keys(keys[:2], 0.05)[1]) == 1 and train.split_keys(keys[:1], 0.05) == (keys[:1], [])
-    assert train.split_keys(keys, 0.0)[1] == []
-    ds = train.DistillDataset(cache, keys, train=True, size=SIZE)
+    tr, val = data.split_keys(keys, 0.05)
+    assert (tr, val) == data.split_keys(list(reversed(keys)), 0.05)
+    assert len(val) == 1 and sorted(tr + val) == keys
+    assert len(data.split_keys(keys[:2], 0.05)[1]) == 1 and data.split_keys(keys[:1], 0.05) == (keys[:1], [])
+    assert data.split_keys(keys, 0.0)[1] == []
+    ds = data.DistillDataset(cache, keys, train=True, size=SIZE)
     x, y, m = ds[(2, 123)]
-    assert x.shape == (3,) + SIZE and y.shape == SIZE and m.shape == SIZE and m.dtype == torch.bool and m.all()
+    assert x.shape == (3,) + SIZE and y.shape == SIZE and m.shape == SIZE
+    assert m.dtype == torch.bool and m.all()
     assert x.dtype == torch.float32 and abs(float(x.mean())) < 2.5 and float(y.min()) >= 0
     assert torch.equal(ds[(2, 123)][0], x) and not torch.equal(ds[(2, 124)][0], x)  # seeded augmentation
-    xv, yv, _ = train.DistillDataset(cache, keys, train=False, size=SIZE)[2]
-    assert torch.equal(xv, train.DistillDataset(cache, keys, train=False, size=SIZE)[2][0])
+    xv, yv, _ = data.DistillDataset(cache, keys, train=False, size=SIZE)[2]
+    assert torch.equal(xv, data.DistillDataset(cache, keys, train=False, size=SIZE)[2][0])
     assert yv.shape == SIZE and float(yv.max()) > 3  # the near boxes
 
 
 def test_student_overfits_a_fixed_batch(cache):
     torch.manual_seed(0)
-    x, y, m = (torch.stack(t) for t in zip(*[train.DistillDataset(cache, ["img-0", "img-1"], False, SIZE)[i]
+    x, y, m = (torch.stack(t) for t in zip(*[data.DistillDataset(cache, ["img-0", "img-1"], False, SIZE)[i]
                                              for i in range(2)]))
     model = fastdepth.random_student(0).train()
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    losses = []
+    history = []
     for _ in range(70):
-        loss, _ = train.distill_loss(model(x), y, m)
+        loss, _ = losses.distill_loss(model(x), y, m)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(loss.item())
-    assert min(losses[-5:]) < losses[0] / 5, losses
+        history.append(loss.item())
+    assert min(history[-5:]) < history[0] / 5, history
 
 
 def _files(root):
@@ -154,8 +159,8 @@ def test_train_outputs_checkpoints_and_resume(cache, tmp_path, monkeypatch):
     assert "history.json" in files and any(f.startswith("tb/events.out.tfevents") for f in files)
     with open(os.path.join(out, "history.json")) as f:
         assert json.load(f)["train"][-1]["step"] == 6
-    assert sorted(os.listdir(os.path.join(out, "checkpoint"))) == ["model.safetensors", "optimizer.safetensors",
-                                                                  "state.json"]
+    assert sorted(os.listdir(os.path.join(out, "checkpoint"))) == [
+        "model.safetensors", "optimizer.safetensors", "state.json"]
     for name in os.listdir(os.path.join(out, "checkpoint")):
         with open(os.path.join(out, "checkpoint", name), "rb") as f:
             assert not f.read(2).startswith(b"\x80")  # no pickle protocol header
@@ -177,8 +182,9 @@ def test_cli(cache, tmp_path):
     parser = train.add_train_arguments(argparse.ArgumentParser())
     with pytest.raises(SystemExit):
         parser.parse_args(["--cache", cache, "--out", "x", "--size", "100x96"])
-    args = parser.parse_args(["--cache", cache, "--out", str(tmp_path / "run"), "--steps", "1", "--batch-size", "2",
-                              "--size", "64x96", "--schedule", "cosine", "--no-progress"])
+    args = parser.parse_args(["--cache", cache, "--out", str(tmp_path / "run"), "--steps", "1",
+                              "--batch-size", "2", "--size", "64x96", "--schedule", "cosine",
+                              "--no-progress"])
     assert args.size == SIZE and args.val_fraction == 0.05 and not args.resume
     assert train.run_train(args) == 0
     assert fastdepth.is_student_dir(str(tmp_path / "run" / "student"))

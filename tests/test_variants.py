@@ -1,12 +1,19 @@
 """Model variants through the one estimator: the student, HQQ specs, ONNX Runtime, and depth-bench."""
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from depth_estimation.tools import bench
+from conftest import INCLUDE, ROOT
+from depth_estimation.io.paths import file_bytes
+from depth_estimation.models.specs import parse_spec
 from depth_estimation.runtime.estimator import DepthEstimator
+from depth_estimation.tools import bench
+
+DEPTH_BENCH = os.path.join(ROOT, "packages", "depth_estimation", "scripts", "depth-bench")
 
 
 @pytest.fixture
@@ -69,12 +76,13 @@ def test_bench_writes_every_documented_field(tiny_dir, cache, tmp_path, real_jpe
     assert ("tiny_da2@hqq4", "torch", "bare") in paths
     for row in rows:
         assert not row.get("note"), row
-        for field in ("latency_ms_p50", "latency_ms_p95", "fps", "weight_bytes", "file_bytes", "peak_rss_bytes",
-                      "gflops", "gflops_per_s", "matmul_gflops_per_s"):
+        for field in ("latency_ms_p50", "latency_ms_p95", "fps", "weight_bytes", "file_bytes",
+                      "peak_rss_bytes", "gflops", "gflops_per_s", "matmul_gflops_per_s"):
             assert row.get(field) is not None and row[field] > 0, (field, row)
     quantized = [r for r in rows if r["variant"].endswith("@hqq4")]
     assert all(0 <= r["fidelity_abs_rel"] < 1 for r in quantized)
-    fp32 = next(r for r in rows if r["variant"] == tiny_dir and r["path"] == "bare" and r["backend"] == "torch")
+    fp32 = next(r for r in rows
+                if r["variant"] == tiny_dir and r["path"] == "bare" and r["backend"] == "torch")
     assert quantized[0]["weight_bytes"] < fp32["weight_bytes"]
     out = tmp_path / "b"
     bench.write_outputs(rows, str(out) + ".json", str(out) + ".csv", str(out) + ".png", {"command": "test"})
@@ -90,21 +98,94 @@ def test_bench_cli_refuses_bad_specs(capsys):
     assert "da2-huge" in capsys.readouterr().err
 
 
-def test_depth_bench_command_end_to_end(tiny_dir, cache, tmp_path):
-    import subprocess
-    import sys
-
-    from conftest import INCLUDE, ROOT
-
-    script = os.path.join(ROOT, "packages", "depth_estimation", "scripts", "depth-bench")
+def _depth_bench(args, cwd):
+    """The depth-bench command as a user runs it; (exit status, stdout, stderr)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([INCLUDE, os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, DEPTH_BENCH] + args, env=env, cwd=str(cwd), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_depth_bench_command_end_to_end(tiny_dir, cache, tmp_path):
     out = tmp_path / "r"
-    proc = subprocess.run([sys.executable, script, "--variants", tiny_dir, "--backends", "torch", "--input-size",
-                           "56", "--runs", "2", "--warmup", "0", "--no-pipeline", "--json", str(out) + ".json",
-                           "--csv", str(out) + ".csv", "--plot", str(out) + ".png"], env=env, cwd=str(tmp_path),
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:]
+    rc, stdout, stderr = _depth_bench(["--variants", tiny_dir, "--backends", "torch", "--input-size", "56",
+                                       "--runs", "2", "--warmup", "0", "--no-pipeline",
+                                       "--json", str(out) + ".json", "--csv", str(out) + ".csv",
+                                       "--plot", str(out) + ".png"], tmp_path)
+    assert rc == 0, (stdout + stderr)[-3000:]
     rows = json.loads((tmp_path / "r.json").read_text())["rows"]
     assert {r["path"] for r in rows} == {"bare", "node"}
-    assert "latency_ms_p50" in proc.stdout  # the printed table
+    assert "latency_ms_p50" in stdout  # the printed table
     assert (tmp_path / "r.csv").exists() and (tmp_path / "r.png").exists()
+
+
+@pytest.mark.parametrize("args, names", [
+    (["--backends", "nonsense"], ["'nonsense'", "torch, onnxruntime, tensorrt"]),
+    (["--backends", "torch,tensorrt,onnx"], ["'onnx'", "torch, onnxruntime, tensorrt"]),
+    (["--backends", ","], ["no backend", "torch, onnxruntime, tensorrt"]),
+    (["--variants", "nonsense-model"], ["nonsense-model"]),
+    (["--variants", ","], ["no model variants"]),
+    (["--variants", "random:da2-small@hqq5"], ["@hqq5"]),
+    (["--input-size", "big"], ["--input-size", "big"]),
+])
+def test_depth_bench_command_refuses_bad_options_in_one_line(args, names, tmp_path):
+    """Exit 2 with one error line naming what is wrong (no traceback, no empty table, no cell run)."""
+    rc, stdout, stderr = _depth_bench(args + ["--runs", "1", "--json", str(tmp_path / "b.json")], tmp_path)
+    assert rc == 2, (stdout, stderr)
+    errors = [line for line in stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "Traceback" not in stderr, stderr
+    assert all(name in errors[0] for name in names), errors[0]
+    assert stdout == "" and not (tmp_path / "b.json").exists()
+
+
+def test_bench_run_refuses_bad_backends_before_any_work(monkeypatch):
+    monkeypatch.setattr(bench, "matmul_gflops_per_s", lambda: pytest.fail("work started"))
+    with pytest.raises(ValueError, match="'nonsense'.*torch, onnxruntime, tensorrt"):
+        bench.run(["random:da2-small"], ["torch", "nonsense"], [None], [b""], runs=1, warmup=0)
+    with pytest.raises(ValueError, match="no model variants"):
+        bench.run([], ["torch"], [None], [b""], runs=1, warmup=0)
+
+
+def _lstsq_abs_rel(pred, ref):
+    """The fidelity measure as depth-bench computed it before it used metrics.fit_scale_shift."""
+    pred, ref = pred.astype(np.float64).ravel(), ref.astype(np.float64).ravel()
+    valid = ref > 1e-6 * max(ref.max(), 1e-30)
+    a = np.stack([pred[valid], np.ones(valid.sum())], 1)
+    scale, shift = np.linalg.lstsq(a, ref[valid], rcond=None)[0]
+    return float(np.mean(np.abs(scale * pred[valid] + shift - ref[valid]) / ref[valid]))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_fidelity_is_the_shared_scale_and_shift_fit(seed):
+    rng = np.random.default_rng(seed)
+    ref = (np.abs(rng.normal(size=(60, 80))) * 10.0 ** rng.uniform(-8, 3)).astype(np.float32)
+    ref[rng.random(ref.shape) < 0.2] = 0  # pixels the measure skips
+    pred = (ref * rng.uniform(0.5, 2) + rng.normal(scale=ref.std() * 0.1, size=ref.shape)).astype(np.float32)
+    assert bench.abs_rel_aligned(pred, ref) == pytest.approx(_lstsq_abs_rel(pred, ref), rel=1e-12)
+    exact = 3 * ref.astype(np.float64) + 2 * float(ref.max())  # an affine map of ref: fitted exactly
+    assert bench.abs_rel_aligned(exact, ref) == pytest.approx(0, abs=1e-6)
+
+
+def test_file_bytes_counts_what_is_stored_once(tmp_path):
+    (tmp_path / "m" / "sub").mkdir(parents=True)
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"x" * 1000)
+    (tmp_path / "m" / "config.json").write_bytes(b"{}")
+    (tmp_path / "m" / "sub" / "notes.txt").write_bytes(b"y" * 30)
+    os.link(str(tmp_path / "m" / "model.safetensors"), str(tmp_path / "m" / "sub" / "hard.safetensors"))
+    os.symlink(str(tmp_path / "m" / "model.safetensors"), str(tmp_path / "m" / "sub" / "link.safetensors"))
+    os.symlink(str(tmp_path / "gone"), str(tmp_path / "m" / "dangling.json"))
+    assert file_bytes(str(tmp_path / "m" / "config.json")) == 2
+    assert file_bytes(str(tmp_path / "m")) == 1000 + 2 + 30  # recursive, each stored file once
+    assert file_bytes(str(tmp_path / "m"), (".safetensors", ".json")) == 1002
+    with pytest.raises(FileNotFoundError):
+        file_bytes(str(tmp_path / "missing"))
+
+
+def test_bench_file_bytes_of_a_spec(tiny_dir, cache):
+    stored = sum(os.path.getsize(os.path.join(tiny_dir, f)) for f in os.listdir(tiny_dir)
+                 if f.endswith((".safetensors", ".json")))
+    assert bench.weights_path(parse_spec(tiny_dir)) == tiny_dir
+    assert bench.file_bytes(parse_spec(tiny_dir)) == stored > 0
+    assert bench.file_bytes(parse_spec("random:da2-small")) is None  # random weights are no file
+    assert bench.file_bytes(parse_spec(tiny_dir + "@hqq4")) is None  # not quantized yet
+    assert bench.weights_path(parse_spec(tiny_dir + "@hqq4")).startswith(str(cache / "quantized"))

@@ -6,6 +6,13 @@ Pairs ``~prediction`` (depth_node's 32FC1 relative inverse depth) with ``~ground
 metrics (the same code as ``depth-eval``), and when the bag's last ground-truth frame has been
 answered (or nothing arrived for ``~idle_timeout`` wall seconds) writes JSON and CSV atomically
 and shuts down. Ctrl-C writes what was scored so far, marked partial.
+
+``~crop`` ``auto`` reads the dataset the bag records (``/<ns>/dataset``, written by the
+converters) straight from ``~bag``; the node also listens on ``~dataset`` (remapped to
+``/<ns>/dataset``), so that ``rosbag play --wait-for-subscribers`` finds a subscriber for every
+topic of the bag. Prediction pixels without a value (NaN, inf) are left out of the alignment
+and the metrics and counted (``invalid_prediction_pixels``); a frame whose prediction has no value
+at all is skipped and listed (``all_invalid_prediction_frames``).
 """
 import threading
 import time
@@ -14,14 +21,27 @@ import numpy as np
 import rosbag
 import rospy
 from sensor_msgs.msg import Image
+from std_msgs.msg import String
 
 from depth_estimation.evaluation import metrics
+from depth_estimation.evaluation.scoring import (ALL_INVALID, depth_from_msg, pick_dataset_topic, score_frame,
+                                                 write_csv)
 from depth_estimation.io.atomic import write_json
-from depth_estimation.evaluation.scoring import depth_from_msg, score_frame, write_csv
 
 
 def stamp_ns(msg):
     return msg.header.stamp.to_nsec()
+
+
+def bag_dataset(recording, depth_topic):
+    """The dataset an open rosbag.Bag records for ``depth_topic`` (None for older bags)."""
+    topics = recording.get_type_and_topic_info().topics
+    topic = pick_dataset_topic([t for t, info in topics.items() if info.msg_type == "std_msgs/String"],
+                               depth_topic)
+    if topic is not None:
+        for _topic, msg, _t in recording.read_messages(topics=[topic]):
+            return str(msg.data)
+    return None
 
 
 class Evaluator:
@@ -32,15 +52,19 @@ class Evaluator:
         self.json, self.csv = get("~json"), get("~csv", "")
         self.model, self.idle_timeout = get("~model", ""), float(get("~idle_timeout", 15.0))
         bag, self.gt_topic = get("~bag"), rospy.resolve_name("~ground_truth")
+        bag_gt_topic = get("~bag_depth_topic", self.gt_topic)
         with rosbag.Bag(bag) as recording:
-            self.expected = recording.get_message_count(topic_filters=[get("~bag_depth_topic", self.gt_topic)])
+            self.expected = recording.get_message_count(topic_filters=[bag_gt_topic])
+            self.dataset = bag_dataset(recording, bag_gt_topic)
         self.preds, self.gts, self.per_frame, self.skipped, self.crops = {}, {}, [], [], set()
         self.scored_stamps = set()
         self.lock, self.last_message, self.done = threading.Lock(), time.time(), False
         rospy.Subscriber("~prediction", Image, self.on_prediction, queue_size=10, buff_size=2 ** 26)
         rospy.Subscriber("~ground_truth", Image, self.on_ground_truth, queue_size=10, buff_size=2 ** 26)
+        rospy.Subscriber("~dataset", String, self.on_dataset, queue_size=1)
         rospy.on_shutdown(lambda: self.finish(partial=True))
-        rospy.loginfo("evaluator: %d ground-truth frames expected on %s", self.expected, self.gt_topic)
+        rospy.loginfo("evaluator: %d ground-truth frames expected on %s (dataset %s)", self.expected,
+                      self.gt_topic, self.dataset)
 
     def on_prediction(self, msg):
         pred = np.frombuffer(msg.data, np.float32).reshape(msg.height, msg.width)
@@ -49,17 +73,35 @@ class Evaluator:
     def on_ground_truth(self, msg):
         self.add(self.gts, stamp_ns(msg), depth_from_msg(msg))
 
+    def on_dataset(self, msg):
+        with self.lock:
+            if self.dataset is None:  # ~bag has no record (another file than the one played?)
+                self.dataset = str(msg.data)
+            elif self.dataset != msg.data:
+                rospy.logwarn("evaluator: the bag file records dataset %s, the replay says %s; using %s",
+                              self.dataset, msg.data, self.dataset)
+
     def add(self, table, stamp, array):
         with self.lock:
             self.last_message = time.time()
             table[stamp] = array
             for s in [s for s in self.preds if s in self.gts]:
-                pred, gt = self.preds.pop(s), self.gts.pop(s)
-                record, crop, ok = score_frame(len(self.per_frame) + len(self.skipped), s, pred, gt, "disparity",
-                                               self.align, self.crop, self.gt_topic, self.min_depth, self.max_depth)
-                self.crops.add(crop)
-                (self.per_frame if ok else self.skipped).append(record)
-                self.scored_stamps.add(s)
+                self.score(s, self.preds.pop(s), self.gts.pop(s))
+
+    def score(self, stamp, pred, gt):
+        index = len(self.per_frame) + len(self.skipped)
+        try:
+            record, crop, ok = score_frame(index, stamp, pred, gt, "disparity", self.align, self.crop,
+                                           self.gt_topic, self.min_depth, self.max_depth, self.dataset)
+        except ValueError as exc:  # a frame that cannot be scored is reported, not left unanswered
+            record, crop, ok = {"index": index, "stamp": stamp / 1e9, "stamp_ns": stamp}, "", False
+            record["skipped"] = str(exc)
+        if crop:
+            self.crops.add(crop)
+        if not ok:
+            rospy.logwarn("evaluator: frame %d (stamp %d): %s; skipped", index, stamp, record["skipped"])
+        (self.per_frame if ok else self.skipped).append(record)
+        self.scored_stamps.add(stamp)
 
     def run(self):
         # wall-clock polling: sim time stops with the bag
@@ -77,22 +119,31 @@ class Evaluator:
             if self.done:
                 return
             self.done = True
-            result = {
-                "metrics": metrics.mean_metrics(self.per_frame) if self.per_frame else {},
-                "frames": len(self.per_frame), "per_frame": self.per_frame, "skipped": self.skipped,
-                "align": self.align, "crop": self.crop if self.crop != "auto" else "auto:" + ",".join(sorted(self.crops)),
-                "model": self.model, "expected_frames": self.expected, "partial": partial,
-                # published by depth_node but never scored (no ground truth with that stamp)
-                "unscored_predictions": sorted(self.preds),
-                # ground truth that never got a prediction (dropped by a node slower than the bag)
-                "unanswered_ground_truth": self.expected - len(self.scored_stamps),
-            }
+            result = self.result(partial)
         write_json(self.json, result)
         if self.csv and self.per_frame:
             write_csv(self.csv, result)
-        rospy.loginfo("evaluator: %d frames scored (%d expected)%s; abs_rel %s delta1 %s -> %s",
-                      result["frames"], self.expected, " PARTIAL" if partial else "",
-                      result["metrics"].get("abs_rel"), result["metrics"].get("delta1"), self.json)
+        rospy.loginfo("evaluator: %d frames scored (%d expected)%s; abs_rel %s delta1 %s; %d invalid "
+                      "prediction pixels -> %s", result["frames"], self.expected,
+                      " PARTIAL" if partial else "", result["metrics"].get("abs_rel"),
+                      result["metrics"].get("delta1"), result["invalid_prediction_pixels"], self.json)
+
+    def result(self, partial):
+        crop = self.crop if self.crop != "auto" else "auto:" + ",".join(sorted(self.crops))
+        return {
+            "metrics": metrics.mean_metrics(self.per_frame) if self.per_frame else {},
+            "frames": len(self.per_frame), "per_frame": self.per_frame, "skipped": self.skipped,
+            "align": self.align, "crop": crop, "dataset": self.dataset,
+            "model": self.model, "expected_frames": self.expected, "partial": partial,
+            # left out of the alignment and the metrics of the scored frames
+            "invalid_prediction_pixels": sum(r["invalid_prediction_pixels"] for r in self.per_frame),
+            "all_invalid_prediction_frames": [r["index"] for r in self.skipped
+                                              if r["skipped"] == ALL_INVALID],
+            # published by depth_node but never scored (no ground truth with that stamp)
+            "unscored_predictions": sorted(self.preds),
+            # ground truth that never got a prediction (dropped by a node slower than the bag)
+            "unanswered_ground_truth": self.expected - len(self.scored_stamps),
+        }
 
 
 def main():

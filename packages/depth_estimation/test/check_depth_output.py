@@ -2,7 +2,10 @@
 """rostest checker: listens to depth_node while a camera bag plays, then asserts per ``~mode``.
 
 Modes: ``stream`` (headers, encodings, sizes, camera_info passthrough, diagnostics keys),
-``corrupt`` (depth for every good frame, rejected count = bad frames, nothing dropped),
+``corrupt`` (depth for every good frame, rejected count = bad frames, nothing dropped, frames
+with an EXIF orientation keep the sensor's geometry),
+``robust`` (inference failures counted and the stream going on; a camera_info of another size is
+counted apart and never passed through; exact frame accounting),
 ``backlog`` (camera faster than the model: bounded age, drops counted, no invented frames).
 The bag's JSON sidecar (written by tests/depth_fixtures.py) lists the stamps and good frames.
 """
@@ -122,6 +125,25 @@ class DepthOutputCheck(unittest.TestCase):
         self.assertEqual(int(values["frames_in"]), len(self.expected["stamps_ns"]))
         levels = [s.level for s in _statuses]
         self.assertIn(1, levels, "bad input never raised a WARN")
+        w, h = self.expected["width"], self.expected["height"]
+        self.assertEqual({(m.width, m.height) for _t, m in self.got["depth"]}, {(w, h)},
+                         "a frame with an EXIF orientation lost the sensor's geometry")
+
+    def check_robust(self, depth_keys):
+        statuses, values = self.last_diag()
+        frames_in, out = int(values["frames_in"]), int(values["frames_out"])
+        errors, dropped = int(values["inference_errors"]), int(values["frames_dropped"])
+        self.assertEqual(frames_in, len(self.expected["stamps_ns"]))
+        self.assertEqual(int(values["frames_rejected"]), 0, "a camera_info problem counted as a rejected frame")
+        self.assertEqual(out + dropped + errors, frames_in, values)
+        self.assertEqual(out, len(depth_keys))
+        processed = frames_in - dropped  # warm-up = inference call 1, then one call per processed frame
+        self.assertEqual(errors, (processed + 1) // self.expected["fail_every"], values)
+        self.assertIn("injected failure", values["last_error"])
+        self.assertIn(2, [st.level for st in statuses], "inference failures never raised an ERROR")
+        self.assertEqual(depth_keys[-1], self.camera_keys()[-1], "the stream stopped after a failure")
+        self.assertEqual(self.got["info"], [], "a camera_info of another size was passed through")
+        self.assertEqual(int(values["camera_info_mismatches"]), out)
 
     def check_backlog(self, depth_keys):
         _statuses, values = self.last_diag()
@@ -129,7 +151,8 @@ class DepthOutputCheck(unittest.TestCase):
         # every frame is either seen or missed upstream (header.seq gap, e.g. rospy's own queue_size=1)
         self.assertEqual(frames_in + int(values["frames_missed"]), len(self.expected["stamps_ns"]))
         self.assertGreater(dropped, 0, "the camera was faster than the model, yet nothing was dropped")
-        self.assertEqual(int(values["frames_out"]) + dropped + int(values["frames_rejected"]), frames_in)
+        self.assertEqual(int(values["frames_out"]) + dropped + int(values["frames_rejected"])
+                         + int(values["inference_errors"]), frames_in)
         infer_s = float(values["inference_ms_p95"]) / 1000.0
         ages = [t - m.header.stamp.to_sec() for t, m in self.got["depth"]]
         bound = 3.0 * infer_s + 1.0

@@ -29,6 +29,13 @@ class EvaluationCheck(unittest.TestCase):
         self.assertEqual(len(result["per_frame"]), frames)
         self.assertEqual(sorted(result["metrics"]), sorted(METRICS))
         self.assertTrue(0.0 <= result["metrics"]["delta1"] <= 1.0 and result["metrics"]["abs_rel"] > 0)
+        # the node publishes finite depth: no prediction pixel is left out, every frame counts them
+        self.assertEqual(result["invalid_prediction_pixels"], 0)
+        self.assertEqual(result["all_invalid_prediction_frames"], [])
+        self.assertEqual([f["invalid_prediction_pixels"] for f in result["per_frame"]], [0] * frames)
+        # the converters record the dataset in the bag; --crop auto follows it
+        self.assertIn(result["dataset"], ("nyu", "rgbd"))
+        self.assertEqual(result["crop"], "auto:eigen" if result["dataset"] == "nyu" else "auto:none")
 
 
 if __name__ == "__main__":

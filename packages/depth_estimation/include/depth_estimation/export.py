@@ -1,4 +1,7 @@
-"""``python3 -m depth_estimation.export``: the command's name, kept; its code is :mod:`depth_estimation.tools.export`."""
+"""``python3 -m depth_estimation.export``: the command's name, kept.
+
+Its code is :mod:`depth_estimation.tools.export`.
+"""
 import sys
 
 from depth_estimation.tools.export import main

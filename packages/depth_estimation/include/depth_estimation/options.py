@@ -46,6 +46,12 @@ def add_model(parser: argparse.ArgumentParser, flag: str = "--model", required: 
         parser.add_argument(flag, help=help)
 
 
+def add_models(parser: argparse.ArgumentParser, flag: str, default: str) -> None:
+    """A comma-separated list of model specs (``--variants`` of depth-bench, ``--models`` of depth-sweep)."""
+    parser.add_argument(flag, type=comma_list, default=default, metavar="SPEC[,SPEC...]",
+                        help="comma-separated list, each a %s (default %s)" % (MODEL_HELP, default))
+
+
 def add_runtime(parser: argparse.ArgumentParser, device: bool = True, threads: bool = True,
                 input_size: bool = True) -> None:
     """``--backend``, ``--device``, ``--threads`` and ``--input-size`` for running a model."""
@@ -55,10 +61,14 @@ def add_runtime(parser: argparse.ArgumentParser, device: bool = True, threads: b
         parser.add_argument("--device", default="auto", choices=DEVICES,
                             help="auto = CUDA when present, else the CPU (default auto)")
     if threads:
-        parser.add_argument("--threads", type=int, default=0,
-                            help="CPU threads for torch / ONNX Runtime; 0 = their default (all cores)")
+        add_threads(parser)
     if input_size:
         add_input_size(parser)
+
+
+def add_threads(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=0, metavar="N",
+                        help="CPU threads for torch / ONNX Runtime; 0 = their default (all cores)")
 
 
 def add_input_size(parser: argparse.ArgumentParser) -> None:
@@ -96,8 +106,11 @@ def comma_list(text: str) -> List[str]:
 
 def comma_sizes(text: str) -> List[Optional[int]]:
     """A comma list of ``--input-size`` values; empty = ``[None]`` (the model's own size)."""
-    items = comma_list(text)
     try:
-        return [input_size_value(int(item)) for item in items] or [None]
+        sizes = [int(item) for item in comma_list(text)]
     except ValueError:
         raise argparse.ArgumentTypeError("input sizes %r: expected comma-separated integers" % text) from None
+    try:
+        return [input_size_value(size) for size in sizes] or [None]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -1,4 +1,7 @@
-"""``python3 -m depth_estimation.quantize``: the command's name, kept; its code is :mod:`depth_estimation.tools.quantize`."""
+"""``python3 -m depth_estimation.quantize``: the command's name, kept.
+
+Its code is :mod:`depth_estimation.tools.quantize`.
+"""
 import sys
 
 from depth_estimation.tools.quantize import main

@@ -1,4 +1,7 @@
-"""``python3 -m depth_estimation.weights``: the command's name, kept; its code is :mod:`depth_estimation.tools.weights`."""
+"""``python3 -m depth_estimation.weights``: the command's name, kept.
+
+Its code is :mod:`depth_estimation.tools.weights`.
+"""
 import sys
 
 from depth_estimation.tools.weights import main

@@ -1,4 +1,5 @@
-"""``python3 -m depth_estimation.distill`` (also ``torchrun -m depth_estimation.distill``) = ``depth-distill``."""
+"""``python3 -m depth_estimation.distill`` (also ``torchrun -m depth_estimation.distill``) =
+``depth-distill``."""
 import sys
 
 from depth_estimation.distill.cli import main

@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from depth_estimation.distill import labels, train
+
 
 def main(argv=None) -> int:
-    from depth_estimation.distill import labels
-    from depth_estimation.distill import train
     parser = argparse.ArgumentParser(prog="depth-distill", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)

@@ -11,15 +11,20 @@ Every bag has one layout, the one the evaluator reads. Frame i is stamped ``star
 * ``/<ns>/camera_node/camera_info`` sensor_msgs/CameraInfo, ``plumb_bob`` with zero distortion,
   K / P from the intrinsics, R = identity.
 
-A bag is written to ``<out>.partial`` and renamed into place when complete; an existing output
-is replaced only with ``--force``.
+and once, at the stamp of frame 0 and before it, ``/<ns>/dataset`` std_msgs/String: the dataset
+(``nyu`` from depth-nyu2bag, ``rgbd`` from depth-rgbd2bag), which ``depth-eval --crop auto`` and
+the evaluator node read to pick the Eigen crop for NYU whatever the namespace.
+
+A bag is written to a unique temporary file beside the output, fsynced and renamed into place
+when complete (:func:`depth_estimation.io.bags.write_bag`); an existing output is replaced only
+with ``--force``.
 
 NYU Depth v2 labeled (``nyu_depth_v2_labeled.mat``, MATLAB v7.3 = HDF5, read with h5py; the
 official ``splits.mat`` is MATLAB v5 with **1-based** ``trainNdxs`` / ``testNdxs``); one bag per
 split, ``<out>/nyu_<split>.bag``, frames in split order; intrinsics fx=518.8579 fy=519.4696
 cx=325.5824 cy=253.7362 (console name ``depth-nyu2bag``)::
 
-    python3 -m depth_estimation.convert_rgbd nyu --mat nyu_depth_v2_labeled.mat \\
+    python3 -m depth_estimation.evaluation.convert_rgbd nyu --mat nyu_depth_v2_labeled.mat \\
         --splits splits.mat --out bags/ [--split test|train|all] [--limit N] [--jpeg] [--force]
 
 Colour images + 16-bit depth PNG/PGM (TUM RGB-D: --depth-scale 5000, KITTI: 256, millimetres:
@@ -28,8 +33,9 @@ measurement). Without intrinsics the defaults are fx = fy = max(width, height), 
 cy = height / 2 (a ~53 degree horizontal field of view; give the real ones when known; a
 missing fy defaults to fx) (console name ``depth-rgbd2bag``)::
 
-    python3 -m depth_estimation.convert_rgbd rgbd --rgb 'tum/rgb/*.png' --depth 'tum/depth/*.png' \\
-        --depth-scale 5000 --fx 520.9 --fy 521.0 --cx 325.1 --cy 249.7 --out tum.bag [--force]
+    python3 -m depth_estimation.evaluation.convert_rgbd rgbd --rgb 'tum/rgb/*.png' \\
+        --depth 'tum/depth/*.png' --depth-scale 5000 --fx 520.9 --fy 521.0 --cx 325.1 --cy 249.7 \\
+        --out tum.bag [--force]
 """
 from __future__ import annotations
 
@@ -37,11 +43,15 @@ import argparse
 import glob
 import os
 import sys
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
-IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
-DEPTH_TYPE = "sensor_msgs/msg/Image"
-INFO_TYPE = "sensor_msgs/msg/CameraInfo"
+import cv2
+import numpy as np
+
+from depth_estimation import options
+from depth_estimation.evaluation.scoring import NYU, STRING_TYPE, dataset_topic
+from depth_estimation.io.bags import (DEPTH_TYPE, IMAGE_TYPE, INFO_TYPE, MessageBuilder, check_new_bag,
+                                      rgbd_topics, write_bag)
 
 NYU_INTRINSICS = (518.8579, 519.4696, 325.5824, 253.7362)  # fx, fy, cx, cy (colour camera)
 NYU_SPLITS = ("test", "train", "all")
@@ -50,14 +60,9 @@ DEFAULT_PERIOD = 0.1  # seconds between frames
 JPEG_QUALITY = 95
 
 
-def rgbd_topics(ns: str) -> Tuple[str, str, str]:
-    """(compressed colour image, depth ground truth, camera_info) topics of namespace ``ns``."""
-    return ("/%s/camera_node/image/compressed" % ns, "/%s/depth_gt/image_raw" % ns,
-            "/%s/camera_node/camera_info" % ns)
-
-
 def default_intrinsics(width: int, height: int, fx: Optional[float] = None, fy: Optional[float] = None,
-                       cx: Optional[float] = None, cy: Optional[float] = None) -> Tuple[float, float, float, float]:
+                       cx: Optional[float] = None,
+                       cy: Optional[float] = None) -> Tuple[float, float, float, float]:
     """Fill missing intrinsics: fx = fy = max(w, h) (a missing fy follows a given fx), cx = w/2, cy = h/2."""
     if fx is None:
         fx = float(fy) if fy is not None else float(max(width, height))
@@ -71,98 +76,77 @@ def default_intrinsics(width: int, height: int, fx: Optional[float] = None, fy: 
 
 
 def _check_out(out: str, force: bool) -> None:
-    if os.path.isdir(out):
-        raise IsADirectoryError("%s is a directory, not a bag path" % out)
-    if os.path.exists(out) and not force:
-        raise FileExistsError("%s exists; pass force=True (--force) to replace it" % out)
+    check_new_bag(out, force, "force=True (--force)")
 
 
-def write_rgbd_bag(frames: Iterable[Tuple[object, object]], out: str, intrinsics: Sequence[float], ns: str = "rgbd",
-                   start: float = DEFAULT_START, period: float = DEFAULT_PERIOD, jpeg: bool = False,
-                   force: bool = False, frame_id: Optional[str] = None, total: Optional[int] = None,
-                   progress: bool = True, desc: str = "frames") -> int:
+def _checked_frame(i: int, rgb, depth, size: Optional[Tuple[int, int]]) -> Tuple[np.ndarray, np.ndarray]:
+    """Frame ``i`` as (RGB uint8 HxWx3, float32 HxW), refused unless sizes agree with each other and
+    with ``size`` (the first frame's; None for the first frame)."""
+    rgb = np.asarray(rgb)
+    depth = np.asarray(depth, dtype="<f4")
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError("frame %d: colour image must be HxWx3 uint8, got %s %s" % (i, rgb.shape, rgb.dtype))
+    if depth.shape != rgb.shape[:2]:
+        raise ValueError("frame %d: depth %s does not match colour %s" % (i, depth.shape, rgb.shape[:2]))
+    if size is not None and depth.shape != size:
+        raise ValueError("frame %d: size %s differs from the first frame's %s" % (i, depth.shape, size))
+    return rgb, depth
+
+
+def _encode(i: int, rgb: np.ndarray, jpeg: bool) -> Tuple[str, bytes]:
+    """(format, bytes) of an RGB frame: lossless PNG, or JPEG quality :data:`JPEG_QUALITY`."""
+    ext, params, fmt = ((".jpg", [int(cv2.IMWRITE_JPEG_QUALITY), JPEG_QUALITY], "jpeg") if jpeg
+                        else (".png", [], "png"))
+    ok, buf = cv2.imencode(ext, np.ascontiguousarray(rgb[:, :, ::-1]), params)
+    if not ok:
+        raise RuntimeError("frame %d: could not encode %s" % (i, fmt))
+    return fmt, buf.tobytes()
+
+
+def _progress_bar(progress: bool, total: Optional[int], desc: str):
+    if not progress:
+        return None
+    from tqdm import tqdm  # optional: only for the progress bar
+
+    return tqdm(total=total, desc=desc, unit="frame", file=sys.stderr)
+
+
+def write_rgbd_bag(frames: Iterable[Tuple[object, object]], out: str, intrinsics: Sequence[float],
+                   ns: str = "rgbd", start: float = DEFAULT_START, period: float = DEFAULT_PERIOD,
+                   jpeg: bool = False, force: bool = False, frame_id: Optional[str] = None,
+                   total: Optional[int] = None, progress: bool = True, desc: str = "frames",
+                   dataset: str = "rgbd") -> int:
     """Write ``frames`` -- (RGB uint8 HxWx3, depth metres HxW) pairs -- as one bag; returns the count.
-    ``intrinsics`` is (fx, fy, cx, cy). All frames must have the size of the first one."""
-    import cv2
-    import numpy as np
-    from rosbags.rosbag1 import Writer
-
-    from depth_estimation.io.bags import typestore
-
+    ``intrinsics`` is (fx, fy, cx, cy). All frames must have the size of the first one. ``dataset``
+    is recorded on ``/<ns>/dataset``."""
     _check_out(out, force)
-    fx, fy, cx, cy = (float(v) for v in intrinsics)
-    store = typestore()
-    Header = store.types["std_msgs/msg/Header"]
-    Time = store.types["builtin_interfaces/msg/Time"]
-    Compressed = store.types[IMAGE_TYPE]
-    Image = store.types[DEPTH_TYPE]
-    CameraInfo = store.types[INFO_TYPE]
-    RegionOfInterest = store.types["sensor_msgs/msg/RegionOfInterest"]
+    build = MessageBuilder()
     image_topic, depth_topic, info_topic = rgbd_topics(ns)
+    topics = [(image_topic, IMAGE_TYPE), (depth_topic, DEPTH_TYPE), (info_topic, INFO_TYPE),
+              (dataset_topic(depth_topic), STRING_TYPE)]
     frame_id = frame_id if frame_id is not None else "%s/camera_optical_frame" % ns
-    ext, params, fmt = (".jpg", [int(cv2.IMWRITE_JPEG_QUALITY), JPEG_QUALITY], "jpeg") if jpeg else (".png", [], "png")
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = out + ".partial"
-    if os.path.exists(tmp):
-        os.remove(tmp)
     start_ns, period_ns = int(round(start * 1e9)), int(round(period * 1e9))
-    size = None
-    count = 0
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, desc=desc, unit="frame", file=sys.stderr)
+    size, count = None, 0
+    bar = _progress_bar(progress, total, desc)
     try:
-        with Writer(tmp) as writer:
-            c_img = writer.add_connection(image_topic, IMAGE_TYPE, typestore=store)
-            c_depth = writer.add_connection(depth_topic, DEPTH_TYPE, typestore=store)
-            c_info = writer.add_connection(info_topic, INFO_TYPE, typestore=store)
+        with write_bag(out, topics, build.store) as write:
+            write(dataset_topic(depth_topic), start_ns, build.string(dataset))
             for i, (rgb, depth) in enumerate(frames):
-                rgb = np.asarray(rgb)
-                depth = np.asarray(depth, dtype="<f4")
-                if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-                    raise ValueError("frame %d: colour image must be HxWx3 uint8, got %s %s"
-                                     % (i, rgb.shape, rgb.dtype))
-                if depth.shape != rgb.shape[:2]:
-                    raise ValueError("frame %d: depth %s does not match colour %s" % (i, depth.shape, rgb.shape[:2]))
-                if size is None:
-                    size = depth.shape
-                elif depth.shape != size:
-                    raise ValueError("frame %d: size %s differs from the first frame's %s" % (i, depth.shape, size))
-                height, width = size
-                ok, buf = cv2.imencode(ext, np.ascontiguousarray(rgb[:, :, ::-1]), params)
-                if not ok:
-                    raise RuntimeError("frame %d: could not encode %s" % (i, fmt))
-                ns_t = start_ns + i * period_ns
-                header = Header(seq=i, stamp=Time(sec=ns_t // 10 ** 9, nanosec=ns_t % 10 ** 9), frame_id=frame_id)
-                img = Compressed(header=header, format=fmt, data=np.asarray(buf, np.uint8).reshape(-1))
-                dmsg = Image(header=header, height=height, width=width, encoding="32FC1", is_bigendian=0,
-                             step=width * 4,
-                             data=np.frombuffer(np.ascontiguousarray(depth).tobytes(), np.uint8))
-                info = CameraInfo(
-                    header=header, height=height, width=width, distortion_model="plumb_bob",
-                    D=np.zeros(5, np.float64),
-                    K=np.array([fx, 0, cx, 0, fy, cy, 0, 0, 1], np.float64),
-                    R=np.eye(3, dtype=np.float64).reshape(-1),
-                    P=np.array([fx, 0, cx, 0, 0, fy, cy, 0, 0, 0, 1, 0], np.float64),
-                    binning_x=0, binning_y=0,
-                    roi=RegionOfInterest(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
-                writer.write(c_img, ns_t, store.serialize_ros1(img, IMAGE_TYPE))
-                writer.write(c_depth, ns_t, store.serialize_ros1(dmsg, DEPTH_TYPE))
-                writer.write(c_info, ns_t, store.serialize_ros1(info, INFO_TYPE))
+                rgb, depth = _checked_frame(i, rgb, depth, size)
+                size = depth.shape
+                stamp = start_ns + i * period_ns
+                header = build.header(i, stamp, frame_id)
+                write(image_topic, stamp, build.compressed_image(header, *_encode(i, rgb, jpeg)))
+                write(depth_topic, stamp, build.depth_image(header, depth))
+                write(info_topic, stamp, build.camera_info(header, size[1], size[0], intrinsics))
                 count += 1
                 if bar is not None:
                     bar.update(1)
-        if count == 0:
-            raise ValueError("no frames to write to %s" % out)
-        os.replace(tmp, out)
+            if count == 0:
+                raise ValueError("no frames to write to %s" % out)
     finally:
         if bar is not None:
             bar.close()
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return count
 
 
@@ -174,7 +158,7 @@ def nyu_split_indices(splits_path: str, split: str, count: int) -> List[int]:
         raise ValueError("split must be one of %s, got %r" % (", ".join(NYU_SPLITS), split))
     if split == "all":
         return list(range(count))
-    from scipy.io import loadmat
+    from scipy.io import loadmat  # optional: only NYU test/train splits need scipy
 
     key = "%sNdxs" % split
     mat = loadmat(splits_path)
@@ -190,8 +174,6 @@ def nyu_split_indices(splits_path: str, split: str, count: int) -> List[int]:
 
 
 def _nyu_frames(images, depths, indices: Sequence[int]):
-    import numpy as np
-
     for k in indices:
         # h5py shows MATLAB's 480x640x3xN as (N, 3, 640, 480) and 480x640xN as (N, 640, 480).
         rgb = np.ascontiguousarray(np.asarray(images[k]).transpose(2, 1, 0))
@@ -206,7 +188,7 @@ def nyu2bag(mat_path: str, splits_path: Optional[str], out_dir: str, split: str 
     """The frames of NYUv2 ``split`` (in splits.mat order; "all" = every frame, splits.mat unused)
     as ``<out_dir>/nyu_<split>.bag``; ``depth_key`` "rawDepths" for the raw (holed) depth.
     Returns the bag path."""
-    import h5py
+    import h5py  # optional: only the NYU converter reads MATLAB v7.3 (HDF5) files
 
     out = os.path.join(out_dir, "nyu_%s.bag" % split)
     _check_out(out, force)
@@ -226,7 +208,7 @@ def nyu2bag(mat_path: str, splits_path: Optional[str], out_dir: str, split: str 
             indices = indices[:max(0, int(limit))]
         write_rgbd_bag(_nyu_frames(images, depths, indices), out, NYU_INTRINSICS, ns=ns, start=start,
                        period=period, jpeg=jpeg, force=force, total=len(indices), progress=progress,
-                       desc="nyu_%s" % split)
+                       desc="nyu_%s" % split, dataset=NYU)
     return out
 
 
@@ -234,7 +216,8 @@ def nyu2bag(mat_path: str, splits_path: Optional[str], out_dir: str, split: str 
 
 def pair_rgbd_files(rgb_glob: str, depth_glob: str) -> List[Tuple[str, str]]:
     """(colour, depth) file pairs in sorted order; unequal or zero counts are an error."""
-    rgbs, depths = sorted(glob.glob(os.path.expanduser(rgb_glob))), sorted(glob.glob(os.path.expanduser(depth_glob)))
+    rgbs = sorted(glob.glob(os.path.expanduser(rgb_glob)))
+    depths = sorted(glob.glob(os.path.expanduser(depth_glob)))
     if len(rgbs) != len(depths):
         raise ValueError("%d colour images (%s) but %d depth images (%s): they are paired in sorted order, "
                          "so the counts must be equal" % (len(rgbs), rgb_glob, len(depths), depth_glob))
@@ -244,9 +227,6 @@ def pair_rgbd_files(rgb_glob: str, depth_glob: str) -> List[Tuple[str, str]]:
 
 
 def _rgbd_frames(pairs: Sequence[Tuple[str, str]], depth_scale: float):
-    import cv2
-    import numpy as np
-
     for rgb_path, depth_path in pairs:
         bgr = cv2.imread(rgb_path, cv2.IMREAD_COLOR)
         if bgr is None:
@@ -268,8 +248,6 @@ def rgbd2bag(rgb_glob: str, depth_glob: str, depth_scale: float, out: str, fx: O
              start: float = DEFAULT_START, period: float = DEFAULT_PERIOD, progress: bool = True) -> str:
     """Colour + 16-bit depth files (paired in sorted order) as one bag; metres = value / depth_scale.
     Missing intrinsics: see :func:`default_intrinsics`. Returns the bag path."""
-    import cv2
-
     _check_out(out, force)
     if not depth_scale or depth_scale <= 0:
         raise ValueError("depth_scale must be > 0 (TUM 5000, KITTI 256, millimetres 1000)")
@@ -281,56 +259,56 @@ def rgbd2bag(rgb_glob: str, depth_glob: str, depth_scale: float, out: str, fx: O
         raise ValueError("cannot read colour image %s" % (pairs[0][0] if pairs else rgb_glob))
     height, width = first.shape[:2]
     intrinsics = default_intrinsics(width, height, fx, fy, cx, cy)
-    write_rgbd_bag(_rgbd_frames(pairs, depth_scale), out, intrinsics, ns=ns, start=start, period=period, jpeg=jpeg,
-                   force=force, total=len(pairs), progress=progress, desc=os.path.basename(out))
+    write_rgbd_bag(_rgbd_frames(pairs, depth_scale), out, intrinsics, ns=ns, start=start, period=period,
+                   jpeg=jpeg, force=force, total=len(pairs), progress=progress, desc=os.path.basename(out))
     return out
 
 
 # --- command line -------------------------------------------------------------------------------
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m depth_estimation.convert_rgbd", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="cmd")
+def add_bag_arguments(parser: argparse.ArgumentParser, ns: str) -> None:
+    """The options both converters share: frame count, encoding, overwriting, namespace, timing."""
+    parser.add_argument("--limit", type=int, default=None, help="at most N frames")
+    parser.add_argument("--jpeg", action="store_true",
+                        help="JPEG quality %d instead of lossless PNG" % JPEG_QUALITY)
+    options.add_force(parser, "the output bag")
+    parser.add_argument("--ns", default=ns, help="topic namespace (default %s)" % ns)
+    parser.add_argument("--start", type=float, default=DEFAULT_START, help="stamp of frame 0, s")
+    parser.add_argument("--period", type=float, default=DEFAULT_PERIOD, help="seconds between frames")
 
-    def common(p, ns):
-        p.add_argument("--limit", type=int, default=None, help="at most N frames")
-        p.add_argument("--jpeg", action="store_true", help="JPEG quality %d instead of lossless PNG" % JPEG_QUALITY)
-        p.add_argument("--force", action="store_true", help="replace an existing output bag")
-        p.add_argument("--ns", default=ns, help="topic namespace (default %s)" % ns)
-        p.add_argument("--start", type=float, default=DEFAULT_START, help="stamp of frame 0, s")
-        p.add_argument("--period", type=float, default=DEFAULT_PERIOD, help="seconds between frames")
 
-    nyu = sub.add_parser("nyu", help="NYUv2 labeled .mat + splits.mat -> <out>/nyu_<split>.bag")
-    nyu.add_argument("--mat", required=True, help="nyu_depth_v2_labeled.mat")
-    nyu.add_argument("--splits", default=None, help="splits.mat (not needed for --split all)")
-    nyu.add_argument("--out", required=True, help="output folder")
-    nyu.add_argument("--split", default="test", choices=NYU_SPLITS)
-    nyu.add_argument("--raw-depth", action="store_true", help="rawDepths (with holes) instead of depths")
-    common(nyu, "nyu")
+def add_nyu_arguments(parser: argparse.ArgumentParser) -> None:
+    """depth-nyu2bag's options."""
+    parser.add_argument("--mat", required=True, help="nyu_depth_v2_labeled.mat")
+    parser.add_argument("--splits", default=None, help="splits.mat (not needed for --split all)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--split", default="test", choices=NYU_SPLITS)
+    parser.add_argument("--raw-depth", action="store_true", help="rawDepths (with holes) instead of depths")
+    add_bag_arguments(parser, "nyu")
 
-    rgbd = sub.add_parser("rgbd", help="colour + 16-bit depth images -> one bag")
-    rgbd.add_argument("--rgb", required=True, help="glob of colour images (quote it)")
-    rgbd.add_argument("--depth", required=True, help="glob of 16-bit depth PNG/PGM (quote it)")
-    rgbd.add_argument("--depth-scale", type=float, required=True, help="value per metre: TUM 5000, KITTI 256, mm 1000")
+
+def add_rgbd_arguments(parser: argparse.ArgumentParser) -> None:
+    """depth-rgbd2bag's options."""
+    parser.add_argument("--rgb", required=True, help="glob of colour images (quote it)")
+    parser.add_argument("--depth", required=True, help="glob of 16-bit depth PNG/PGM (quote it)")
+    parser.add_argument("--depth-scale", type=float, required=True,
+                        help="value per metre: TUM 5000, KITTI 256, mm 1000")
     for name in ("fx", "fy", "cx", "cy"):
-        rgbd.add_argument("--" + name, type=float, default=None)
-    rgbd.add_argument("--out", required=True, help="output bag")
-    common(rgbd, "rgbd")
+        parser.add_argument("--" + name, type=float, default=None)
+    parser.add_argument("--out", required=True, help="output bag")
+    add_bag_arguments(parser, "rgbd")
 
-    args = parser.parse_args(argv)
-    if args.cmd is None:
-        parser.print_help(sys.stderr)
-        return 2
+
+def _convert(cmd: str, args: argparse.Namespace) -> int:
     try:
-        if args.cmd == "nyu":
+        if cmd == "nyu":
             out = nyu2bag(args.mat, args.splits, args.out, split=args.split, limit=args.limit, jpeg=args.jpeg,
                           force=args.force, ns=args.ns, start=args.start, period=args.period,
                           depth_key="rawDepths" if args.raw_depth else "depths")
         else:
-            out = rgbd2bag(args.rgb, args.depth, args.depth_scale, args.out, args.fx, args.fy, args.cx, args.cy,
-                           limit=args.limit, jpeg=args.jpeg, force=args.force, ns=args.ns, start=args.start,
-                           period=args.period)
+            out = rgbd2bag(args.rgb, args.depth, args.depth_scale, args.out, args.fx, args.fy, args.cx,
+                           args.cy, limit=args.limit, jpeg=args.jpeg, force=args.force, ns=args.ns,
+                           start=args.start, period=args.period)
     except (OSError, ValueError) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 1
@@ -338,12 +316,35 @@ def main(argv=None) -> int:
     return 0
 
 
-def nyu_main() -> int:  # console script depth-nyu2bag
-    return main(["nyu"] + sys.argv[1:])
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python3 -m depth_estimation.evaluation.convert_rgbd nyu|rgbd ...``"""
+    parser = argparse.ArgumentParser(prog="python3 -m depth_estimation.evaluation.convert_rgbd",
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd")
+    add_nyu_arguments(sub.add_parser("nyu", help="NYUv2 labeled .mat + splits.mat -> <out>/nyu_<split>.bag"))
+    add_rgbd_arguments(sub.add_parser("rgbd", help="colour + 16-bit depth images -> one bag"))
+    args = parser.parse_args(argv)
+    if args.cmd is None:
+        parser.print_help(sys.stderr)
+        return 2
+    return _convert(args.cmd, args)
 
 
-def rgbd_main() -> int:  # console script depth-rgbd2bag
-    return main(["rgbd"] + sys.argv[1:])
+def _console(cmd: str, prog: str, add: Callable[[argparse.ArgumentParser], None],
+             argv: Optional[Sequence[str]]) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add(parser)
+    return _convert(cmd, parser.parse_args(argv))
+
+
+def nyu_main(argv: Optional[Sequence[str]] = None) -> int:  # console script depth-nyu2bag
+    return _console("nyu", "depth-nyu2bag", add_nyu_arguments, argv)
+
+
+def rgbd_main(argv: Optional[Sequence[str]] = None) -> int:  # console script depth-rgbd2bag
+    return _console("rgbd", "depth-rgbd2bag", add_rgbd_arguments, argv)
 
 
 if __name__ == "__main__":

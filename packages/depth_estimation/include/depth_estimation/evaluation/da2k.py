@@ -7,12 +7,13 @@ Accuracy = share of pairs where the prediction puts ``closer_point`` closer: lar
 Ties count as wrong, so a constant map scores 0, and a working scorer on a real model is far
 above chance (50 %). Accuracy is also given per scene: the first component of the image path.
 
-    python3 -m depth_estimation.da2k --root DA-2K --model da2-small --json da2k.json
-    python3 -m depth_estimation.da2k --root DA-2K --predictions PRED_DIR --pred-kind depth
+    depth-da2k --root DA-2K --model da2-small --json da2k.json
+    depth-da2k --root DA-2K --predictions PRED_DIR --pred-kind depth
 
 ``--predictions DIR`` reads one ``.npy`` per image at the same relative path with ``.npy``
 appended in place of the image suffix (``indoor/1.jpg`` -> ``DIR/indoor/1.npy``), HxW at the
-image's size.
+image's size. ``--model`` runs with the shared ``--backend``, ``--device``, ``--threads`` and
+``--input-size`` options (0 = the model's own input size).
 """
 from __future__ import annotations
 
@@ -21,13 +22,16 @@ import json
 import logging
 import os
 import sys
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Tuple, Union
 
+import cv2
 import numpy as np
 
-from depth_estimation.io.atomic import write_json
+from depth_estimation import options
 from depth_estimation.evaluation.metrics import KINDS as PRED_KINDS
-from depth_estimation.evaluation.scoring import add_source_arguments
+from depth_estimation.evaluation.scoring import add_source_arguments, load_estimator, model_record
+from depth_estimation.io.atomic import write_json
+from depth_estimation.io.images import image_size
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +42,8 @@ Annotations = Dict[str, List[dict]]
 def load_annotations(root: str) -> Annotations:
     path = os.path.join(root, ANNOTATIONS)
     if not os.path.isfile(path):
-        raise FileNotFoundError("%s not found: --root must be the DA-2K folder holding %s" % (path, ANNOTATIONS))
+        raise FileNotFoundError("%s not found: --root must be the DA-2K folder holding %s"
+                                % (path, ANNOTATIONS))
     with open(path) as f:
         data = json.load(f)
     if not isinstance(data, dict) or not data:
@@ -55,7 +60,8 @@ def scene_of(image: str) -> str:
 def _point(pair: dict, key: str, shape: Tuple[int, ...], image: str) -> Tuple[int, int]:
     row, col = (int(v) for v in pair[key])
     if not (0 <= row < shape[0] and 0 <= col < shape[1]):
-        raise ValueError("%s: %s %r is outside the %dx%d prediction" % (image, key, pair[key], shape[0], shape[1]))
+        raise ValueError("%s: %s %r is outside the %dx%d prediction"
+                         % (image, key, pair[key], shape[0], shape[1]))
     return row, col
 
 
@@ -91,29 +97,17 @@ def score(predictions: Callable[[str], np.ndarray], annotations: Union[str, Anno
     total = sum(n for _, n in per_scene.values())
     if total == 0:
         raise ValueError("the annotations hold no point pairs")
-    return {"accuracy": correct / total, "pairs": total, "correct": correct,
-            "per_scene": {s: {"accuracy": c / n, "pairs": n, "correct": c} for s, (c, n) in sorted(per_scene.items())}}
+    scenes = {s: {"accuracy": c / n, "pairs": n, "correct": c} for s, (c, n) in sorted(per_scene.items())}
+    return {"accuracy": correct / total, "pairs": total, "correct": correct, "per_scene": scenes}
 
 
 def _image_size(path: str) -> Tuple[int, int]:
     """(height, width) of an image file, from its header when it is JPEG or PNG."""
-    from depth_estimation.framepath import frames
     with open(path, "rb") as f:
-        data = f.read()
-    fmt = frames.sniff(data)
-    if fmt is not None:
-        try:
-            width, height = frames.header_size(data, fmt)
-            return height, width
-        except Exception:  # odd header: decode instead
-            pass
-    image = read_rgb(path)
-    return image.shape[0], image.shape[1]
+        return image_size(f.read())
 
 
 def read_rgb(path: str) -> np.ndarray:
-    import cv2
-
     bgr = cv2.imread(path, cv2.IMREAD_COLOR)
     if bgr is None:
         raise ValueError("cannot read image %s" % path)
@@ -135,7 +129,8 @@ def from_directory(root: str, pred_dir: str, check_size: bool = True) -> Callabl
         if check_size:
             size = _image_size(os.path.join(root, image))
             if tuple(pred.shape) != size:
-                raise ValueError("%s is %s but image %s is %dx%d" % (path, pred.shape, image, size[0], size[1]))
+                raise ValueError("%s is %s but image %s is %dx%d"
+                                 % (path, pred.shape, image, size[0], size[1]))
         return pred
 
     return predict
@@ -146,20 +141,23 @@ def from_model(root: str, estimator) -> Callable[[str], np.ndarray]:
     return lambda image: estimator.infer(read_rgb(os.path.join(root, image)))
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m depth_estimation.da2k", description=__doc__,
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="depth-da2k", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", required=True, help="the DA-2K folder (holds annotations.json)")
     add_source_arguments(parser, "folder of .npy predictions, one per image")
-    parser.add_argument("--json", help="write the result here (atomically)")
-    args = parser.parse_args(argv)
+    options.add_json_csv(parser, csv=False)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    estimator = None
     try:
         annotations = load_annotations(args.root)
         if args.model:
-            from depth_estimation.runtime.estimator import DepthEstimator
-
-            estimator = DepthEstimator(args.model, input_size=args.input_size, backend=args.backend).load()
+            estimator = load_estimator(args)
             predict, kind = from_model(args.root, estimator), "disparity"
         else:
             if not os.path.isdir(args.predictions):
@@ -170,8 +168,8 @@ def main(argv=None) -> int:
         print("error: %s" % exc, file=sys.stderr)
         return 1
     result = dict(result, model=args.model, predictions=args.predictions, pred_kind=kind)
-    if args.model:
-        result["backend"], result["input_size"] = args.backend, args.input_size
+    if estimator is not None:
+        result.update(model_record(estimator))
     print("DA-2K accuracy %.4f over %d pairs" % (result["accuracy"], result["pairs"]))
     for scene, row in result["per_scene"].items():
         print("  %-20s %.4f  (%d pairs)" % (scene, row["accuracy"], row["pairs"]))

@@ -5,13 +5,18 @@ PNG or JPEG) and ground truth on ``/<ns>/depth_gt/image_raw`` (sensor_msgs/Image
 16UC1 millimetres also read) with the same header stamps. Frames are paired by header stamp, in
 the order their pair completes in the bag (that order numbers ``--save-predictions`` files);
 frames without a partner are reported as unmatched. Each frame's prediction is aligned to its
-ground truth (``--align``, see depth_estimation.metrics), scored over valid pixels, and the
-overall metrics are the mean of the per-frame metrics.
+ground truth (``--align``, default ``lsq-disparity``; see depth_estimation.evaluation.metrics),
+scored over valid pixels, and the overall metrics are the mean of the per-frame metrics.
 
     depth-eval --bag rgbd.bag --model da2-small --align lsq-disparity --json eval.json --csv eval.csv
     depth-eval --bag rgbd.bag --predictions PRED --pred-kind depth --align median --crop eigen
 
-``--crop auto`` = the NYU Eigen crop for NYU bags (``/nyu/...`` topics from depth-nyu2bag, 480x640), no crop otherwise.
+``--crop auto`` = the NYU Eigen crop for NYU bags (the bag records its dataset on ``/<ns>/dataset``;
+bags written before that: ``/nyu/...`` topics at 480x640), no crop otherwise. Prediction pixels
+without a value (NaN, inf; a depth <= 0) are left out of the alignment and the metrics and counted
+(``invalid_prediction_pixels``); a frame with no valid prediction pixel at all is an error.
+``--model`` runs with the shared ``--backend``, ``--device``, ``--threads`` and ``--input-size``
+options (0 = the model's own input size).
 ``--predictions DIR`` reads ``DIR/000000.npy``, ``DIR/000001.npy``... (float HxW at frame size)
 in frame order; ``--save-predictions DIR`` writes the model's raw output (relative disparity,
 float32 at frame size, before alignment) in the same layout.
@@ -24,23 +29,31 @@ import os
 import sys
 from typing import Dict, Iterator, List, Optional, Tuple
 
+import cv2
 import numpy as np
 
+from depth_estimation import options
 from depth_estimation.evaluation import metrics
-from depth_estimation.evaluation.scoring import add_source_arguments, depth_from_msg, resolve_crop, score_frame, write_csv  # noqa: F401
+from depth_estimation.evaluation.scoring import (ALL_INVALID, STRING_TYPE, add_source_arguments,
+                                                 depth_from_msg, frame_list, load_estimator, model_record,
+                                                 pick_dataset_topic, score_frame, write_csv)
+from depth_estimation.framepath import frames
+from depth_estimation.io import bags
 from depth_estimation.io.atomic import atomic_file, write_json
+from depth_estimation.io.images import image_size
 
 log = logging.getLogger(__name__)
 
-COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
-IMAGE_TYPE = "sensor_msgs/msg/Image"
-IMAGE_SUFFIX = "/camera_node/image/compressed"
-DEPTH_SUFFIX = "/depth_gt/image_raw"
+COMPRESSED_TYPE = bags.IMAGE_TYPE
+IMAGE_TYPE = bags.DEPTH_TYPE
+IMAGE_SUFFIX = bags.IMAGE_SUFFIX
+DEPTH_SUFFIX = bags.DEPTH_SUFFIX
 CROP_CHOICES = ("auto", "eigen", "garg", "none")
+DEFAULT_ALIGN = "lsq-disparity"
 
 
 def _topics_by_type(path: str) -> Dict[str, List[str]]:
-    from rosbags.rosbag1 import Reader
+    from rosbags.rosbag1 import Reader  # optional: only bag readers need it
 
     found: Dict[str, List[str]] = {}
     with Reader(path) as reader:
@@ -52,10 +65,21 @@ def _topics_by_type(path: str) -> Dict[str, List[str]]:
 
 
 def _depth_encoding(path: str, topic: str) -> Optional[str]:
-    from depth_estimation.io import bags
     for _topic, _t, msg in bags.iter_messages(path, [topic]):
         return str(msg.encoding)
     return None
+
+
+def _pick(path: str, candidates: List[str], suffix: str, what: str) -> str:
+    """The one candidate topic, or the one ending in ``suffix``; ValueError naming the flag otherwise."""
+    if len(candidates) == 1:
+        return candidates[0]
+    preferred = [t for t in candidates if t.endswith(suffix)]
+    if len(preferred) == 1:
+        return preferred[0]
+    raise ValueError("%s has %s %s topics (%s); choose one with --%s-topic" % (
+        path, "no" if not candidates else "several", what, ", ".join(candidates) or "-",
+        "image" if what == "CompressedImage" else "depth"))
 
 
 def detect_topics(path: str, image_topic: Optional[str] = None,
@@ -67,27 +91,27 @@ def detect_topics(path: str, image_topic: Optional[str] = None,
     all_topics = {t for ts in found.values() for t in ts}
     for given in (image_topic, depth_topic):
         if given is not None and given not in all_topics:
-            raise ValueError("topic %s is not in %s (topics: %s)" % (given, path, ", ".join(sorted(all_topics))))
-
-    def pick(candidates: List[str], suffix: str, what: str) -> str:
-        if len(candidates) == 1:
-            return candidates[0]
-        preferred = [t for t in candidates if t.endswith(suffix)]
-        if len(preferred) == 1:
-            return preferred[0]
-        raise ValueError("%s has %s %s topics (%s); choose one with --%s-topic" % (
-            path, "no" if not candidates else "several", what, ", ".join(candidates) or "-",
-            "image" if what == "CompressedImage" else "depth"))
-
+            raise ValueError("topic %s is not in %s (topics: %s)"
+                             % (given, path, ", ".join(sorted(all_topics))))
     if image_topic is None:
-        image_topic = pick(found.get(COMPRESSED_TYPE, []), IMAGE_SUFFIX, "CompressedImage")
+        image_topic = _pick(path, found.get(COMPRESSED_TYPE, []), IMAGE_SUFFIX, "CompressedImage")
     if depth_topic is None:
         images = found.get(IMAGE_TYPE, [])
         depth = [t for t in images if t.endswith(DEPTH_SUFFIX)]
         if len(depth) != 1:
             depth = [t for t in images if _depth_encoding(path, t) in ("32FC1", "16UC1")]
-        depth_topic = pick(depth, DEPTH_SUFFIX, "32FC1 Image")
+        depth_topic = _pick(path, depth, DEPTH_SUFFIX, "32FC1 Image")
     return image_topic, depth_topic
+
+
+def bag_dataset(path: str, depth_topic: str) -> Optional[str]:
+    """The dataset ``path`` records for ``depth_topic`` (std_msgs/String on ``/<ns>/dataset``, written
+    by the converters), or None for a bag without that record."""
+    topic = pick_dataset_topic(_topics_by_type(path).get(STRING_TYPE, []), depth_topic)
+    if topic is not None:
+        for _topic, _t, msg in bags.iter_messages(path, [topic]):
+            return str(msg.data)
+    return None
 
 
 def _stamp_ns(msg) -> int:
@@ -95,17 +119,14 @@ def _stamp_ns(msg) -> int:
 
 
 def rgb_from_msg(msg) -> np.ndarray:
-    import cv2
-
-    from depth_estimation.framepath import frames
     bgr = frames.decode(bytes(msg.data), str(msg.format))
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def paired_frames(path: str, image_topic: str, depth_topic: str, unmatched: Dict[str, List[int]]) -> Iterator:
+def paired_frames(path: str, image_topic: str, depth_topic: str,
+                  unmatched: Dict[str, List[int]]) -> Iterator:
     """(stamp_ns, CompressedImage, depth Image) for every stamp seen on both topics, in bag order.
     Stamps seen on one topic only end up in ``unmatched["images"]`` / ``unmatched["depths"]``."""
-    from depth_estimation.io import bags
     pending = {image_topic: {}, depth_topic: {}}  # type: Dict[str, Dict[int, object]]
     for topic, _t, msg in bags.iter_messages(path, [image_topic, depth_topic]):
         stamp = _stamp_ns(msg)
@@ -123,78 +144,110 @@ def paired_frames(path: str, image_topic: str, depth_topic: str, unmatched: Dict
 
 def frame_size(msg) -> Tuple[int, int]:
     """(height, width) of a CompressedImage from its header (decoded when the header is odd)."""
-    from depth_estimation.framepath import frames
-    data = bytes(msg.data)
-    fmt = frames.sniff(data)
-    if fmt is not None:
-        try:
-            width, height = frames.header_size(data, fmt)
-            return height, width
-        except Exception:
-            pass
-    return rgb_from_msg(msg).shape[:2]
+    return image_size(bytes(msg.data))
 
 
-def evaluate(bag: str, align: str, estimator=None, predictions: Optional[str] = None, pred_kind: str = "disparity",
-             crop: str = "auto", min_depth: float = 1e-3, max_depth: float = 10.0,
-             image_topic: Optional[str] = None, depth_topic: Optional[str] = None,
-             save_predictions: Optional[str] = None, progress: bool = False) -> dict:
-    """Score ``estimator`` (a loaded DepthEstimator) or the ``.npy`` files in ``predictions`` on ``bag``."""
+def _prediction(index: int, image_msg, estimator, predictions: Optional[str], pred_kind: str,
+                save_predictions: Optional[str]) -> Tuple[np.ndarray, str]:
+    """Frame ``index``'s (prediction at frame size, kind): the model's raw output (saved to
+    ``save_predictions`` when given), or ``predictions/<index>.npy`` checked against the frame size."""
+    name = "%06d.npy" % index
+    if estimator is not None:
+        pred = np.asarray(estimator.infer(rgb_from_msg(image_msg)), np.float32)
+        if save_predictions:
+            with atomic_file(os.path.join(save_predictions, name), "wb") as f:
+                np.save(f, pred)
+        return pred, "disparity"
+    path = os.path.join(predictions, name)
+    if not os.path.isfile(path):
+        raise FileNotFoundError("no prediction for frame %d: %s is missing" % (index, path))
+    pred = np.load(path).astype(np.float32)
+    frame_hw = frame_size(image_msg)
+    if pred.shape != tuple(frame_hw):
+        raise ValueError("%s has shape %s; expected the frame size %dx%d" % (path, pred.shape, *frame_hw))
+    return pred, pred_kind
+
+
+def _check_modes(estimator, predictions: Optional[str], crop: str, align: str) -> None:
     if (estimator is None) == (predictions is None):
         raise ValueError("give exactly one of estimator and predictions")
     if crop not in CROP_CHOICES:
         raise ValueError("crop %r; use one of %s" % (crop, ", ".join(CROP_CHOICES)))
     if align not in metrics.ALIGN_MODES:
         raise ValueError("align %r; use one of %s" % (align, ", ".join(metrics.ALIGN_MODES)))
+
+
+def _score_frames(frames_iter, bag_info: dict, estimator, predictions: Optional[str], pred_kind: str,
+                  save_predictions: Optional[str], align: str, crop: str, depth_range: Tuple[float, float]):
+    """(scored records, skipped records, crops used) of every paired frame."""
+    per_frame, skipped, crops = [], [], set()
+    for index, (stamp, image_msg, depth_msg) in enumerate(frames_iter):
+        gt = depth_from_msg(depth_msg)
+        pred, kind = _prediction(index, image_msg, estimator, predictions, pred_kind, save_predictions)
+        record, crop_name, ok = score_frame(index, stamp, pred, gt, kind, align, crop,
+                                            bag_info["depth_topic"], depth_range[0], depth_range[1],
+                                            bag_info["dataset"])
+        crops.add(crop_name)
+        if not ok:
+            log.warning("frame %d (stamp %d): %s; skipped", index, stamp, record["skipped"])
+        (per_frame if ok else skipped).append(record)
+    return per_frame, skipped, crops
+
+
+def _check_scored(bag: str, per_frame: List[dict], skipped: List[dict], unmatched: Dict[str, List[int]],
+                  kind: str) -> int:
+    """ValueError naming the frames whose predictions had no value at all, or when no frame was
+    scored; else the total of invalid prediction pixels (logged when there are any)."""
+    hopeless = [r["index"] for r in skipped if r["skipped"] == ALL_INVALID]
+    what = "NaN, inf" + (" or depth <= 0" if kind == "depth" else "")
+    if hopeless:
+        raise ValueError("%s (%s) on the valid ground-truth pixels of %s of %s: check the model or "
+                         "the predictions" % (ALL_INVALID, what, frame_list(hopeless), bag))
+    if not per_frame:
+        raise ValueError("no frame of %s could be scored (%d paired, %d unmatched images, "
+                         "%d unmatched depths)"
+                         % (bag, len(skipped), len(unmatched["images"]), len(unmatched["depths"])))
+    invalid = sum(r["invalid_prediction_pixels"] for r in per_frame)
+    if invalid:
+        log.warning("%d prediction pixels without a value (%s) in %d frames: left out of the "
+                    "alignment and the metrics", invalid, what,
+                    sum(1 for r in per_frame if r["invalid_prediction_pixels"]))
+    return invalid
+
+
+def evaluate(bag: str, align: str = DEFAULT_ALIGN, estimator=None, predictions: Optional[str] = None,
+             pred_kind: str = "disparity", crop: str = "auto", min_depth: float = 1e-3,
+             max_depth: float = 10.0, image_topic: Optional[str] = None, depth_topic: Optional[str] = None,
+             save_predictions: Optional[str] = None, progress: bool = False) -> dict:
+    """Score ``estimator`` (a loaded DepthEstimator) or the ``.npy`` files in ``predictions`` on ``bag``."""
+    _check_modes(estimator, predictions, crop, align)
     image_topic, depth_topic = detect_topics(bag, image_topic, depth_topic)
+    bag_info = {"depth_topic": depth_topic, "dataset": bag_dataset(bag, depth_topic)}
+    kind = "disparity" if estimator is not None else pred_kind
     if save_predictions:
         os.makedirs(save_predictions, exist_ok=True)
     unmatched = {"images": [], "depths": []}  # type: Dict[str, List[int]]
-    per_frame, skipped, crops = [], [], set()
     frames_iter = paired_frames(bag, image_topic, depth_topic, unmatched)
     if progress:
-        from tqdm import tqdm
+        from tqdm import tqdm  # optional: only for the progress bar
 
         frames_iter = tqdm(frames_iter, desc="depth-eval", unit="frame")
-    for index, (stamp, image_msg, depth_msg) in enumerate(frames_iter):
-        gt = depth_from_msg(depth_msg)
-        name = "%06d.npy" % index
-        if estimator is not None:
-            rgb = rgb_from_msg(image_msg)
-            pred = np.asarray(estimator.infer(rgb), np.float32)
-            frame_hw = rgb.shape[:2]
-            if save_predictions:
-                with atomic_file(os.path.join(save_predictions, name), "wb") as f:
-                    np.save(f, pred)
-            kind = "disparity"
-        else:
-            path = os.path.join(predictions, name)
-            if not os.path.isfile(path):
-                raise FileNotFoundError("no prediction for frame %d: %s is missing" % (index, path))
-            pred = np.load(path).astype(np.float32)
-            frame_hw = frame_size(image_msg)
-            kind = pred_kind
-            if pred.shape != tuple(frame_hw):
-                raise ValueError("%s has shape %s; expected the frame size %dx%d" % (path, pred.shape, *frame_hw))
-        record, crop_name, ok = score_frame(index, stamp, pred, gt, kind, align, crop, depth_topic, min_depth, max_depth)
-        crops.add(crop_name)
-        if not ok:
-            log.warning("frame %d (stamp %d): no valid ground-truth pixels; skipped", index, stamp)
-        (per_frame if ok else skipped).append(record)
+    per_frame, skipped, crops = _score_frames(frames_iter, bag_info, estimator, predictions, pred_kind,
+                                              save_predictions, align, crop, (min_depth, max_depth))
     if unmatched["images"] or unmatched["depths"]:
         log.warning("%d camera frames and %d ground-truth frames had no partner with the same stamp",
                     len(unmatched["images"]), len(unmatched["depths"]))
-    if not per_frame:
-        raise ValueError("no frame of %s could be scored (%d paired, %d unmatched images, %d unmatched depths)"
-                         % (bag, len(skipped), len(unmatched["images"]), len(unmatched["depths"])))
+    invalid = _check_scored(bag, per_frame, skipped, unmatched, kind)
     return {
         "metrics": metrics.mean_metrics(per_frame),
         "frames": len(per_frame),
         "per_frame": per_frame,
         "skipped": skipped,
+        "invalid_prediction_pixels": invalid,
         "align": align,
         "crop": crop if crop != "auto" else "auto:" + ",".join(sorted(crops)),
-        "pred_kind": "disparity" if estimator is not None else pred_kind,
+        "dataset": bag_info["dataset"],
+        "pred_kind": kind,
         "min_depth": min_depth,
         "max_depth": max_depth,
         "bag": bag,
@@ -205,22 +258,31 @@ def evaluate(bag: str, align: str, estimator=None, predictions: Optional[str] = 
     }
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="depth-eval", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bag", required=True, help="RGB-D bag (CompressedImage frames + 32FC1 ground truth)")
+    parser.add_argument("--bag", required=True,
+                        help="RGB-D bag (CompressedImage frames + 32FC1 ground truth)")
     add_source_arguments(parser, "folder of 000000.npy... predictions in frame order")
-    parser.add_argument("--align", required=True, choices=metrics.ALIGN_MODES)
+    parser.add_argument("--align", default=DEFAULT_ALIGN, choices=metrics.ALIGN_MODES,
+                        help="how predictions are aligned to the ground truth (default %s)" % DEFAULT_ALIGN)
     parser.add_argument("--crop", choices=CROP_CHOICES, default="auto",
-                        help="auto: Eigen crop for NYU bags (/nyu/ topics, 480x640), none otherwise")
+                        help="auto: Eigen crop for NYU bags (the dataset the bag records; for older "
+                             "bags /nyu/ topics at 480x640), none otherwise")
     parser.add_argument("--min-depth", type=float, default=1e-3)
     parser.add_argument("--max-depth", type=float, default=10.0)
     parser.add_argument("--image-topic", help="default: the bag's single CompressedImage topic "
                                               "(/<ns>/camera_node/image/compressed)")
-    parser.add_argument("--depth-topic", help="default: the bag's single 32FC1 Image topic (/<ns>/depth_gt/image_raw)")
-    parser.add_argument("--json", help="write the result here (atomically)")
-    parser.add_argument("--csv", help="write one row per frame, then the mean, here (atomically)")
-    parser.add_argument("--save-predictions", metavar="DIR", help="with --model: save raw outputs as DIR/000000.npy...")
+    parser.add_argument("--depth-topic",
+                        help="default: the bag's single 32FC1 Image topic (/<ns>/depth_gt/image_raw)")
+    options.add_json_csv(parser)
+    parser.add_argument("--save-predictions", metavar="DIR",
+                        help="with --model: save raw outputs as DIR/000000.npy...")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.save_predictions and not args.model:
         parser.error("--save-predictions needs --model")
@@ -228,9 +290,7 @@ def main(argv=None) -> int:
     try:
         estimator = None
         if args.model:
-            from depth_estimation.runtime.estimator import DepthEstimator
-
-            estimator = DepthEstimator(args.model, input_size=args.input_size, backend=args.backend).load()
+            estimator = load_estimator(args)
         elif not os.path.isdir(args.predictions):
             raise FileNotFoundError("--predictions %s is not a folder" % args.predictions)
         result = evaluate(args.bag, args.align, estimator, args.predictions, args.pred_kind, args.crop,
@@ -241,12 +301,14 @@ def main(argv=None) -> int:
         return 1
     result["model"] = args.model
     result["predictions"] = args.predictions
-    if args.model:
-        result["backend"], result["input_size"] = args.backend, args.input_size
+    if estimator is not None:
+        result.update(model_record(estimator))
     print("%d frames (%d unmatched images, %d unmatched depths), align %s, crop %s" % (
         result["frames"], result["unmatched"]["images"], result["unmatched"]["depths"], result["align"],
         result["crop"]))
     print("  ".join("%s %.4f" % (k, result["metrics"][k]) for k in metrics.METRICS))
+    if result["invalid_prediction_pixels"]:
+        print("%d prediction pixels without a value left out" % result["invalid_prediction_pixels"])
     if args.json:
         write_json(args.json, result)
     if args.csv:

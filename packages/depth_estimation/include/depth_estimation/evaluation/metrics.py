@@ -17,6 +17,10 @@ ground truth with :func:`align`:
 * ``none``: the prediction is metric already (a disparity prediction is inverted).
 
 Every mode then clips the predicted depth to [min_depth, max_depth] (BTS / AdaBins / ZoeDepth).
+
+Prediction pixels without a value (:func:`valid_prediction`: NaN or inf, and for a depth prediction
+also <= 0) take no part: :func:`align` fits and scales over the others only and returns NaN there,
+and the scorers leave them out of the metrics and count them (``invalid_prediction_pixels``).
 """
 from __future__ import annotations
 
@@ -81,7 +85,8 @@ def crop_mask(shape: Sequence[int], crop: Crop) -> np.ndarray:
     return mask
 
 
-def valid_mask(gt: np.ndarray, min_depth: float = 1e-3, max_depth: float = 10.0, crop: Crop = None) -> np.ndarray:
+def valid_mask(gt: np.ndarray, min_depth: float = 1e-3, max_depth: float = 10.0,
+               crop: Crop = None) -> np.ndarray:
     """Pixels to score: finite ground truth with min_depth < gt < max_depth, inside ``crop``."""
     gt = np.asarray(gt)
     if gt.ndim != 2:
@@ -96,7 +101,8 @@ def valid_mask(gt: np.ndarray, min_depth: float = 1e-3, max_depth: float = 10.0,
 def _check(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     pred, gt, mask = np.asarray(pred), np.asarray(gt), np.asarray(mask, bool)
     if pred.shape != gt.shape or mask.shape != gt.shape:
-        raise ValueError("shapes differ: prediction %s, ground truth %s, mask %s" % (pred.shape, gt.shape, mask.shape))
+        raise ValueError("shapes differ: prediction %s, ground truth %s, mask %s"
+                         % (pred.shape, gt.shape, mask.shape))
     if not mask.any():
         raise ValueError("no valid pixels to score")
     return pred, gt, mask
@@ -125,15 +131,37 @@ def compute(pred_depth: np.ndarray, gt_depth: np.ndarray, mask: np.ndarray) -> D
     }
 
 
+def valid_prediction(pred: np.ndarray, kind: str = "disparity") -> np.ndarray:
+    """True where the raw prediction ``pred`` holds a value: finite, and for ``kind`` "depth" also
+    > 0 (a depth of 0 or below means "no value", it is not a very near point). A disparity may be
+    <= 0: lsq-disparity's fitted shift can bring it into range, the other modes read it as far."""
+    if kind not in KINDS:
+        raise ValueError("prediction kind %r; use one of %s" % (kind, ", ".join(KINDS)))
+    pred = np.asarray(pred)
+    usable = np.isfinite(pred)
+    if kind == "depth":
+        with np.errstate(invalid="ignore"):
+            usable &= pred > 0
+    return usable
+
+
 def _invert(x: np.ndarray, floor: float) -> np.ndarray:
     """1/x with x floored at ``floor`` (> 0), so non-positive values give a large finite result."""
     return 1.0 / np.maximum(x, floor)
 
 
-def fit_scale_shift(pred_disp: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> Tuple[float, float]:
-    """s, t minimizing ||s * pred_disp + t - 1/gt||^2 over ``mask``."""
-    x = pred_disp[mask].astype(np.float64)
-    y = 1.0 / gt[mask].astype(np.float64)
+def fit_scale_shift(pred_disp: np.ndarray, target: np.ndarray,
+                    mask: Optional[np.ndarray] = None) -> Tuple[float, float]:
+    """(scale, shift) minimizing ||scale * pred_disp + shift - target||^2 over the pixels where
+    ``mask`` is True (all pixels when None), in float64 least squares: the one scale-and-shift fit
+    of the package. :func:`align` fits a disparity to ``target`` = 1 / ground-truth depth; fitting a
+    prediction to a reference map of the same kind works the same way."""
+    pred_disp, target = np.asarray(pred_disp), np.asarray(target)
+    if pred_disp.shape != target.shape:
+        raise ValueError("shapes differ: prediction %s, target %s" % (pred_disp.shape, target.shape))
+    select = np.ones(target.shape, bool) if mask is None else np.asarray(mask, bool)
+    x = pred_disp[select].astype(np.float64)
+    y = target[select].astype(np.float64)
     a = np.stack([x, np.ones_like(x)], axis=1)
     (s, t), *_ = np.linalg.lstsq(a, y, rcond=None)
     return float(s), float(t)
@@ -143,27 +171,35 @@ def align(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray, mode: str = "lsq-d
           kind: str = "disparity", min_depth: float = 1e-3, max_depth: float = 10.0) -> np.ndarray:
     """Predicted depth in metres (float64 HxW, clipped to [min_depth, max_depth]) from ``pred``
     (``kind`` "disparity" = relative inverse depth, or "depth"), aligned to ``gt`` over ``mask``
-    with ``mode`` (see the module docstring)."""
+    with ``mode`` (see the module docstring). Pixels where ``pred`` has no value
+    (:func:`valid_prediction`) are left out of the fit and are NaN in the result; ValueError
+    when no pixel of ``mask`` has a value."""
     if mode not in ALIGN_MODES:
         raise ValueError("align mode %r; use one of %s" % (mode, ", ".join(ALIGN_MODES)))
-    if kind not in KINDS:
-        raise ValueError("prediction kind %r; use one of %s" % (kind, ", ".join(KINDS)))
     pred, gt, mask = _check(pred, gt, mask)
-    pred = np.where(np.isfinite(pred), pred, 0.0).astype(np.float64)
+    usable = valid_prediction(pred, kind)
+    fit = mask & usable
+    if not fit.any():
+        raise ValueError("all prediction pixels invalid (NaN, inf%s) on the %d valid ground-truth pixels"
+                         % (" or <= 0 depth" if kind == "depth" else "", int(mask.sum())))
+    pred = np.where(usable, pred, 1.0).astype(np.float64)  # placeholders, NaN again below
     tiny = 1e-12
     if mode == "lsq-disparity":
-        disp = pred if kind == "disparity" else _invert(pred, tiny)
-        s, t = fit_scale_shift(disp, gt, mask)
+        disp = pred if kind == "disparity" else 1.0 / pred
+        target = np.zeros(gt.shape, np.float64)
+        target[fit] = 1.0 / gt[fit].astype(np.float64)
+        s, t = fit_scale_shift(disp, target, fit)
         depth = _invert(s * disp + t, 1.0 / max_depth)
     elif mode == "median":
         depth = pred if kind == "depth" else _invert(pred, tiny)
-        median_pred = float(np.median(depth[mask]))
+        median_pred = float(np.median(depth[fit]))
         if not median_pred > 0:
-            raise ValueError("median of the predicted depth over valid pixels is %r; cannot scale" % median_pred)
-        depth = depth * (float(np.median(gt[mask].astype(np.float64))) / median_pred)
+            raise ValueError("median of the predicted depth over valid pixels is %r; cannot scale"
+                             % median_pred)
+        depth = depth * (float(np.median(gt[fit].astype(np.float64))) / median_pred)
     else:
         depth = pred if kind == "depth" else _invert(pred, tiny)
-    return np.clip(depth, min_depth, max_depth)
+    return np.where(usable, np.clip(depth, min_depth, max_depth), np.nan)
 
 
 def mean_metrics(per_frame: Iterable[Dict[str, float]]) -> Dict[str, float]:

@@ -1,17 +1,31 @@
 """Scoring one frame: ground-truth messages to metres, crops, alignment and metrics.
 
 Shared by ``depth-eval`` (bags read without ROS) and ``evaluator_node`` (live topics); no ROS or
-bag library needed.
+bag library needed. Also the source options depth-eval and depth-da2k share (a model to run or a
+folder of predictions), built from :mod:`depth_estimation.options`.
+
+The RGB-D converters record which dataset a bag holds: one std_msgs/String on ``/<ns>/dataset``
+(:func:`dataset_topic`; ``"nyu"`` from depth-nyu2bag, ``"rgbd"`` from depth-rgbd2bag), so that
+``--crop auto`` knows a NYU bag whatever its namespace (:func:`resolve_crop`).
 """
 from __future__ import annotations
 
+import argparse
 import csv
-from typing import Tuple
+from typing import Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 
+from depth_estimation import options
 from depth_estimation.evaluation import metrics
 from depth_estimation.io.atomic import atomic_file
+from depth_estimation.io.bags import DEPTH_SUFFIX
+
+STRING_TYPE = "std_msgs/msg/String"  # rosbags' name; ROS' rosbag says std_msgs/String
+DATASET_SUFFIX = "/dataset"
+NYU = "nyu"  # the dataset name depth-nyu2bag records: --crop auto uses the Eigen crop
+NO_GROUND_TRUTH = "no valid ground-truth pixels"
+ALL_INVALID = "all prediction pixels invalid"
 
 
 def depth_from_msg(msg) -> np.ndarray:
@@ -22,11 +36,15 @@ def depth_from_msg(msg) -> np.ndarray:
     elif encoding == "16UC1":
         dtype, scale = np.dtype(np.uint16), 1e-3
     else:
-        raise ValueError("ground truth encoding %s; expected 32FC1 (metres) or 16UC1 (millimetres)" % encoding)
+        raise ValueError("ground truth encoding %s; expected 32FC1 (metres) or 16UC1 (millimetres)"
+                         % encoding)
     dtype = dtype.newbyteorder(">" if msg.is_bigendian else "<")
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     data = msg.data  # bytes from rospy, a uint8 array from rosbags
-    raw = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray)) else np.asarray(data, np.uint8)
+    if isinstance(data, (bytes, bytearray)):
+        raw = np.frombuffer(data, np.uint8)
+    else:
+        raw = np.asarray(data, np.uint8)
     if raw.size < height * step or step < width * dtype.itemsize:
         raise ValueError("ground truth image of %d bytes does not hold %dx%d %s (step %d)"
                          % (raw.size, height, width, encoding, step))
@@ -35,52 +53,116 @@ def depth_from_msg(msg) -> np.ndarray:
     return depth * np.float32(scale) if scale != 1.0 else depth
 
 
-def resolve_crop(crop: str, shape: Tuple[int, ...], depth_topic: str) -> str:
-    """``auto``: the Eigen crop for NYU bags (depth-nyu2bag's ``/nyu/`` topics, 480x640), none otherwise."""
-    if crop == "auto":
-        nyu = depth_topic.startswith("/nyu/") and tuple(shape[:2]) == metrics.EIGEN_FRAME
-        return "eigen" if nyu else "none"
-    return crop
+def dataset_topic(depth_topic: str) -> str:
+    """Where an RGB-D bag records its dataset: ``/<ns>/dataset`` beside ``/<ns>/depth_gt/image_raw``
+    (beside the ground-truth topic's last component for other topic names)."""
+    if depth_topic.endswith(DEPTH_SUFFIX):
+        return depth_topic[:-len(DEPTH_SUFFIX)] + DATASET_SUFFIX
+    return depth_topic.rsplit("/", 1)[0] + DATASET_SUFFIX
 
 
-def _resize(pred: np.ndarray, shape: Tuple[int, ...]) -> np.ndarray:
-    import cv2
+def pick_dataset_topic(string_topics: Iterable[str], depth_topic: str) -> Optional[str]:
+    """Of a bag's String topics, the one recording the dataset of ``depth_topic``'s bag: its own
+    :func:`dataset_topic`, else the only ``.../dataset`` topic; None when there is none (a bag
+    written before the converters recorded it)."""
+    candidates = [t for t in string_topics if t.endswith(DATASET_SUFFIX)]
+    if dataset_topic(depth_topic) in candidates:
+        return dataset_topic(depth_topic)
+    return candidates[0] if len(candidates) == 1 else None
 
-    return cv2.resize(pred.astype(np.float32), (int(shape[1]), int(shape[0])), interpolation=cv2.INTER_LINEAR)
+
+def resolve_crop(crop: str, shape: Tuple[int, ...], depth_topic: str, dataset: Optional[str] = None) -> str:
+    """``auto``: the Eigen crop when the bag records the dataset ``nyu`` (:data:`NYU`), none when it
+    records another. Bags without a record (written before it existed) keep the old rule: Eigen
+    for depth-nyu2bag's default ``/nyu/`` topics at 480x640, none otherwise."""
+    if crop != "auto":
+        return crop
+    if dataset is not None:
+        return "eigen" if dataset == NYU else "none"
+    nyu = depth_topic.startswith("/nyu/") and tuple(shape[:2]) == metrics.EIGEN_FRAME
+    return "eigen" if nyu else "none"
 
 
-def score_frame(index: int, stamp: int, pred: np.ndarray, gt: np.ndarray, kind: str, align: str, crop: str,
-                depth_topic: str, min_depth: float, max_depth: float) -> Tuple[dict, str, bool]:
-    """One frame's metrics: (record, crop used, scored?). ``pred`` is the raw model output."""
+def _resize(pred: np.ndarray, shape: Tuple[int, ...], kind: str) -> np.ndarray:
+    """``pred`` bilinearly resized to ``shape``; NaN wherever a pixel without a value contributed."""
+    import cv2  # heavy; only predictions at another size than the ground truth need it
+
+    size = (int(shape[1]), int(shape[0]))
+    usable = metrics.valid_prediction(pred, kind)
+    out = cv2.resize(np.where(usable, pred, 0).astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
+    if not usable.all():
+        out[cv2.resize((~usable).astype(np.float32), size, interpolation=cv2.INTER_LINEAR) > 0] = np.nan
+    return out
+
+
+def score_frame(index: int, stamp: int, pred: np.ndarray, gt: np.ndarray, kind: str, align: str,
+                crop: str, depth_topic: str, min_depth: float, max_depth: float,
+                dataset: Optional[str] = None) -> Tuple[dict, str, bool]:
+    """One frame's metrics: (record, crop used, scored?). ``pred`` is the raw model output.
+
+    The record always holds ``valid_pixels`` (ground truth in range, inside the crop) and
+    ``invalid_prediction_pixels`` (those of them where ``pred`` has no value: NaN, inf, a depth
+    <= 0), which are left out of the alignment and the metrics. A frame that cannot be scored has
+    ``skipped`` = :data:`NO_GROUND_TRUTH` or :data:`ALL_INVALID` instead of metrics."""
     if pred.shape != gt.shape:  # ground truth at another resolution than the camera: score at its size
-        pred = _resize(pred, gt.shape)
-    crop_name = resolve_crop(crop, gt.shape, depth_topic)
+        pred = _resize(pred, gt.shape, kind)
+    crop_name = resolve_crop(crop, gt.shape, depth_topic, dataset)
     mask = metrics.valid_mask(gt, min_depth, max_depth, crop_name)
-    record = {"index": index, "stamp": stamp / 1e9, "stamp_ns": stamp, "valid_pixels": int(mask.sum())}
-    if not mask.any():
+    scored = mask & metrics.valid_prediction(pred, kind)
+    record = {"index": index, "stamp": stamp / 1e9, "stamp_ns": stamp, "valid_pixels": int(mask.sum()),
+              "invalid_prediction_pixels": int(mask.sum() - scored.sum())}
+    if not scored.any():
+        record["skipped"] = ALL_INVALID if mask.any() else NO_GROUND_TRUTH
         return record, crop_name, False
-    record.update(metrics.compute(metrics.align(pred, gt, mask, align, kind, min_depth, max_depth), gt, mask))
+    aligned = metrics.align(pred, gt, mask, align, kind, min_depth, max_depth)
+    record.update(metrics.compute(aligned, gt, scored))
     return record, crop_name, True
 
 
+def frame_list(indices: Sequence[int], limit: int = 20) -> str:
+    """``frame 3`` / ``frames 0, 1, 2`` (the first ``limit``, then how many in all)."""
+    shown = ", ".join(str(i) for i in indices[:limit])
+    more = ", ... (%d in all)" % len(indices) if len(indices) > limit else ""
+    return "frame%s %s%s" % ("s" if len(indices) > 1 else "", shown, more)
+
+
 def write_csv(path: str, result: dict) -> None:
-    columns = ["frame", "stamp", "valid_pixels"] + list(metrics.METRICS)
+    """One row per scored frame and a ``mean`` row (pixel columns summed), invalid prediction
+    pixels last so the earlier columns keep their places."""
+    columns = ["frame", "stamp", "valid_pixels"] + list(metrics.METRICS) + ["invalid_prediction_pixels"]
+    frames = result["per_frame"]
     with atomic_file(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
-        for row in result["per_frame"]:
+        for row in frames:
             writer.writerow([row["index"], "%.9f" % row["stamp"], row["valid_pixels"]]
-                            + ["%.6f" % row[k] for k in metrics.METRICS])
-        writer.writerow(["mean", "", sum(r["valid_pixels"] for r in result["per_frame"])]
-                        + ["%.6f" % result["metrics"][k] for k in metrics.METRICS])
+                            + ["%.6f" % row[k] for k in metrics.METRICS] + [row["invalid_prediction_pixels"]])
+        writer.writerow(["mean", "", sum(r["valid_pixels"] for r in frames)]
+                        + ["%.6f" % result["metrics"][k] for k in metrics.METRICS]
+                        + [sum(r["invalid_prediction_pixels"] for r in frames)])
 
 
-def add_source_arguments(parser, predictions_help: str) -> None:
-    """The options of every scorer: a model to run or a folder of another model's predictions."""
+def add_source_arguments(parser: argparse.ArgumentParser, predictions_help: str) -> None:
+    """The options of every scorer: ``--model`` to run (with the shared ``--backend``, ``--device``,
+    ``--threads`` and ``--input-size``) or ``--predictions``, a folder of another model's outputs."""
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="model spec to run (see depth_estimation.models)")
-    source.add_argument("--predictions", help=predictions_help)
+    options.add_model(source, required=False)
+    source.add_argument("--predictions", metavar="DIR", help=predictions_help)
     parser.add_argument("--pred-kind", choices=metrics.KINDS, default="disparity",
-                        help="what --predictions hold (a --model gives disparity)")
-    parser.add_argument("--backend", default="torch", help="torch, onnxruntime or tensorrt (with --model)")
-    parser.add_argument("--input-size", type=int, default=518, help="network input short side (with --model)")
+                        help="what --predictions hold (a --model gives disparity; default disparity)")
+    options.add_runtime(parser)
+
+
+def load_estimator(args: argparse.Namespace):
+    """The loaded :class:`~depth_estimation.runtime.estimator.DepthEstimator` of ``--model`` and the
+    runtime options."""
+    from depth_estimation.runtime.estimator import DepthEstimator  # lazy: the evaluator node needs no runtime
+
+    return DepthEstimator(**options.estimator_kwargs(args)).load()
+
+
+def model_record(estimator) -> dict:
+    """What a result records of a loaded model run: backend, device, threads and the input short
+    side it ran at (``--input-size 0`` recorded as the model's own size; None for an ONNX file)."""
+    return {"backend": estimator.backend, "device": estimator.device, "threads": estimator.threads,
+            "input_size": estimator.input_size}

@@ -1,58 +1,24 @@
-"""The node's frame path without ROS: latest-frame hand-off, decode -> depth -> colour, health.
+"""The node's frame path without ROS: compressed frame -> depth -> colour image and its JPEG.
 
-The node's subscriber callback only puts the message into a :class:`LatestSlot`; a worker
-thread takes the newest frame, runs :class:`DepthPipeline` and publishes. A frame that is
-replaced before the worker takes it is *dropped* (counted), so a slow model never builds a
-backlog.
+The ROS node (``src/depth_node.py``) hands frames from a :class:`~.slot.LatestSlot` to
+:class:`DepthPipeline` in a worker thread and publishes the result; :class:`CameraInfoPairing`
+gives each frame the camera_info with its own stamp; :mod:`.health` keeps the counts.
 """
 from __future__ import annotations
 
+import bisect
 import threading
-from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import cv2
 import numpy as np
 
 from depth_estimation.framepath import frames
 from depth_estimation.framepath.colorize import Colorizer
+from depth_estimation.framepath.params import check_params
 from depth_estimation.runtime.estimator import DepthEstimator
-from depth_estimation.runtime.timing import RateMeter, Rolling, StageTimer
-
-OK, WARN, ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels
-
-
-class LatestSlot:
-    """A one-item mailbox: ``put`` replaces what the consumer has not taken yet."""
-
-    def __init__(self):
-        self._cond = threading.Condition()
-        self._item: Any = None
-        self._closed = False
-        self.replaced = 0
-
-    def put(self, item: Any) -> bool:
-        """Store ``item``; True when it replaced an untaken one (that one is dropped)."""
-        with self._cond:
-            dropped = self._item is not None
-            self.replaced += int(dropped)
-            self._item = item
-            self._cond.notify()
-            return dropped
-
-    def take(self, timeout: Optional[float] = None) -> Any:
-        """The newest item (removing it), or None on timeout or after close()."""
-        with self._cond:
-            if self._item is None and not self._closed:
-                self._cond.wait(timeout)
-            item, self._item = self._item, None
-            return item
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
+from depth_estimation.runtime.timing import StageTimer
 
 
 @dataclass
@@ -62,30 +28,49 @@ class DepthResult:
     colorized_jpeg: Optional[bytes]
 
 
-def pipeline_from_params(params: Dict[str, Any]) -> DepthPipeline:
-    """The node's pipeline from its parameters (config/depth_node/default.yaml + overrides)."""
-    estimator = DepthEstimator(model=str(params["model"]), input_size=int(params["input_size"]) or None,
-                               backend=str(params["backend"]), device=str(params["device"]),
-                               threads=int(params["threads"]), half=bool(params["half"]))
-    colorizer = Colorizer(colormap=str(params["colormap"]), range_mode=str(params["color_range"]),
-                          percentiles=tuple(params["color_percentiles"]),
-                          vmin=params.get("color_vmin"), vmax=params.get("color_vmax"))
-    return DepthPipeline(estimator, colorizer, min_side=int(params["min_side"]),
-                         max_side=int(params["max_side"]), jpeg_quality=int(params["jpeg_quality"]))
+def pipeline_from_params(raw: Dict[str, Any]) -> "DepthPipeline":
+    """The node's pipeline from its parameters (config/depth_node/default.yaml + overrides), checked
+    by :func:`~depth_estimation.framepath.params.check_params` (ParameterError names each bad one)."""
+    params = check_params(raw)
+    estimator = DepthEstimator(model=params["model"], input_size=params["input_size"] or None,
+                               backend=params["backend"], device=params["device"],
+                               threads=params["threads"], half=params["half"])
+    colorizer = Colorizer(colormap=params["colormap"], range_mode=params["color_range"],
+                          percentiles=params["color_percentiles"],
+                          vmin=params["color_vmin"], vmax=params["color_vmax"])
+    return DepthPipeline(estimator, colorizer, min_side=params["min_side"], max_side=params["max_side"],
+                         jpeg_quality=params["jpeg_quality"], max_aspect=params["max_aspect"],
+                         max_input_pixels=params["max_input_pixels"])
 
 
 class DepthPipeline:
-    """Compressed frame bytes -> depth (+ colour image and its JPEG). Raises frames.RejectedFrame."""
+    """Compressed frame bytes -> depth (+ colour image and its JPEG). Raises frames.RejectedFrame.
+
+    Besides the frame checks of :func:`frames.decode` (format, integrity, sides, and ``max_aspect``:
+    one 4096x16 frame would otherwise become a 308x78848 input and freeze the node), a frame whose
+    network input would exceed ``max_input_pixels`` is rejected (kind ``input_too_large``) before
+    the network sees it.
+    """
 
     def __init__(self, estimator: DepthEstimator, colorizer: Optional[Colorizer] = None,
-                 min_side: int = 16, max_side: int = 4096, jpeg_quality: int = 90):
+                 min_side: int = 16, max_side: int = 4096, jpeg_quality: int = 90, max_aspect: float = 4.0,
+                 max_input_pixels: int = 1000000):
         self.estimator, self.colorizer = estimator, colorizer
         self.min_side, self.max_side, self.jpeg_quality = min_side, max_side, jpeg_quality
+        self.max_aspect, self.max_input_pixels = float(max_aspect), int(max_input_pixels)
         self.timer: StageTimer = estimator.timer
+
+    def check_size(self, height: int, width: int) -> None:
+        """RejectedFrame when a ``height`` x ``width`` frame makes too large a network input."""
+        in_h, in_w = self.estimator.input_hw(height, width)
+        if in_h * in_w > self.max_input_pixels:
+            raise frames.RejectedFrame("input_too_large", "%dx%d frame -> %dx%d network input, over %d pixels"
+                                       % (width, height, in_w, in_h, self.max_input_pixels))
 
     def process(self, data: bytes, fmt: str = "", colorized: bool = True, jpeg: bool = True) -> DepthResult:
         with self.timer.stage("decode"):
-            bgr = frames.decode(data, fmt, self.min_side, self.max_side)
+            bgr = frames.decode(data, fmt, self.min_side, self.max_side, self.max_aspect)
+            self.check_size(*bgr.shape[:2])
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         depth = self.estimator.infer(rgb)
         color = color_jpeg = None
@@ -98,92 +83,35 @@ class DepthPipeline:
         return DepthResult(depth, color, color_jpeg)
 
 
-class NodeHealth:
-    """Counters, rates and latencies of a depth node, summarised for diagnostics.
+class CameraInfoPairing:
+    """The camera_info that belongs to a frame: the one with the frame's stamp (the Duckiebot camera
+    publishes both with the same stamp), else the newest one stamped before the frame. Keeps the
+    last ``keep`` messages; thread-safe (the subscriber stores, the worker looks up)."""
 
-    Times are seconds of the caller's clock (ROS time, so it works under /use_sim_time).
-    """
-
-    def __init__(self, timer: StageTimer, info: Dict[str, str], stall_after: float = 5.0, window: int = 100):
-        self.timer, self.info, self.stall_after = timer, dict(info), stall_after
-        self.frames_in = self.frames_out = self.frames_dropped = self.frames_rejected = 0
-        self.frames_missed = 0  # gaps in the camera's header.seq: lost before the node saw them
-        self._last_seq: Optional[int] = None
-        self.rejected_kinds: Counter = Counter()
-        self.input_rate, self.output_rate = RateMeter(), RateMeter()
-        self.end_to_end = Rolling(window)
-        self.last_in: Optional[float] = None
-        self.last_out: Optional[float] = None
-        self.started: Optional[float] = None
-        self._rejected_at_last_report = 0
+    def __init__(self, keep: int = 60):
+        self.keep = keep
+        self._stamps: List[int] = []
+        self._infos: List[Any] = []
         self._lock = threading.Lock()
 
-    def frame_in(self, now: float, dropped_previous: bool, seq: Optional[int] = None) -> None:
-        """A camera frame arrived; ``dropped_previous``: it replaced one never processed."""
+    def store(self, stamp_ns: int, info: Any) -> None:
         with self._lock:
-            self.frames_in += 1
-            if seq is not None and self._last_seq is not None and 0 < seq - self._last_seq <= 10000:
-                self.frames_missed += seq - self._last_seq - 1  # a restart or reorder is no gap
-            self._last_seq = seq if seq is not None else self._last_seq
-            self.frames_dropped += int(dropped_previous)
-            self.last_in = now
-            self.input_rate.tick(now)
+            at = bisect.bisect_right(self._stamps, stamp_ns)
+            if at and self._stamps[at - 1] == stamp_ns:
+                self._infos[at - 1] = info
+            else:
+                self._stamps.insert(at, stamp_ns)
+                self._infos.insert(at, info)
+            del self._stamps[:-self.keep], self._infos[:-self.keep]
 
-    def frame_rejected(self, kind: str) -> None:
+    def find(self, stamp_ns: int) -> Optional[Any]:
         with self._lock:
-            self.frames_rejected += 1
-            self.rejected_kinds[kind] += 1
-
-    def frame_out(self, now: float, stamp: float) -> None:
-        with self._lock:
-            self.frames_out += 1
-            self.last_out = now
-            self.output_rate.tick(now)
-            self.end_to_end.add((now - stamp) * 1000.0)
-
-    def report(self, now: float) -> Tuple[int, str, Dict[str, str]]:
-        """(level, message, key/values) for a DiagnosticStatus."""
-        if self.started is None:
-            self.started = now
-        with self._lock:
-            values = dict(self.info)
-
-            def ms(name: str, q: float) -> str:
-                return _fmt(self.timer.percentile(name, q))
-
-            values.update({
-                "inference_ms_p50": ms("infer", 50), "inference_ms_p95": ms("infer", 95),
-                "decode_ms_p50": ms("decode", 50), "preprocess_ms_p50": ms("preprocess", 50),
-                "postprocess_ms_p50": ms("postprocess", 50), "colorize_ms_p50": ms("colorize", 50),
-                "encode_ms_p50": ms("encode", 50),
-                "end_to_end_ms_p50": _fmt(self.end_to_end.percentile(50)),
-                "end_to_end_ms_p95": _fmt(self.end_to_end.percentile(95)),
-                "input_hz": "%.2f" % self.input_rate.rate(now),
-                "output_hz": "%.2f" % self.output_rate.rate(now),
-                "frames_in": str(self.frames_in), "frames_out": str(self.frames_out),
-                "frames_dropped": str(self.frames_dropped), "frames_rejected": str(self.frames_rejected),
-                "frames_missed": str(self.frames_missed),
-                "rejected_kinds": ",".join("%s=%d" % kv for kv in sorted(self.rejected_kinds.items())),
-            })
-            new_rejects = self.frames_rejected - self._rejected_at_last_report
-            self._rejected_at_last_report = self.frames_rejected
-            level, message = self._judge(now, new_rejects)
-        return level, message, values
-
-    def _judge(self, now: float, new_rejects: int) -> Tuple[int, str]:
-        since_out = now - (self.last_out if self.last_out is not None else self.started)
-        input_fresh = self.last_in is not None and now - self.last_in < self.stall_after
-        if input_fresh and since_out > self.stall_after:
-            return ERROR, "output stalled: no depth for %.1f s while camera frames arrive" % since_out
-        if not input_fresh:
-            waited = now - (self.last_in if self.last_in is not None else self.started)
-            if waited > self.stall_after:
-                return WARN, "no camera frames for %.1f s" % waited
-        if new_rejects:
-            return WARN, "bad input: %d frame(s) rejected since last report (%s)" % (
-                new_rejects, ", ".join(sorted(self.rejected_kinds)))
-        return OK, "depth at %.1f Hz from %.1f Hz input" % (self.output_rate.rate(now), self.input_rate.rate(now))
+            at = bisect.bisect_right(self._stamps, stamp_ns)
+            return self._infos[at - 1] if at else None
 
 
-def _fmt(value: Optional[float]) -> str:
-    return "nan" if value is None else "%.1f" % value
+def camera_info_problem(info: Any, height: int, width: int) -> Optional[str]:
+    """Why a camera_info cannot describe a ``height`` x ``width`` depth image, or None when it can."""
+    if (int(info.height), int(info.width)) != (height, width):
+        return "camera_info is %dx%d but the frame is %dx%d" % (info.width, info.height, width, height)
+    return None

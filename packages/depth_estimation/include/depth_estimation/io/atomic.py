@@ -87,7 +87,8 @@ def write_folder(directory: str, fill: Callable[[str], None], overwrite: bool = 
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise FileExistsError("%s exists and is not a directory" % directory)
     if os.path.isdir(directory) and os.listdir(directory) and not overwrite:
-        raise FileExistsError("%s exists and is not empty; pass overwrite=True (--force) to replace it" % directory)
+        raise FileExistsError("%s exists and is not empty; pass overwrite=True (--force) to replace it"
+                              % directory)
     parent = os.path.dirname(directory)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".%s.tmp-" % os.path.basename(directory), dir=parent)
@@ -116,7 +117,7 @@ def write_model_folder(directory: str, tensors: Dict[str, Any], weights_name: st
                        info: Dict[str, Any], metadata: Optional[Dict[str, str]] = None,
                        overwrite: bool = False, json_default=None) -> str:
     """A folder of ``weights_name`` (safetensors) + ``json_name``, written with :func:`write_folder`."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # safetensors.torch imports torch: only for model folders
 
     def fill(tmp: str) -> None:
         save_file(tensors, os.path.join(tmp, weights_name), metadata=metadata or {"format": "pt"})

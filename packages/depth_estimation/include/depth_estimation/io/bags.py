@@ -1,31 +1,143 @@
-"""ROS 1 bags without a ROS install (the ``rosbags`` library): read camera frames, write streams.
+"""ROS 1 bags without a ROS install (the ``rosbags`` library): topic names, message builders,
+atomic bag writing, reading camera frames, and camera-stream bags.
 
-``camera_stream_bag`` re-stamps real camera frames into a Duckiebot-style stream (image and
-camera_info with the same stamp, at camera rate), optionally with bad frames interleaved, for
-``make demo`` and the rostests. Bags are written to a temporary file and renamed into place.
+Every bag this package writes goes through :func:`write_bag` (a unique temporary file beside the
+output, fsynced and renamed into place by :func:`depth_estimation.io.atomic.atomic_path`) with
+messages from one :class:`MessageBuilder`; :func:`check_new_bag` refuses to replace an existing
+bag unless told to. ``camera_stream_bag`` re-stamps real camera frames into a Duckiebot-style
+stream (image and camera_info with the same stamp, at camera rate), optionally with bad frames
+interleaved, for ``make demo`` and the rostests; the RGB-D converters write evaluation bags.
 
     python3 -m depth_estimation.io.bags SRC.bag OUT.bag --veh duckiebot --seconds 10 --rate 30
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
-from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence
+from contextlib import contextmanager
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from depth_estimation.io.atomic import atomic_path
 
 IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
-END_TOPIC = "/stream_end"
 INFO_TYPE = "sensor_msgs/msg/CameraInfo"
+DEPTH_TYPE = "sensor_msgs/msg/Image"
+EMPTY_TYPE = "std_msgs/msg/Empty"
+END_TOPIC = "/stream_end"
+IMAGE_SUFFIX = "/camera_node/image/compressed"
+INFO_SUFFIX = "/camera_node/camera_info"
+DEPTH_SUFFIX = "/depth_gt/image_raw"
+
+Write = Callable[[str, int, object], None]
 
 
 def typestore():
-    from rosbags.typesys import Stores, get_typestore
+    from rosbags.typesys import Stores, get_typestore  # optional: only bag readers and writers need it
 
     return get_typestore(Stores.ROS1_NOETIC)
 
 
-@dataclass
+# --- topics and messages -------------------------------------------------------------------------
+
+def camera_topics(veh: str) -> Tuple[str, str]:
+    """(compressed image, camera_info) topics of a Duckiebot camera in namespace ``veh``."""
+    return "/%s%s" % (veh, IMAGE_SUFFIX), "/%s%s" % (veh, INFO_SUFFIX)
+
+
+def rgbd_topics(ns: str) -> Tuple[str, str, str]:
+    """(compressed colour image, depth ground truth, camera_info) topics of an RGB-D bag."""
+    image_topic, info_topic = camera_topics(ns)
+    return image_topic, "/%s%s" % (ns, DEPTH_SUFFIX), info_topic
+
+
+class MessageBuilder:
+    """The messages this package writes into bags, all from one typestore."""
+
+    def __init__(self, store=None):
+        self.store = store if store is not None else typestore()
+
+    def header(self, seq: int, stamp_ns: int, frame_id: str):
+        """A std_msgs/Header stamped with integer nanoseconds (no float rounding)."""
+        types = self.store.types
+        stamp = types["builtin_interfaces/msg/Time"](sec=stamp_ns // 10 ** 9, nanosec=stamp_ns % 10 ** 9)
+        return types["std_msgs/msg/Header"](seq=seq, stamp=stamp, frame_id=frame_id)
+
+    def compressed_image(self, header, fmt: str, data):
+        """A sensor_msgs/CompressedImage of encoded bytes (``fmt`` "jpeg", "png", ...)."""
+        payload = np.frombuffer(bytes(data), np.uint8)
+        return self.store.types[IMAGE_TYPE](header=header, format=fmt, data=payload)
+
+    def camera_info(self, header, width: int, height: int, intrinsics: Sequence[float]):
+        """A ``plumb_bob`` sensor_msgs/CameraInfo with zero distortion, K / P from ``intrinsics``
+        (fx, fy, cx, cy) and R = identity."""
+        fx, fy, cx, cy = (float(v) for v in intrinsics)
+        types = self.store.types
+        roi = types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0,
+                                                        do_rectify=False)
+        return types[INFO_TYPE](
+            header=header, height=int(height), width=int(width), distortion_model="plumb_bob",
+            D=np.zeros(5, np.float64), K=np.array([fx, 0, cx, 0, fy, cy, 0, 0, 1], np.float64),
+            R=np.eye(3, dtype=np.float64).reshape(-1),
+            P=np.array([fx, 0, cx, 0, 0, fy, cy, 0, 0, 0, 1, 0], np.float64),
+            binning_x=0, binning_y=0, roi=roi)
+
+    def depth_image(self, header, depth: np.ndarray):
+        """A ``32FC1`` little-endian sensor_msgs/Image of depth in metres (HxW)."""
+        depth = np.ascontiguousarray(depth, dtype="<f4")
+        height, width = depth.shape
+        return self.store.types[DEPTH_TYPE](
+            header=header, height=height, width=width, encoding="32FC1", is_bigendian=0, step=width * 4,
+            data=np.frombuffer(depth.tobytes(), np.uint8))
+
+    def empty(self):
+        return self.store.types[EMPTY_TYPE]()
+
+    def string(self, data: str):
+        """A std_msgs/String (an RGB-D bag records its dataset in one)."""
+        return self.store.types["std_msgs/msg/String"](data=str(data))
+
+    @staticmethod
+    def restamped(msg, header):
+        """A copy of ``msg`` (a rosbags message) with ``header``."""
+        return dataclasses.replace(msg, header=header)
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+def check_new_bag(out: str, overwrite: bool, how: str = "overwrite=True (or --force)") -> None:
+    """Refuse a directory, and an existing ``out`` unless ``overwrite`` (``how`` says how to ask)."""
+    if os.path.isdir(out):
+        raise IsADirectoryError("%s is a directory, not a bag path" % out)
+    if os.path.exists(out) and not overwrite:
+        raise FileExistsError("%s exists; pass %s to replace it" % (out, how))
+
+
+@contextmanager
+def write_bag(out: str, topics: Sequence[Tuple[str, str]], store=None) -> Iterator[Write]:
+    """A ROS 1 bag with one connection per (topic, message type) of ``topics``, written to a
+    temporary file and renamed onto ``out`` only when the block succeeds. Yields
+    ``write(topic, bag_time_ns, msg)``. Call :func:`check_new_bag` first: this replaces ``out``."""
+    from rosbags.rosbag1 import Writer  # optional: only bag writers need it
+
+    store = store if store is not None else typestore()
+    with atomic_path(out) as tmp, Writer(tmp) as writer:
+        conns = {topic: (writer.add_connection(topic, msgtype, typestore=store), msgtype)
+                 for topic, msgtype in topics}
+
+        def write(topic: str, time_ns: int, msg) -> None:
+            conn, msgtype = conns[topic]
+            writer.write(conn, time_ns, store.serialize_ros1(msg, msgtype))
+
+        yield write
+
+
+# --- camera frames and streams -------------------------------------------------------------------
+
+@dataclasses.dataclass
 class CameraFrame:
     data: bytes
     format: str
@@ -35,7 +147,7 @@ class CameraFrame:
 
 def read_camera_frames(path: str, limit: Optional[int] = None) -> List[CameraFrame]:
     """The CompressedImage frames of a bag, each with the newest CameraInfo seen before or with it."""
-    from rosbags.rosbag1 import Reader
+    from rosbags.rosbag1 import Reader  # optional: only bag readers need it
 
     store, frames, infos = typestore(), [], {}
     with Reader(path) as reader:
@@ -53,10 +165,6 @@ def read_camera_frames(path: str, limit: Optional[int] = None) -> List[CameraFra
     return frames
 
 
-def camera_topics(veh: str):
-    return "/%s/camera_node/image/compressed" % veh, "/%s/camera_node/camera_info" % veh
-
-
 def camera_stream_bag(frames: Sequence[CameraFrame], out: str, veh: str = "duckiebot", count: int = 30,
                       rate: float = 30.0, start: float = 1.7e9, bad: Optional[Dict[int, bytes]] = None,
                       tail: float = 0.0, overwrite: bool = False) -> List[int]:
@@ -65,46 +173,28 @@ def camera_stream_bag(frames: Sequence[CameraFrame], out: str, veh: str = "ducki
     every 0.25 s) after the last frame, so a ``--clock`` replay keeps time running while the
     last frames are processed and listeners know the stream is over.
     Returns the stamps (integer nanoseconds) of all frames written, in order."""
-    import dataclasses
-
-    import numpy as np
-    from rosbags.rosbag1 import Writer
-
-    if os.path.exists(out) and not overwrite:
-        raise FileExistsError("%s exists; pass overwrite=True (or --force) to replace it" % out)
-    store, bad = typestore(), bad or {}
-    Header = store.types["std_msgs/msg/Header"]
-    Time = store.types["builtin_interfaces/msg/Time"]
-    Compressed = store.types[IMAGE_TYPE]
+    check_new_bag(out, overwrite)
+    build, bad = MessageBuilder(), bad or {}
     image_topic, info_topic = camera_topics(veh)
-    tmp = out + ".partial"
-    if os.path.exists(tmp):
-        os.remove(tmp)
+    topics = [(image_topic, IMAGE_TYPE), (info_topic, INFO_TYPE), (END_TOPIC, EMPTY_TYPE)]
     stamps = []
-    with Writer(tmp) as writer:
-        c_img = writer.add_connection(image_topic, IMAGE_TYPE, typestore=store)
-        c_info = writer.add_connection(info_topic, INFO_TYPE, typestore=store)
-        c_end = writer.add_connection(END_TOPIC, "std_msgs/msg/Empty", typestore=store)
+    with write_bag(out, topics, build.store) as write:
         for i in range(count):
             frame = frames[i % len(frames)]
             ns = int(round(start * 1e9)) + int(round(i * 1e9 / rate))  # integer ns: no float drift
-            header = Header(seq=i, stamp=Time(sec=ns // 10 ** 9, nanosec=ns % 10 ** 9), frame_id=frame.frame_id)
-            msg = Compressed(header=header, format=frame.format, data=np.frombuffer(bad.get(i, frame.data), np.uint8))
+            header = build.header(i, ns, frame.frame_id)
             if frame.camera_info is not None:
-                info = dataclasses.replace(frame.camera_info, header=header)
-                writer.write(c_info, ns, store.serialize_ros1(info, INFO_TYPE))
-            writer.write(c_img, ns, store.serialize_ros1(msg, IMAGE_TYPE))
+                write(info_topic, ns, build.restamped(frame.camera_info, header))
+            write(image_topic, ns, build.compressed_image(header, frame.format, bad.get(i, frame.data)))
             stamps.append(ns)
-        empty = store.serialize_ros1(store.types["std_msgs/msg/Empty"](), "std_msgs/msg/Empty")
         for k in range(1, int(tail / 0.25) + 1):
-            writer.write(c_end, int(round((start + (count - 1) / rate + 0.25 * k) * 1e9)), empty)
-    os.replace(tmp, out)
+            write(END_TOPIC, int(round((start + (count - 1) / rate + 0.25 * k) * 1e9)), build.empty())
     return stamps
 
 
 def iter_messages(path: str, topics: Optional[Sequence[str]] = None) -> Iterator:
     """(topic, receive time in s, deserialized message) for every message of ``topics`` in a bag."""
-    from rosbags.rosbag1 import Reader
+    from rosbags.rosbag1 import Reader  # optional: only bag readers need it
 
     store = typestore()
     with Reader(path) as reader:
@@ -130,10 +220,11 @@ def main(argv=None) -> int:
     try:
         stamps = camera_stream_bag(frames, args.out, args.veh, int(args.seconds * args.rate), args.rate,
                                    overwrite=args.force)
-    except FileExistsError as exc:
+    except OSError as exc:  # FileExistsError without --force, IsADirectoryError, disk errors
         print("error: %s" % exc, file=sys.stderr)
         return 1
-    print("wrote %d frames at %.1f Hz on %s to %s" % (len(stamps), args.rate, camera_topics(args.veh)[0], args.out))
+    print("wrote %d frames at %.1f Hz on %s to %s"
+          % (len(stamps), args.rate, camera_topics(args.veh)[0], args.out))
     return 0
 
 

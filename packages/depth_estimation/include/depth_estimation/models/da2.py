@@ -11,12 +11,15 @@ import os
 from contextlib import contextmanager
 from typing import Iterator, Optional, Sequence
 
+import torch
+
 from depth_estimation.models.specs import ARCHS, Da2Arch, ModelNotFound
+
+
 def make_config(hidden_size: int, num_layers: int, num_heads: int, out_indices: Sequence[int],
                 neck_hidden_sizes: Sequence[int], fusion_hidden_size: int, image_size: int = 518):
     """A transformers ``DepthAnythingConfig`` for a relative-depth Depth-Anything-V2."""
-    from transformers import DepthAnythingConfig, Dinov2Config
-
+    from transformers import DepthAnythingConfig, Dinov2Config  # heavy: only when a model is built
     backbone = Dinov2Config(
         hidden_size=hidden_size, num_hidden_layers=num_layers, num_attention_heads=num_heads,
         mlp_ratio=4, image_size=image_size, patch_size=14, layerscale_value=1.0,
@@ -38,9 +41,7 @@ def arch_config(arch: Da2Arch):
 
 def random_model(arch_name: str, seed: Optional[int] = 0):
     """The architecture ``arch_name`` with random weights (deterministic for a given seed)."""
-    import torch
-    from transformers import DepthAnythingForDepthEstimation
-
+    from transformers import DepthAnythingForDepthEstimation  # heavy: only when a model is built
     if seed is not None:
         torch.manual_seed(seed)
     return DepthAnythingForDepthEstimation(arch_config(ARCHS[arch_name]))
@@ -48,8 +49,7 @@ def random_model(arch_name: str, seed: Optional[int] = 0):
 
 def from_hf_dir(path: str):
     """Load a Hugging Face format directory (config.json + safetensors)."""
-    from transformers import DepthAnythingForDepthEstimation
-
+    from transformers import DepthAnythingForDepthEstimation  # heavy: only when a model is built
     if not os.path.isfile(os.path.join(path, "config.json")):
         raise ModelNotFound("model %s: no config.json in that directory (expected a Hugging Face "
                             "model folder, e.g. from save_pretrained)" % path)

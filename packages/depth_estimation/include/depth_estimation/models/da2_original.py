@@ -24,6 +24,8 @@ import pickle
 import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import torch
+
 from depth_estimation.models.da2 import make_config
 
 # The authors' DepthAnythingV2.intermediate_layer_idx (0-based blocks), by number of blocks.
@@ -65,8 +67,8 @@ def _attention_naming(hf_keys: Optional[Sequence[str]] = None) -> Tuple[str, str
 
 @functools.lru_cache(maxsize=None)
 def _tiny_layer_keys() -> Tuple[str, ...]:
-    from transformers import Dinov2Config
-    from transformers.models.dinov2.modeling_dinov2 import Dinov2Layer
+    from transformers import Dinov2Config  # heavy: only when a checkpoint is converted
+    from transformers.models.dinov2.modeling_dinov2 import Dinov2Layer  # (idem)
 
     return tuple(Dinov2Layer(Dinov2Config(hidden_size=8, num_attention_heads=1)).state_dict())
 
@@ -143,8 +145,6 @@ def original_to_hf(state_dict, num_heads: Optional[int] = None):
     The head count is not in the weights: DINOv2 uses 64 channels per head (vits 6, vitb 12,
     vitl 16), so it is ``hidden // 64`` unless ``num_heads`` is given (tiny test models).
     """
-    import torch
-
     sd = dict(state_dict)
     hidden = _shape(sd, "pretrained.cls_token")[-1]
     blocks = {int(m.group(1)) for m in (re.match(r"pretrained\.blocks\.(\d+)\.", k) for k in sd) if m}
@@ -173,8 +173,6 @@ def original_to_hf(state_dict, num_heads: Optional[int] = None):
 
 def hf_to_original(model) -> Dict[str, "torch.Tensor"]:
     """The state dict of the authors' ``DepthAnythingV2`` module holding ``model``'s weights."""
-    import torch
-
     sd = model.state_dict()
     table = _key_table(model.config.backbone_config.num_hidden_layers, _attention_naming(sd))
     _check_keys("transformers state dict", sd, [h for _, hs in table for h in hs])
@@ -185,8 +183,7 @@ def hf_to_original(model) -> Dict[str, "torch.Tensor"]:
 def load_original(path: str, num_heads: Optional[int] = None):
     """A ``DepthAnythingForDepthEstimation`` from the authors' ``.pth`` (tensors only: nothing
     else is unpickled), strictly checked."""
-    import torch
-    from transformers import DepthAnythingForDepthEstimation
+    from transformers import DepthAnythingForDepthEstimation  # heavy: only when a model is built
 
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)

@@ -25,6 +25,9 @@ from typing import List, Tuple
 
 import torch
 from torch import Tensor, nn
+from safetensors.torch import load_file
+
+from depth_estimation.io.atomic import write_model_folder
 
 MODEL_TYPE = "fastdepth-mnv3"
 FORMAT_VERSION = 1
@@ -183,8 +186,6 @@ def _config() -> dict:
 
 def save_student(model: FastDepthMNV3, directory: str, overwrite: bool = False) -> str:
     """Write ``config.json`` + ``model.safetensors`` into ``directory`` atomically; returns it."""
-    from depth_estimation.io.atomic import write_model_folder
-
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     return write_model_folder(directory, state, WEIGHTS_NAME, CONFIG_NAME, _config(), overwrite=overwrite)
 
@@ -209,8 +210,6 @@ def is_student_dir(directory: str) -> bool:
 
 def load_student(directory: str, device: str = "cpu") -> FastDepthMNV3:
     """Load a student folder written by :func:`save_student` (eval mode)."""
-    from safetensors.torch import load_file
-
     cfg = _read_config(directory)
     if cfg.get("model_type") != MODEL_TYPE:
         raise ValueError("%s: model_type %r is not %r" % (directory, cfg.get("model_type"), MODEL_TYPE))

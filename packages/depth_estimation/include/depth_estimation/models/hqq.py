@@ -21,18 +21,16 @@ Tensor names in the file use the Hugging Face checkpoint names (``attention.atte
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
-import sys
-import time
 from typing import Dict, Iterator, Optional, Tuple
 
 import torch
 from torch import nn
 
 from depth_estimation.io.paths import cache_dir
+from depth_estimation.models import cache_keys
 
 BITS = (8, 4, 3, 2, 1)
 FORMAT_VERSION = 1
@@ -40,15 +38,18 @@ WEIGHTS_FILE = "model.safetensors"
 META_FILE = "quantization.json"
 _TENSOR_META = ("scale", "zero")  # HQQLinear.meta tensors stored (no quantized scale/zero here)
 # transformers 5 names of the DINOv2 attention linears -> checkpoint (transformers 4) names
-_CANON = ((".attention.q_proj", ".attention.attention.query"), (".attention.k_proj", ".attention.attention.key"),
-          (".attention.v_proj", ".attention.attention.value"), (".attention.o_proj", ".attention.output.dense"))
+_CANON = ((".attention.q_proj", ".attention.attention.query"),
+          (".attention.k_proj", ".attention.attention.key"),
+          (".attention.v_proj", ".attention.attention.value"),
+          (".attention.o_proj", ".attention.output.dense"))
 
 
 def _hqq():
     try:
         from hqq.core import quantize as hq
     except ImportError as exc:  # pragma: no cover - depends on the image
-        raise ImportError("HQQ-quantized models need the 'hqq' package (pip install hqq==0.2.8.post1)") from exc
+        raise ImportError("HQQ-quantized models need the 'hqq' package (pip install hqq==0.2.8.post1)"
+                          ) from exc
     return hq
 
 
@@ -123,13 +124,16 @@ def weight_bytes(model: nn.Module) -> int:
     return sum(seen.values())
 
 
-def file_bytes(directory: str) -> int:
-    return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(directory) for f in files)
-
-
 def default_dir(base_spec_text: str, bits: int, group_size: int = 64) -> str:
+    """The cache folder of ``base_spec_text`` quantized to ``bits`` in groups of ``group_size``:
+    ``<spec sanitised>@hqq<bits>-g<group>-<hash>``, the hash of the base weights' content (a
+    folder's path, sizes and times; a hub snapshot; random's arch and seed), the settings and the
+    torch, transformers and hqq versions (:mod:`.cache_keys`), so that another folder of the same
+    name, rewritten weights or a new quantizer get their own copy."""
     base = re.sub(r"[^A-Za-z0-9._-]+", "_", base_spec_text.strip()).strip("_.") or "model"
-    return cache_dir("quantized", "%s@hqq%d-g%d" % (base, bits, group_size))
+    key = cache_keys.short_hash(cache_keys.text_fingerprint(base_spec_text), bits, group_size, FORMAT_VERSION,
+                                cache_keys.versions("torch", "transformers", "hqq"))
+    return cache_dir("quantized", "%s@hqq%d-g%d-%s" % (base, bits, group_size, key))
 
 
 def _dtype_name(value) -> str:  # torch.float32 -> "float32", as transformers writes config.json
@@ -140,10 +144,12 @@ def _layer_record(layer) -> dict:
     meta, params = layer.meta, layer.quant_config["weight_quant_params"]
     if meta.get("quant_scale") or meta.get("quant_zero") or layer.offload_meta:
         raise ValueError("quantized scale/zero and offloaded meta are not supported")
-    record = {k: meta[k] for k in ("nbits", "group_size", "axis", "packing", "view_as_float", "quant_scale", "quant_zero")}
+    record = {k: meta[k] for k in ("nbits", "group_size", "axis", "packing", "view_as_float", "quant_scale",
+                                   "quant_zero")}
     record.update({k: params[k] for k in ("channel_wise", "optimize", "round_zero")})
     record.update(shape=list(meta["shape"]), bias=layer.bias is not None,
-                  compute_dtype=_dtype_name(layer.compute_dtype), unpack_view_dtype=_dtype_name(meta["unpack_view_dtype"]))
+                  compute_dtype=_dtype_name(layer.compute_dtype),
+                  unpack_view_dtype=_dtype_name(meta["unpack_view_dtype"]))
     return record
 
 

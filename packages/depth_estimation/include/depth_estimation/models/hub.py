@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+from huggingface_hub import constants, snapshot_download
+
 from depth_estimation.models.specs import ARCHS, ModelNotFound
 
 # Only configuration and safetensors weights: no pickles are ever downloaded or loaded.
@@ -17,8 +19,6 @@ ALLOW_PATTERNS = ["*.json", "*.safetensors"]
 
 def cached_dir(hub_id: str) -> Optional[str]:
     """The local snapshot directory of ``hub_id`` with its weights, or None when not cached."""
-    from huggingface_hub import snapshot_download
-
     try:
         path = snapshot_download(hub_id, allow_patterns=ALLOW_PATTERNS, local_files_only=True)
     except Exception:  # LocalEntryNotFoundError and friends; their module moved between releases
@@ -29,8 +29,6 @@ def cached_dir(hub_id: str) -> Optional[str]:
 
 def fetch(hub_id: str) -> str:
     """Download ``hub_id`` (config and safetensors only) into the cache; return its directory."""
-    from huggingface_hub import snapshot_download
-
     return snapshot_download(hub_id, allow_patterns=ALLOW_PATTERNS)
 
 
@@ -51,6 +49,4 @@ def _arch_of(label: str, hub_id: str) -> str:
 
 
 def cache_root() -> str:
-    from huggingface_hub import constants
-
     return constants.HF_HUB_CACHE

@@ -32,16 +32,18 @@ class DA2Net(torch.nn.Module):
         return self.hf(pixel_values=x).predicted_depth
 
 
-def load_net(spec: ModelSpec):
-    """The torch network a spec names, in eval mode, on the CPU."""
+def load_net(spec: ModelSpec, dequantize: bool = False):
+    """The torch network a spec names, in eval mode, on the CPU. ``dequantize``: HQQ layers (a
+    ``@hqqN`` spec, a quantized folder) as plain linears holding the same quantized values, which
+    an ONNX export can hold (ONNX has no HQQ kernels)."""
     if spec.family == "onnx":
         raise ValueError("model %s is an ONNX file: use backend onnxruntime or tensorrt" % spec.text)
     if spec.family == "fastdepth":
         return _load_student(spec).eval()
     if spec.kind == "quantized_dir":
-        return DA2Net(hqq.load_quantized(spec.path, dequantize=False)).eval()
+        return DA2Net(hqq.load_quantized(spec.path, dequantize=dequantize)).eval()
     if spec.quant is not None:
-        return DA2Net(_load_quantized(spec)).eval()
+        return DA2Net(_load_quantized(spec, dequantize)).eval()
     return DA2Net(load_da2(spec)).eval()
 
 
@@ -79,8 +81,9 @@ def _load_student(spec: ModelSpec):
                         % (spec.text, spec.arch))
 
 
-def _load_quantized(spec: ModelSpec):
-    """``<base>@hqqN[-dq]``: the quantized copy from the cache, made once on first use."""
+def _load_quantized(spec: ModelSpec, dequantize: bool = False):
+    """``<base>@hqqN[-dq]``: the quantized copy from the cache, made once on first use (the cache
+    folder is keyed by the base weights' content, see :func:`.hqq.default_dir`)."""
     q = spec.quant
     folder = hqq.default_dir(spec.base, q.bits, q.group_size)
     if not os.path.isfile(os.path.join(folder, "quantization.json")):
@@ -88,4 +91,4 @@ def _load_quantized(spec: ModelSpec):
                     spec.base, q.bits, folder)
         model = hqq.quantize_model(load_da2(parse_spec(spec.base)), q.bits, q.group_size)
         hqq.save_quantized(model, folder, {"base": spec.base}, overwrite=True)
-    return hqq.load_quantized(folder, dequantize=q.dequantize)
+    return hqq.load_quantized(folder, dequantize=q.dequantize or dequantize)

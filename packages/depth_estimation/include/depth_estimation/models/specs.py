@@ -12,6 +12,7 @@ A spec is one of
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -119,7 +120,8 @@ def parse_spec(text: str) -> ModelSpec:
     if options:
         quant = _parse_quant(text, options[0])
         if spec.family != "da2" or spec.kind == "quantized_dir":
-            raise ValueError("model spec %r: HQQ quantizes Depth-Anything-V2 backbones, not %s" % (text, base))
+            raise ValueError("model spec %r: HQQ quantizes Depth-Anything-V2 backbones, not %s"
+                             % (text, base))
         spec = ModelSpec(text, spec.kind, spec.arch, spec.path, spec.hub_id, quant)
     return spec
 
@@ -142,8 +144,8 @@ def _parse_base(text: str, base: str) -> ModelSpec:
         return ModelSpec(text, "original", path=expanded, arch=_arch_from_filename(expanded))
     if expanded.endswith(".onnx"):
         if not os.path.isfile(expanded):
-            raise ModelNotFound("model %s: file not found; write one with 'python3 -m depth_estimation.export "
-                                "SPEC --out %s'" % (base, base))
+            raise ModelNotFound("model %s: file not found; write one with "
+                                "'python3 -m depth_estimation.export SPEC --out %s'" % (base, base))
         return ModelSpec(text, "onnx", path=expanded)
     if base.count("/") == 1 and not base.startswith((".", "/", "~")):
         arch = next((a.name for a in ARCHS.values() if a.hub_id == base), None)
@@ -169,7 +171,8 @@ def _arch_from_filename(path: str) -> Optional[str]:
 
 
 SPEC_HELP = ("use one of: %s, %s, random:<arch>, a Hugging Face id (owner/name), a local Hugging Face, "
-             "student or quantized folder, an original depth_anything_v2_vit{s,b,l}.pth or an exported .onnx; "
+             "student or quantized folder, an original depth_anything_v2_vit{s,b,l}.pth or an exported "
+             ".onnx; "
              "Depth-Anything-V2 specs take @hqqN or @hqqN-dq (N = 8, 4, 3, 2, 1)"
              % (", ".join(sorted(ARCHS)), ", ".join(STUDENTS)))
 
@@ -181,8 +184,6 @@ def safe_name(text: str) -> str:
 
 def announce_untrained(text: str) -> None:
     """Say loudly (log WARNING) that a model has random weights."""
-    import logging
-
     line = "UNTRAINED MODEL: %s has RANDOM weights; its depth is meaningless" % text
     logging.getLogger("depth_estimation").warning("\n%s\n%s\n%s", "!" * len(line), line, "!" * len(line))
 

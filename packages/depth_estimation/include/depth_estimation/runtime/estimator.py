@@ -1,22 +1,49 @@
-"""A depth estimator with ``load()`` and ``infer()``: the one object nodes and tools hold."""
+"""A depth estimator with ``load()`` and ``infer()``: the one object nodes and tools hold.
+
+torch is imported only on the torch paths (loading and exporting a torch network): an ``.onnx``
+spec on ONNX Runtime or TensorRT runs without it, as the robot's TensorRT image must.
+"""
 from __future__ import annotations
 
-import hashlib
+import collections
 import logging
 import os
-from typing import Dict, Optional, Tuple
+import threading
+from typing import Optional, Tuple
 
 import numpy as np
 
-from depth_estimation.runtime import preprocess
 from depth_estimation.io.paths import cache_dir
+from depth_estimation.models import cache_keys
 from depth_estimation.models.specs import ModelSpec, parse_spec, safe_name
+from depth_estimation.options import BACKENDS, DEVICES, input_size_value
+from depth_estimation.runtime import preprocess
+from depth_estimation.runtime.ort_runner import OrtRunner
+from depth_estimation.runtime.tensorrt_runner import TensorRTRunner
 from depth_estimation.runtime.timing import StageTimer
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
-DEVICES = ("auto", "cpu", "cuda")
+# ONNX sessions (TensorRT engines) kept per estimator, least recently used closed first: each holds
+# a copy of the weights; frames of many sizes (DA-2K, labelling) share few input shapes anyway
+# (preprocess.bucket_shape), this bounds the rest.
+MAX_RUNNERS = 4
+# what makes an export's content: torch traces it, transformers' code is what is traced, hqq
+# dequantizes quantized specs, onnx checks (and may upgrade) it. ONNX Runtime only runs the file
+# (TensorRT's engines are keyed next to it, see tensorrt_runner).
+EXPORT_VERSIONS = ("torch", "transformers", "onnx")
+
+
+def onnx_cache_path(spec: ModelSpec, hw: Tuple[int, int], opset: int) -> str:
+    """Where the export of ``spec`` at input ``hw`` and ``opset`` is cached:
+    ``<spec sanitised>-<h>x<w>-<hash>.onnx``, the hash of the weights' content
+    (:func:`.cache_keys.weights_fingerprint`), the quantization, input size, opset and the versions
+    that make the file, so that changed weights or libraries export again."""
+    versions = EXPORT_VERSIONS + (("hqq",) if spec.quant is not None or spec.kind == "quantized_dir" else ())
+    key = cache_keys.short_hash(cache_keys.weights_fingerprint(spec), spec.quant and spec.quant.suffix,
+                                spec.quant and spec.quant.group_size, tuple(hw), opset,
+                                cache_keys.versions(*versions))
+    return cache_dir("onnx", "%s-%dx%d-%s.onnx" % (safe_name(spec.text), hw[0], hw[1], key))
 
 
 class DepthEstimator:
@@ -24,69 +51,108 @@ class DepthEstimator:
 
     ``infer(rgb)`` takes an RGB uint8 HxWx3 frame and returns float32 HxW at the frame's size.
     Stage times (``preprocess``, ``infer``, ``postprocess``, in ms) go to ``self.timer``.
+    ``input_size`` is the short side of the network input, rounded at ``load()`` to the model's
+    multiple (14 for Depth-Anything-V2, 32 for the student; a warning says so), and then the value
+    the network really runs at; 0 or None = the model's own size.
+
     With ``backend="onnxruntime"`` or ``"tensorrt"`` a torch model is exported to ONNX once per
-    input size (cached in ``~/.cache/depth_estimation/onnx``); an ``.onnx`` spec is used as is.
+    input shape (cached in ``~/.cache/depth_estimation/onnx``, keyed by content: see
+    :func:`onnx_cache_path`); the shapes come from a few aspect ratios
+    (:func:`.preprocess.bucket_shape`) and at most ``max_runners`` sessions stay open. An ``.onnx``
+    spec is used as is. Fixed-size inputs take the frame letterboxed (aspect ratio kept, padded,
+    the output cropped back: :func:`.preprocess.letterbox`).
     """
 
-    def __init__(self, model: str = "da2-small", input_size: Optional[int] = 518, backend: str = "torch",
-                 device: str = "auto", threads: int = 0, half: bool = False, timer: Optional[StageTimer] = None):
+    def __init__(self, model: str = "da2-small", input_size: Optional[int] = None, backend: str = "torch",
+                 device: str = "auto", threads: int = 0, half: bool = False,
+                 timer: Optional[StageTimer] = None, max_runners: int = MAX_RUNNERS):
         if backend not in BACKENDS:
             raise ValueError("backend %r; use one of %s" % (backend, ", ".join(BACKENDS)))
         if device not in DEVICES:
             raise ValueError("device %r; use one of %s" % (device, ", ".join(DEVICES)))
-        if input_size is not None and int(input_size) < 14:
+        input_size = input_size_value(input_size)  # 0 or None -> None: the model's own size
+        if input_size is not None and input_size < 14:
             raise ValueError("input_size %d: the short side must be at least 14 pixels" % input_size)
+        if int(max_runners) < 1:
+            raise ValueError("max_runners %d: keep at least one runner" % max_runners)
         self.spec: ModelSpec = parse_spec(model)
         if self.spec.family == "onnx" and backend == "torch":
             raise ValueError("model %s is an ONNX file: use backend onnxruntime or tensorrt" % model)
-        self.input_size = None if input_size is None else int(input_size)
+        self.input_size = input_size
         self.backend, self.requested_device = backend, device
         self.threads, self.half = int(threads), bool(half)
         self.timer = timer or StageTimer()
+        self.max_runners = int(max_runners)
         self.device: Optional[str] = None
         self.net = None
         self.multiple = preprocess.PATCH
-        self._runners: Dict[Tuple[int, int], object] = {}
+        self._single = None  # the torch runner, or an .onnx spec's runner: one for every input
+        self._runners: "collections.OrderedDict[Tuple[int, int], object]" = collections.OrderedDict()
+        self._lock = threading.Lock()
 
     @property
     def name(self) -> str:
         return self.spec.text
 
     def load(self) -> "DepthEstimator":
-        import torch
+        if self.spec.family == "onnx":
+            self._load_onnx_file()
+        else:
+            self._load_net()
+        log.info("loaded %s (%s) with backend %s on %s, input short side %s", self.name,
+                 "random weights" if self.spec.untrained else "trained weights", self.backend, self.device,
+                 self.input_size)
+        return self
 
-        from depth_estimation.runtime import backends
-        from depth_estimation.models import loading
+    def _load_onnx_file(self) -> None:
+        """An ``.onnx`` spec: its runner, and its fixed input's short side as ``input_size``."""
+        runner = self._single = self._make_runner(self.spec.path)
+        self.device = runner.device
+        if runner.input_hw is not None:
+            if self.input_size not in (None, min(runner.input_hw)):
+                log.info("%s has a fixed %dx%d input: input size %d", self.name, runner.input_hw[0],
+                         runner.input_hw[1], min(runner.input_hw))
+            self.input_size = min(runner.input_hw)
+        else:  # an ONNX file with a dynamic input: any size
+            self._round_input_size(518)
+
+    def _load_net(self) -> None:
+        import torch  # heavy, and only here: a torch network is loaded (an .onnx spec needs none)
+
+        from depth_estimation.models import loading  # heavy (torch, transformers)
         if self.threads > 0:
             torch.set_num_threads(self.threads)
         if self.requested_device == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("device 'cuda' requested but torch sees no CUDA device")
         self.device = "cuda" if self.requested_device == "cuda" or (
             self.requested_device == "auto" and torch.cuda.is_available()) else "cpu"
-        if self.spec.family == "onnx":
-            runner = self._make_runner(self.spec.path)
-            self._runners[tuple(runner.input_hw)] = runner
-        else:
-            net_spec = self.spec
-            if self.backend != "torch" and self.spec.quant is not None and not self.spec.quant.dequantize:
-                # ONNX has no HQQ kernels: the export holds the dequantized weights (same values)
-                net_spec = parse_spec("%s@hqq%d-dq" % (self.spec.base, self.spec.quant.bits))
-            self.net = loading.load_net(net_spec)
-            self.multiple = self.net.multiple
-            if self.input_size is None:
-                self.input_size = self.net.default_input_size
-            if self.backend == "torch":
-                self._runners[None] = backends.TorchRunner(self.net.to(self.device), self.device, self.half)
-        log.info("loaded %s (%s) with backend %s on %s, input short side %s", self.name,
-                 "random weights" if self.spec.untrained else "trained weights", self.backend, self.device,
-                 self.input_size)
-        return self
+        # ONNX has no HQQ kernels: exports hold the dequantized weights (the same values)
+        self.net = loading.load_net(self.spec, dequantize=self.backend != "torch")
+        self.multiple = self.net.multiple
+        self._round_input_size(self.net.default_input_size)
+        if self.backend == "torch":
+            from depth_estimation.runtime.torch_runner import TorchRunner  # heavy (torch)
+            self._single = TorchRunner(self.net.to(self.device), self.device, self.half)
+
+    def _round_input_size(self, default: int) -> None:
+        """``input_size`` as the network runs it: the model's own, or rounded to its multiple."""
+        if self.input_size is None:
+            self.input_size = default
+            return
+        effective = preprocess.round_to_multiple(self.input_size, self.multiple)
+        if effective != self.input_size:
+            log.warning("input size %d is no multiple of %d (model %s): running at input size %d",
+                        self.input_size, self.multiple, self.name, effective)
+        self.input_size = effective
 
     def input_hw(self, height: int, width: int) -> Tuple[int, int]:
         """The network input size for a frame of ``height`` x ``width``."""
-        if self.spec.family == "onnx":
-            return next(iter(self._runners))
-        return preprocess.input_shape(height, width, self.input_size, self.multiple)
+        fixed = getattr(self._single, "input_hw", None)
+        if fixed is not None:
+            return tuple(fixed)
+        if self._single is not None:  # the torch network or a dynamic ONNX file: any size
+            return preprocess.input_shape(height, width, self.input_size, self.multiple)
+        return preprocess.bucket_shape(height, width, self.input_size, self.multiple)
 
     def infer(self, rgb: np.ndarray) -> np.ndarray:
         if self.device is None:
@@ -97,11 +163,22 @@ class DepthEstimator:
         hw = self.input_hw(height, width)
         runner = self.runner_for(hw)
         with self.timer.stage("preprocess"):
-            x = preprocess.normalize(rgb, *hw)
+            if runner.input_hw is None:
+                x, window = preprocess.normalize(rgb, *hw), None
+            else:
+                x, window = preprocess.letterbox(rgb, hw, self._content_hw(height, width, hw))
         with self.timer.stage("infer"):
             prediction = runner(x)
         with self.timer.stage("postprocess"):
-            return preprocess.to_frame_size(prediction, height, width)
+            return preprocess.unletterbox(prediction, window, hw, height, width)
+
+    def _content_hw(self, height: int, width: int, box: Tuple[int, int]) -> Tuple[int, int]:
+        """The frame's size inside a fixed ``box`` input: the model's own shape at the box's short
+        side when it fits (always for a bucket), else the largest that keeps the aspect ratio."""
+        natural = preprocess.input_shape(height, width, min(box), self.multiple)
+        if natural[0] <= box[0] and natural[1] <= box[1]:
+            return natural
+        return preprocess.fit_inside(height, width, box[0], box[1])
 
     def onnx_path(self, hw: Tuple[int, int]) -> Optional[str]:
         """The ONNX file a non-torch backend runs at input ``hw`` (None for torch)."""
@@ -110,26 +187,35 @@ class DepthEstimator:
         return self.spec.path if self.spec.family == "onnx" else self._onnx_for(hw)
 
     def runner_for(self, hw: Tuple[int, int]):
-        """The backend runner for network input ``hw`` (ONNX backends: exported on first use)."""
-        runner = self._runners.get(None) or self._runners.get(hw)
-        if runner is None:
-            runner = self._runners[hw] = self._make_runner(self._onnx_for(hw))
-        return runner
+        """The backend runner for network input ``hw`` (ONNX backends: exported on first use; the
+        ``max_runners`` most recently used stay open)."""
+        if self._single is not None:
+            return self._single
+        hw = tuple(hw)
+        with self._lock:
+            runner = self._runners.get(hw)
+            if runner is None:
+                runner = self._runners[hw] = self._make_runner(self._onnx_for(hw))
+                while len(self._runners) > self.max_runners:
+                    old, _ = self._runners.popitem(last=False)
+                    log.info("closed the %s session for input %dx%d (at most %d stay open)",
+                             self.backend, old[0], old[1], self.max_runners)
+            self._runners.move_to_end(hw)
+            return runner
 
     def _make_runner(self, onnx_path: str):
-        from depth_estimation.runtime import backends
         if self.backend == "tensorrt":
-            return backends.TensorRTRunner(onnx_path, fp16=self.half or self.device == "cuda")
-        return backends.OrtRunner(onnx_path, device=self.requested_device)
+            # fp16 unless torch saw no CUDA device (an .onnx spec asks no torch: TensorRT runs on CUDA)
+            return TensorRTRunner(onnx_path, fp16=self.half or self.device != "cpu")
+        return OrtRunner(onnx_path, device=self.requested_device, threads=self.threads)
 
     def _onnx_for(self, hw: Tuple[int, int]) -> str:
         """The ONNX export of this model at input ``hw``, made once and cached."""
-        from depth_estimation.runtime import backends
-        stamp = self.spec.path and os.path.getmtime(self.spec.path)
-        key = hashlib.sha1(("%s|%s" % (self.spec.text, stamp)).encode()).hexdigest()[:10]
-        path = cache_dir("onnx", "%s-%dx%d-%s.onnx" % (safe_name(self.spec.text), hw[0], hw[1], key))
+        from depth_estimation.runtime.onnx_export import DEFAULT_OPSET, export_onnx  # heavy (torch)
+
+        path = onnx_cache_path(self.spec, hw, DEFAULT_OPSET)
         if not os.path.isfile(path):
             log.warning("exporting %s to ONNX at %dx%d once: %s", self.name, hw[0], hw[1], path)
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            backends.export_onnx(self.net, hw[0], hw[1], path)
+            export_onnx(self.net, hw[0], hw[1], path)
         return path

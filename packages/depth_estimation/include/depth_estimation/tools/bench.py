@@ -8,44 +8,58 @@ frames as JPEG bytes) and, for Depth-Anything-V2 on torch, transformers'
 in a fresh process, so ``peak_rss_bytes`` is that cell's own. Quantized variants get
 ``fidelity_abs_rel`` against the same model in fp32 (scale-and-shift aligned).
 
-    python3 -m depth_estimation.bench --variants random:da2-small,random:da2-small@hqq4 \\
-        --backends torch,onnxruntime --input-size 266 --runs 10 --json b.json --csv b.csv --plot b.png
+    depth-bench --variants random:da2-small,random:da2-small@hqq4 --backends torch,onnxruntime \\
+        --input-size 266 --runs 10 --json b.json --csv b.csv --plot b.png
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import glob
 import multiprocessing
 import os
+import resource
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
-from depth_estimation.runtime import preprocess
-from depth_estimation.models import hqq as quantize
+from depth_estimation import options
+from depth_estimation.evaluation.metrics import fit_scale_shift
+from depth_estimation.framepath.colorize import Colorizer
+from depth_estimation.framepath.frames import decode
+from depth_estimation.framepath.pipeline import DepthPipeline
 from depth_estimation.io.atomic import atomic_file, write_json
 from depth_estimation.io.paths import ASSETS_DIR
-from depth_estimation.models.specs import parse_spec
+from depth_estimation.io.paths import file_bytes as stored_bytes
+from depth_estimation.models import hub
+from depth_estimation.models.specs import ModelNotFound, ModelSpec, parse_spec
+from depth_estimation.runtime import preprocess
+from depth_estimation.runtime.estimator import DepthEstimator
 
 DEFAULT_FRAMES = os.path.join(ASSETS_DIR, "frames")
 FIELDS = ["variant", "path", "backend", "input_size", "input_hw", "frame_hw", "runs", "latency_ms_p50",
           "latency_ms_p95", "fps", "weight_bytes", "file_bytes", "peak_rss_bytes", "gflops", "gflops_per_s",
           "matmul_gflops_per_s", "fidelity_abs_rel", "threads", "note"]
+TABLE_COLUMNS = ["variant", "path", "backend", "input_hw", "latency_ms_p50", "latency_ms_p95", "fps",
+                 "weight_bytes", "gflops", "fidelity_abs_rel"]
+WEIGHT_SUFFIXES = (".safetensors", ".json", ".onnx")  # in a model folder, the files that hold the model
 
 
 def load_frames(source: str, limit: int = 8) -> List[bytes]:
     """Camera frames as compressed bytes: a folder of JPEG/PNG images or a bag's CompressedImage frames."""
     if os.path.isdir(source):
-        files = sorted(f for ext in ("jpg", "jpeg", "png") for f in glob.glob(os.path.join(source, "*." + ext)))
-        frames = []
-        for path in files[:limit]:  # re-encode as JPEG, as the camera sends them
-            frames.append(cv2.imencode(".jpg", cv2.imread(path), [int(cv2.IMWRITE_JPEG_QUALITY), 90])[1].tobytes())
+        files = sorted(f for ext in ("jpg", "jpeg", "png")
+                       for f in glob.glob(os.path.join(source, "*." + ext)))
+        # re-encode as JPEG, as the camera sends them
+        frames = [cv2.imencode(".jpg", cv2.imread(path), [int(cv2.IMWRITE_JPEG_QUALITY), 90])[1].tobytes()
+                  for path in files[:limit]]
     else:
-        from depth_estimation.io.bags import read_camera_frames
+        from depth_estimation.io.bags import read_camera_frames  # optional: the bag readers
 
         frames = [f.data for f in read_camera_frames(source, limit)]
     if not frames:
@@ -55,7 +69,7 @@ def load_frames(source: str, limit: int = 8) -> List[bytes]:
 
 def matmul_gflops_per_s(n: int = 2048, repeats: int = 5) -> float:
     """This machine's fp32 matmul throughput, measured now (the ceiling a model could reach)."""
-    import torch
+    import torch  # heavy
 
     a, b = torch.randn(n, n), torch.randn(n, n)
     torch.mm(a, b)
@@ -68,8 +82,8 @@ def matmul_gflops_per_s(n: int = 2048, repeats: int = 5) -> float:
 
 
 def count_gflops(net, hw) -> Optional[float]:
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
+    import torch  # heavy
+    from torch.utils.flop_counter import FlopCounterMode  # heavy
 
     try:
         with FlopCounterMode(display=False) as counter, torch.inference_mode():
@@ -79,19 +93,25 @@ def count_gflops(net, hw) -> Optional[float]:
         return None
 
 
-def file_bytes(spec) -> Optional[int]:
-    """Bytes of the variant's weights on disk (what the robot stores), when they are files."""
-    path = spec.path
+def weights_path(spec: ModelSpec) -> Optional[str]:
+    """Where ``spec`` keeps its weights on this machine: a quantized spec's folder in the cache, a
+    spec's own file or folder, or the cached Hugging Face snapshot of released weights; None for
+    random weights and for released weights that are not cached."""
     if spec.quant is not None:
-        from depth_estimation.models.hqq import default_dir
+        from depth_estimation.models.hqq import default_dir  # heavy: torch
 
-        path = default_dir(spec.base, spec.quant.bits, spec.quant.group_size)
-    if path is None:
+        return default_dir(spec.base, spec.quant.bits, spec.quant.group_size)
+    if spec.path is None and spec.hub_id is not None:
+        return hub.cached_dir(spec.hub_id)
+    return spec.path
+
+
+def file_bytes(spec: ModelSpec) -> Optional[int]:
+    """Bytes of the variant's weights on disk (what the robot stores), when they are files."""
+    path = weights_path(spec)
+    if path is None or not os.path.exists(path):
         return None
-    if os.path.isfile(path):
-        return os.path.getsize(path)
-    return sum(os.path.getsize(os.path.join(root, f)) for root, _d, files in os.walk(path) for f in files
-               if f.endswith((".safetensors", ".json", ".onnx")))
+    return stored_bytes(path, WEIGHT_SUFFIXES)
 
 
 def _stats(ms: Sequence[float]) -> Dict[str, float]:
@@ -100,55 +120,69 @@ def _stats(ms: Sequence[float]) -> Dict[str, float]:
             "fps": float(1000.0 / np.mean(arr))}
 
 
+def timed(fn: Callable[[Any], Any], items: Sequence[Any], runs: int,
+          warmup: int) -> Tuple[List[float], List[np.ndarray]]:
+    """``fn`` on ``items`` in turn: ``warmup`` untimed calls, then ``runs`` timed ones. Returns the
+    latencies (ms) and the outputs of the first pass over ``items`` (float32, HxW)."""
+    for i in range(warmup):
+        fn(items[i % len(items)])
+    ms, outs = [], []
+    for i in range(runs):
+        start = time.perf_counter()
+        out = fn(items[i % len(items)])
+        ms.append((time.perf_counter() - start) * 1000.0)
+        if i < len(items):
+            outs.append(np.asarray(out, dtype=np.float32).reshape(out.shape[-2:]))
+    return ms, outs
+
+
+def _node_depth(pipe: DepthPipeline, frame: bytes) -> np.ndarray:
+    """The node's whole path on one JPEG frame."""
+    return pipe.process(frame, "jpeg").depth
+
+
+def _pipeline_depth(pipe, image) -> np.ndarray:
+    """transformers' depth-estimation pipeline on one PIL image."""
+    return np.asarray(pipe(image)["predicted_depth"])
+
+
+def _cell_sizes(est: DepthEstimator, hw: Tuple[int, int]) -> Dict[str, Any]:
+    """weight_bytes, gflops and file_bytes of a loaded variant at input ``hw``."""
+    from depth_estimation.models.hqq import weight_bytes  # heavy: torch
+
+    sizes: Dict[str, Any] = {}
+    if est.net is not None:
+        sizes.update(weight_bytes=weight_bytes(est.net), gflops=count_gflops(est.net, hw))
+    sizes["file_bytes"] = file_bytes(est.spec)
+    onnx = est.onnx_path(hw)
+    if onnx:  # what the runtime holds and what the robot stores is the ONNX file (weights dequantized)
+        sizes["weight_bytes"] = sizes["file_bytes"] = stored_bytes(onnx)
+    return sizes
+
+
 def run_cell(cell: Dict) -> List[Dict]:
     """One variant x backend x input size: rows for the bare, node and pipeline paths (in a child process)."""
-    import torch
-
-    from depth_estimation.framepath.colorize import Colorizer
-    from depth_estimation.runtime.estimator import DepthEstimator
-    from depth_estimation.framepath.frames import decode
-    from depth_estimation.framepath.pipeline import DepthPipeline
+    import torch  # heavy: only in the cell's own process
 
     if cell["threads"]:
         torch.set_num_threads(cell["threads"])
     frames, runs, warmup = cell["frames"], cell["runs"], cell["warmup"]
-    est = DepthEstimator(cell["variant"], input_size=cell["input_size"], backend=cell["backend"], device="cpu").load()
+    est = DepthEstimator(cell["variant"], input_size=cell["input_size"], backend=cell["backend"],
+                         device="cpu").load()
     rgbs = [cv2.cvtColor(decode(f), cv2.COLOR_BGR2RGB) for f in frames]
     frame_hw = rgbs[0].shape[:2]
     hw = est.input_hw(*frame_hw)
-    inputs = [preprocess.normalize(r, *hw) for r in rgbs]
-    runner = est.runner_for(hw)
     common = {"variant": cell["variant"], "backend": cell["backend"], "input_size": cell["input_size"],
               "input_hw": "%dx%d" % hw, "frame_hw": "%dx%d" % frame_hw, "runs": runs,
               "threads": torch.get_num_threads(), "matmul_gflops_per_s": cell["matmul_gflops_per_s"]}
-    if est.net is not None:
-        common.update(weight_bytes=quantize.weight_bytes(est.net), gflops=count_gflops(est.net, hw))
-    common["file_bytes"] = file_bytes(est.spec)
-    onnx = est.onnx_path(hw)
-    if onnx:  # what the runtime holds and what the robot stores is the ONNX file (weights dequantized)
-        common["weight_bytes"] = common["file_bytes"] = os.path.getsize(onnx)
-
-    def timed(fn, items):
-        for i in range(warmup):
-            fn(items[i % len(items)])
-        ms, outs = [], []
-        for i in range(runs):
-            start = time.perf_counter()
-            out = fn(items[i % len(items)])
-            ms.append((time.perf_counter() - start) * 1000.0)
-            if i < len(items):
-                outs.append(np.asarray(out, dtype=np.float32).reshape(out.shape[-2:]))
-        return ms, outs
-
-    rows = []
-    ms, outs = timed(runner, inputs)
-    bare = dict(common, path="bare", **_stats(ms))
-    rows.append(bare)
-    pipe = DepthPipeline(est, Colorizer())
-    ms, _ = timed(lambda f: pipe.process(f, "jpeg").depth, frames)
+    common.update(_cell_sizes(est, hw))
+    ms, outs = timed(est.runner_for(hw), [preprocess.normalize(r, *hw) for r in rgbs], runs, warmup)
+    rows = [dict(common, path="bare", **_stats(ms))]
+    ms, _ = timed(functools.partial(_node_depth, DepthPipeline(est, Colorizer())), frames, runs, warmup)
     rows.append(dict(common, path="node", **_stats(ms)))
-    if cell["backend"] == "torch" and est.spec.family == "da2" and est.spec.quant is None and cell["with_pipeline"]:
-        rows.append(dict(common, path="pipeline", **_pipeline_stats(est, rgbs, hw, timed)))
+    spec = est.spec
+    if cell["backend"] == "torch" and spec.family == "da2" and spec.quant is None and cell["with_pipeline"]:
+        rows.append(dict(common, path="pipeline", **_pipeline_stats(est, rgbs, hw, runs, warmup)))
     for row in rows:
         if row.get("gflops"):
             row["gflops_per_s"] = row["gflops"] * row["fps"]
@@ -160,67 +194,106 @@ def run_cell(cell: Dict) -> List[Dict]:
 
 
 def _peak_rss() -> int:
-    import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def _pipeline_stats(est, rgbs, hw, timed) -> Dict:
+def _pipeline_stats(est: DepthEstimator, rgbs: List[np.ndarray], hw: Tuple[int, int], runs: int,
+                    warmup: int) -> Dict[str, float]:
     """transformers' pipeline("depth-estimation") with the same model and input size."""
-    from PIL import Image
-    from transformers import DPTImageProcessor, pipeline
+    from PIL import Image  # heavy, like transformers below
+    from transformers import DPTImageProcessor, pipeline  # heavy
 
-    processor = DPTImageProcessor(do_resize=True, size={"height": hw[0], "width": hw[1]}, keep_aspect_ratio=True,
-                                  ensure_multiple_of=14, resample=3, do_pad=False)
+    processor = DPTImageProcessor(do_resize=True, size={"height": hw[0], "width": hw[1]},
+                                  keep_aspect_ratio=True, ensure_multiple_of=14, resample=3, do_pad=False)
     pipe = pipeline("depth-estimation", model=est.net.hf, image_processor=processor, device=-1)
     images = [Image.fromarray(r) for r in rgbs]
-    ms, _ = timed(lambda im: np.asarray(pipe(im)["predicted_depth"]), images)
+    ms, _ = timed(functools.partial(_pipeline_depth, pipe), images, runs, warmup)
     return _stats(ms)
 
 
 def abs_rel_aligned(pred: np.ndarray, ref: np.ndarray) -> float:
-    """AbsRel of ``pred`` against ``ref`` after a least-squares scale and shift (ref > 0 pixels)."""
+    """AbsRel of ``pred`` against ``ref`` after a least-squares scale and shift (ref > 0 pixels),
+    fitted with :func:`~depth_estimation.evaluation.metrics.fit_scale_shift`."""
     pred, ref = pred.astype(np.float64).ravel(), ref.astype(np.float64).ravel()
     valid = ref > 1e-6 * max(ref.max(), 1e-30)
-    a = np.stack([pred[valid], np.ones(valid.sum())], 1)
-    scale, shift = np.linalg.lstsq(a, ref[valid], rcond=None)[0]
+    scale, shift = fit_scale_shift(pred, ref, valid)
     return float(np.mean(np.abs(scale * pred[valid] + shift - ref[valid]) / ref[valid]))
 
 
-def run(variants: Sequence[str], backends: Sequence[str], sizes: Sequence[Optional[int]], frames: List[bytes],
-        runs: int, warmup: int, threads: int = 0, with_pipeline: bool = True) -> List[Dict]:
-    from tqdm import tqdm
+def check_variants(variants: Sequence[str]) -> None:
+    """ValueError / ModelNotFound (one line each) unless ``variants`` is a non-empty list of specs."""
+    if not variants:
+        raise ValueError("no model variants to benchmark; give --variants SPEC[,SPEC...]")
+    for variant in variants:
+        parse_spec(variant)
 
-    for v in variants:
-        parse_spec(v)  # fail before any work on a bad spec
-    gf = matmul_gflops_per_s()
-    cells = [dict(variant=v, backend=b, input_size=s, frames=frames, runs=runs, warmup=warmup, threads=threads,
-                  matmul_gflops_per_s=gf, with_pipeline=with_pipeline)
-             for v in variants for b in backends for s in sizes]
-    # fp32 references for fidelity: the base of every quantized variant, same backend and size
+
+def check_backends(backends: Sequence[str]) -> List[str]:
+    """``backends`` as a list; ValueError unless it is a non-empty list of :data:`options.BACKENDS`."""
+    unknown = [b for b in backends if b not in options.BACKENDS]
+    if unknown or not backends:
+        problem = "unknown backend " + ", ".join(map(repr, unknown)) if unknown else "no backend given"
+        raise ValueError("%s; use a comma-separated list of %s" % (problem, ", ".join(options.BACKENDS)))
+    return list(backends)
+
+
+def backend_list(text: str) -> List[str]:
+    """``--backends``: a comma-separated list, each one of :data:`options.BACKENDS`."""
+    try:
+        return check_backends(options.comma_list(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _reference_cells(cells: List[Dict], frames: List[bytes]) -> List[Dict]:
+    """The fp32 cells that fidelity needs and ``cells`` lack: the base of every quantized variant,
+    same backend and size, run once over the frames."""
+    have = {(c["variant"], c["backend"], c["input_size"]) for c in cells}
     refs = {(parse_spec(c["variant"]).base, c["backend"], c["input_size"]) for c in cells
             if parse_spec(c["variant"]).quant is not None}
-    extra = [dict(cells[0], variant=v, backend=b, input_size=s, runs=len(frames), warmup=0, with_pipeline=False)
-             for v, b, s in refs if not any((c["variant"], c["backend"], c["input_size"]) == (v, b, s) for c in cells)]
-    rows, outputs = [], {}
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(1, maxtasksperchild=1) as pool:
-        for cell in tqdm(cells + extra, desc="depth-bench", unit="cell"):
-            try:
-                cell_rows = pool.apply(run_cell, (cell,))
-            except Exception as exc:  # one broken cell must not lose the others
-                cell_rows = [dict(variant=cell["variant"], backend=cell["backend"], input_size=cell["input_size"],
-                                  path="bare", note="failed: %s: %s" % (type(exc).__name__, exc))]
-            key = (cell["variant"], cell["backend"], cell["input_size"])
-            outputs[key] = cell_rows[0].pop("_outputs", None)
-            if cell in cells:
-                rows.extend(cell_rows)
+    return [dict(cells[0], variant=v, backend=b, input_size=s, runs=len(frames), warmup=0,
+                 with_pipeline=False)
+            for v, b, s in sorted(refs, key=str) if (v, b, s) not in have]
+
+
+def _failed_row(cell: Dict, exc: BaseException) -> Dict:
+    return dict(variant=cell["variant"], backend=cell["backend"], input_size=cell["input_size"], path="bare",
+                note="failed: %s: %s" % (type(exc).__name__, exc))
+
+
+def _add_fidelity(rows: List[Dict], outputs: Dict) -> None:
+    """``fidelity_abs_rel`` of every quantized row: its outputs against its fp32 base's."""
     for row in rows:
         spec = parse_spec(row["variant"])
         ref = outputs.get((spec.base, row["backend"], row["input_size"]))
         mine = outputs.get((row["variant"], row["backend"], row["input_size"]))
         if spec.quant is not None and ref and mine:
             row["fidelity_abs_rel"] = float(np.mean([abs_rel_aligned(p, r) for p, r in zip(mine, ref)]))
+
+
+def run(variants: Sequence[str], backends: Sequence[str], sizes: Sequence[Optional[int]], frames: List[bytes],
+        runs: int, warmup: int, threads: int = 0, with_pipeline: bool = True) -> List[Dict]:
+    """Every variant x backend x size, each cell in a fresh process; ValueError / ModelNotFound on a
+    bad spec or backend before any work."""
+    check_variants(variants)
+    check_backends(backends)
+    gf = matmul_gflops_per_s()
+    cells = [dict(variant=v, backend=b, input_size=s, frames=frames, runs=runs, warmup=warmup,
+                  threads=threads, matmul_gflops_per_s=gf, with_pipeline=with_pipeline)
+             for v in variants for b in backends for s in sizes]
+    rows, outputs = [], {}
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1, maxtasksperchild=1) as pool:
+        for cell in tqdm(cells + _reference_cells(cells, frames), desc="depth-bench", unit="cell"):
+            try:
+                cell_rows = pool.apply(run_cell, (cell,))
+            except Exception as exc:  # one broken cell must not lose the others
+                cell_rows = [_failed_row(cell, exc)]
+            key = (cell["variant"], cell["backend"], cell["input_size"])
+            outputs[key] = cell_rows[0].pop("_outputs", None)
+            if cell in cells:
+                rows.extend(cell_rows)
+    _add_fidelity(rows, outputs)
     return rows
 
 
@@ -239,10 +312,10 @@ def write_outputs(rows: List[Dict], json_path: Optional[str], csv_path: Optional
 
 def plot(rows: List[Dict], path: str) -> None:
     """Latency (bare and node paths) and weight size per variant/backend/size."""
-    import matplotlib
+    import matplotlib  # heavy
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy; after choosing the Agg backend
 
     bare = [r for r in rows if r.get("path") == "bare" and r.get("latency_ms_p50")]
     node = {(r["variant"], r["backend"], r["input_size"]): r for r in rows if r.get("path") == "node"}
@@ -268,41 +341,47 @@ def plot(rows: List[Dict], path: str) -> None:
     plt.close(fig)
 
 
+def format_value(value: Any) -> str:
+    """A table cell: floats with 4 decimals below 1, else 1; None empty."""
+    if isinstance(value, float):
+        return "%.4f" % value if value < 1 else "%.1f" % value
+    return "" if value is None else str(value)
+
+
 def print_table(rows: List[Dict]) -> None:
-    cols = ["variant", "path", "backend", "input_hw", "latency_ms_p50", "latency_ms_p95", "fps", "weight_bytes",
-            "gflops", "fidelity_abs_rel"]
-    def fmt(v):
-        if isinstance(v, float):
-            return "%.4f" % v if v < 1 else "%.1f" % v
-        return "" if v is None else str(v)
-    table = [cols] + [[fmt(r.get(c)) for c in cols] for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
+    table = [TABLE_COLUMNS] + [[format_value(r.get(c)) for c in TABLE_COLUMNS] for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(TABLE_COLUMNS))]
     for row in table:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="depth-bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variants", default="random:da2-small", help="comma-separated model specs")
-    parser.add_argument("--backends", default="torch", help="comma-separated: torch, onnxruntime, tensorrt")
-    parser.add_argument("--input-size", default="", help="comma-separated short sides; 0 or nothing = each model's own")
-    parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    options.add_models(parser, "--variants", "random:da2-small")
+    parser.add_argument("--backends", type=backend_list, default="torch", metavar="NAME[,NAME...]",
+                        help="comma-separated inference backends, each one of %s (default torch)"
+                        % ", ".join(options.BACKENDS))
+    parser.add_argument("--input-size", type=options.comma_sizes, default="0", metavar="N[,N...]",
+                        help="comma-separated input sizes, each run in turn; each is the "
+                        + options.INPUT_SIZE_HELP)
+    options.add_threads(parser)
+    parser.add_argument("--runs", type=int, default=10, help="timed frames per path (default 10)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed frames first (default 2)")
     parser.add_argument("--frames", default=DEFAULT_FRAMES, help="a folder of images or a bag")
     parser.add_argument("--no-pipeline", action="store_true", help="skip the transformers pipeline rows")
-    parser.add_argument("--json")
-    parser.add_argument("--csv")
-    parser.add_argument("--plot")
-    args = parser.parse_args(argv)
-    sizes = [int(s) or None for s in args.input_size.split(",") if s.strip()] or [None]
+    options.add_json_csv(parser, plot=True)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
+        check_variants(args.variants)  # one line on a bad spec, before frames are read or a process starts
         frames = load_frames(args.frames)
-        rows = run([v.strip() for v in args.variants.split(",") if v.strip()],
-                   [b.strip() for b in args.backends.split(",") if b.strip()], sizes, frames,
-                   args.runs, args.warmup, args.threads, not args.no_pipeline)
-    except ValueError as exc:
+        rows = run(args.variants, args.backends, args.input_size, frames, args.runs, args.warmup,
+                   args.threads, not args.no_pipeline)
+    except (ValueError, ModelNotFound, OSError) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 2
     meta = {"command": " ".join(["depth-bench"] + (argv if argv is not None else sys.argv[1:])),

@@ -20,15 +20,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import yaml
 
+from depth_estimation import options
 from depth_estimation.io import bags
-from depth_estimation.models import hub as weights
 from depth_estimation.io.atomic import write_json
 from depth_estimation.io.paths import ASSETS_DIR, PACKAGE_DIR
+from depth_estimation.models import hub
 from depth_estimation.models.specs import ModelNotFound, parse_spec
 
 DEFAULT_CONFIG = os.path.join(PACKAGE_DIR, "config", "depth_node", "default.yaml")
@@ -46,11 +47,11 @@ def choose_model(requested: Optional[str]) -> str:
     if requested:
         return requested
     spec = parse_spec(str(node_defaults()["model"]))
-    if spec.hub_id is None or weights.cached_dir(spec.hub_id):
+    if spec.hub_id is None or hub.cached_dir(spec.hub_id):
         return spec.text
     try:
         print("[demo] %s weights not cached; trying to fetch %s once ..." % (spec.text, spec.hub_id))
-        weights.fetch(spec.hub_id)
+        hub.fetch(spec.hub_id)
         return spec.text
     except Exception as exc:  # no network here is the normal case
         fallback = "random:" + (spec.arch or "da2-small")
@@ -77,25 +78,27 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
 
 
 class Processes:
-    """Child processes, each in its own session, stopped with SIGINT (like Ctrl-C) in reverse order."""
+    """Child processes, each in its own session (process group), stopped with SIGINT (like Ctrl-C):
+    the ones named in ``first`` first, the rest in reverse order of start. A group is only killed
+    when all of it, children included, is still there after ``grace`` seconds: ``rosbag record``'s
+    C++ recorder must finish writing the bag index after its Python parent has exited."""
 
     def __init__(self, env: Dict[str, str], log_dir: str):
         self.env, self.log_dir, self.procs = env, log_dir, []
 
     def start(self, name: str, cmd: List[str]) -> subprocess.Popen:
         log = open(os.path.join(self.log_dir, name + ".log"), "w")
-        proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
         self.procs.append((name, proc, log))
         return proc
 
-    def stop_all(self) -> None:
-        for _name, proc, _log in reversed(self.procs):
+    def stop_all(self, first: Tuple[str, ...] = (), grace: float = 20.0) -> None:
+        order = sorted(reversed(self.procs), key=lambda item: item[0] not in first)
+        for _name, proc, _log in order:
             _signal_group(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                pass
-            _signal_group(proc.pid, signal.SIGKILL)  # stragglers (e.g. a child that ignored SIGINT)
+            if not _wait_group(proc.pid, grace):
+                _signal_group(proc.pid, signal.SIGKILL)  # stragglers that ignored SIGINT
             proc.wait()
         for _name, _proc, log in self.procs:
             log.close()
@@ -108,14 +111,32 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
+def _wait_group(pgid: int, timeout: float) -> bool:
+    """Wait until no process of group ``pgid`` is left (zombies of our own child reaped); True if so."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            os.waitpid(pgid, os.WNOHANG)  # reap the group leader (our child) once it exits
+        except ChildProcessError:
+            pass
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def percentiles(values: List[float]) -> Dict[str, Optional[float]]:
     if not values:
         return {"p50": None, "p95": None, "max": None}
     arr = np.asarray(values)
-    return {"p50": float(np.percentile(arr, 50)), "p95": float(np.percentile(arr, 95)), "max": float(arr.max())}
+    return {"p50": float(np.percentile(arr, 50)), "p95": float(np.percentile(arr, 95)),
+            "max": float(arr.max())}
 
 
-def report_from_bag(path: str, veh: str, model: str, frames_sent: int, rate: float, stream_end: float) -> Dict:
+def report_from_bag(path: str, veh: str, model: str, frames_sent: int, rate: float,
+                    stream_end: float) -> Dict:
     """Latency report from the recorded outputs: per-frame age and the node's last diagnostics
     (rates from the last report while the camera was still streaming, counts from the final one)."""
     depth_topic = "/%s/depth_node/depth/camera_info" % veh  # one per depth frame, stamped like it
@@ -139,9 +160,9 @@ def report_from_bag(path: str, veh: str, model: str, frames_sent: int, rate: flo
 
 def write_montage(camera_jpeg: bytes, depth_png: str, model: str, out: str, width: int = 640) -> None:
     """Camera frame | colorized depth, side by side, labelled: what rqt_image_view shows."""
-    import cv2
+    import cv2  # only for the montage
 
-    from depth_estimation.framepath.frames import decode
+    from depth_estimation.framepath.frames import decode  # only for the montage
 
     tiles = []
     for image, label in ((decode(camera_jpeg), "camera"), (cv2.imread(depth_png), "depth: " + model)):
@@ -155,9 +176,11 @@ def write_montage(camera_jpeg: bytes, depth_png: str, model: str, out: str, widt
 
 def print_table(report: Dict) -> None:
     d = report["diagnostics"]
-    rows = [("model", report["model"] + ("  (RANDOM WEIGHTS)" if report["model"].startswith("random:") else "")),
+    random_weights = "  (RANDOM WEIGHTS)" if report["model"].startswith("random:") else ""
+    rows = [("model", report["model"] + random_weights),
             ("device / input short side", "%s / %s" % (d.get("device"), d.get("input_size"))),
-            ("frames sent / in / out", "%d / %s / %s" % (report["frames_sent"], d.get("frames_in"), d.get("frames_out"))),
+            ("frames sent / in / out",
+             "%d / %s / %s" % (report["frames_sent"], d.get("frames_in"), d.get("frames_out"))),
             ("frames dropped / rejected / missed", "%s / %s / %s" % (
                 d.get("frames_dropped"), d.get("frames_rejected"), d.get("frames_missed"))),
             ("input / output rate (Hz)", "%s / %s" % (d.get("input_hz"), d.get("output_hz")))]
@@ -171,17 +194,103 @@ def print_table(report: Dict) -> None:
         print("  %-*s  %s" % (width, name, value))
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python3 -m depth_estimation.tools.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bag", default=DEFAULT_BAG, help="camera recording (CompressedImage frames)")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the replayed stream")
     parser.add_argument("--rate", type=float, default=30.0, help="camera rate of the replay (Hz)")
     parser.add_argument("--veh", default="duckiebot", help="robot name (topic namespace)")
-    parser.add_argument("--model", default=None, help="model spec (default: the node's default, see above)")
+    options.add_model(parser, required=False,
+                      help=options.MODEL_HELP + " (default: the node's default, see above)")
     parser.add_argument("--out", default=os.path.join(os.getcwd(), "demo_output"), help="output folder")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def _fresh_output(out: str) -> Tuple[str, str, str]:
+    """The output folder with an empty ``colorized/``, a ``logs/`` and no previous recording;
+    returns the PNG folder, the log folder and the path of the outputs bag."""
+    png_dir, log_dir = os.path.join(out, "colorized"), os.path.join(out, "logs")
+    if os.path.isdir(png_dir):
+        shutil.rmtree(png_dir)  # the previous demo's frames; this folder belongs to the demo
+    os.makedirs(png_dir)
+    os.makedirs(log_dir, exist_ok=True)
+    outputs = os.path.join(out, "outputs.bag")
+    for stale in (outputs, outputs + ".active"):  # never report on a previous run's recording
+        if os.path.exists(stale):
+            os.remove(stale)
+    return png_dir, log_dir, outputs
+
+
+def run_ros(args: argparse.Namespace, model: str, stream: str, png_dir: str, log_dir: str,
+            outputs: str) -> int:
+    """roscore, the node, image_saver, rosbag record and the replay of ``stream``; stops them all.
+    Returns 0 once the replay has finished, 1 when the node died during it."""
+    port = free_port()
+    env = dict(os.environ, ROS_MASTER_URI="http://127.0.0.1:%d" % port, ROS_IP="127.0.0.1")
+    env.pop("ROS_HOSTNAME", None)
+    procs = Processes(env, log_dir)
+    ns = "/%s/depth_node" % args.veh
+    try:
+        procs.start("roscore", ["roscore", "-p", str(port)])
+        wait_for_port(port)
+        subprocess.run(["rosparam", "set", "/use_sim_time", "true"], env=env, check=True, timeout=30)
+        node = procs.start("depth_node", ["roslaunch", "depth_estimation", "depth_node.launch",
+                                          "veh:=" + args.veh, "model:=" + model, "required:=true"]
+                           + own_input_size(model))
+        procs.start("image_saver", [IMAGE_SAVER, "image:=%s/depth/colorized" % ns,
+                                    "_filename_format:=%s/depth_%%04i.png" % png_dir,
+                                    "__name:=demo_image_saver"])
+        # small topics only (a 32FC1 frame is MBs): the bag closes at once on Ctrl-C
+        procs.start("record", ["rosbag", "record", "-O", outputs, ns + "/depth/camera_info", "/diagnostics",
+                               bags.END_TOPIC])
+        print("[demo] waiting for depth_node to load %s (log: %s)"
+              % (model, os.path.join(log_dir, "depth_node.log")), flush=True)
+        # -d 2: give subscriber connections time to settle, or the first frames are lost uncounted
+        player = procs.start("camera", ["rosbag", "play", "--clock", "--wait-for-subscribers", "-d", "2",
+                                        stream])
+        while player.poll() is None:
+            if node.poll() is not None:
+                with open(os.path.join(log_dir, "depth_node.log")) as f:
+                    fatal = [line.strip() for line in f if "FATAL" in line or "Error" in line]
+                print("error: depth_node exited: %s" % (fatal[-1] if fatal else "see its log"),
+                      file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+    finally:
+        # the node first: the saver and the recorder then have everything it published
+        procs.stop_all(first=("camera", "depth_node"))
+    return 0
+
+
+def own_input_size(model: str) -> List[str]:
+    """``input_size:=0`` (the model's own) for a model that is not Depth-Anything-V2: the embedded
+    default (308) is a Depth-Anything-V2 size, and the student is trained at 192."""
+    return [] if parse_spec(model).family == "da2" else ["input_size:=0"]
+
+
+def finish_recording(outputs: str, log_dir: str) -> bool:
+    """True when ``outputs`` is a complete bag; an unindexed ``.active`` one is reindexed first."""
+    active = outputs + ".active"
+    if not os.path.exists(outputs) and os.path.exists(active):
+        with open(os.path.join(log_dir, "reindex.log"), "w") as log:
+            done = subprocess.run(["rosbag", "reindex", active], stdout=log, stderr=subprocess.STDOUT)
+        if done.returncode == 0:
+            os.replace(active, outputs)
+    return os.path.exists(outputs)
+
+
+def tidy_saver_files(png_dir: str, out: str) -> List[str]:
+    """The PNGs image_saver wrote, sorted; its camera_info ``.ini`` files go to ``out/camera_info``."""
+    for name in sorted(os.listdir(png_dir)):
+        if name.endswith(".ini"):
+            os.makedirs(os.path.join(out, "camera_info"), exist_ok=True)
+            os.replace(os.path.join(png_dir, name), os.path.join(out, "camera_info", name))
+    return sorted(f for f in os.listdir(png_dir) if f.endswith(".png"))
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
     model = choose_model(args.model)
     try:
         parse_spec(model)
@@ -189,11 +298,7 @@ def main(argv=None) -> int:
         print("error: %s" % exc, file=sys.stderr)
         return 2
     out = os.path.abspath(args.out)
-    png_dir, log_dir = os.path.join(out, "colorized"), os.path.join(out, "logs")
-    if os.path.isdir(png_dir):
-        shutil.rmtree(png_dir)  # the previous demo's frames; this folder belongs to the demo
-    os.makedirs(png_dir)
-    os.makedirs(log_dir, exist_ok=True)
+    png_dir, log_dir, outputs = _fresh_output(out)
     frames = bags.read_camera_frames(args.bag)
     if not frames:
         print("error: %s has no sensor_msgs/CompressedImage frames" % args.bag, file=sys.stderr)
@@ -201,54 +306,24 @@ def main(argv=None) -> int:
     work = tempfile.mkdtemp(prefix="depth_demo_")
     stream = os.path.join(work, "camera.bag")
     count = int(args.seconds * args.rate)
-    stamps = bags.camera_stream_bag(frames, stream, veh=args.veh, count=count, rate=args.rate, tail=3.0)
-    print("[demo] %d real frame(s) from %s -> %.0f s at %.0f Hz on /%s/camera_node/image/compressed"
-          % (len(frames), os.path.relpath(args.bag), args.seconds, args.rate, args.veh), flush=True)
-
-    port = free_port()
-    env = dict(os.environ, ROS_MASTER_URI="http://127.0.0.1:%d" % port, ROS_IP="127.0.0.1")
-    env.pop("ROS_HOSTNAME", None)
-    procs = Processes(env, log_dir)
-    outputs = os.path.join(out, "outputs.bag")
-    for stale in (outputs, outputs + ".active"):  # never report on a previous run's recording
-        if os.path.exists(stale):
-            os.remove(stale)
-    ns = "/%s/depth_node" % args.veh
     try:
-        procs.start("roscore", ["roscore", "-p", str(port)])
-        wait_for_port(port)
-        subprocess.run(["rosparam", "set", "/use_sim_time", "true"], env=env, check=True, timeout=30)
-        node = procs.start("depth_node", ["roslaunch", "depth_estimation", "depth_node.launch",
-                                          "veh:=" + args.veh, "model:=" + model, "required:=true"])
-        procs.start("image_saver", [IMAGE_SAVER, "image:=%s/depth/colorized" % ns,
-                                    "_filename_format:=%s/depth_%%04i.png" % png_dir, "__name:=demo_image_saver"])
-        # small topics only (a 32FC1 frame is MBs): the bag closes at once on Ctrl-C
-        procs.start("record", ["rosbag", "record", "-O", outputs, ns + "/depth/camera_info", "/diagnostics",
-                               bags.END_TOPIC])
-        print("[demo] waiting for depth_node to load %s (log: %s)" % (model, os.path.join(log_dir, "depth_node.log")),
-              flush=True)
-        # -d 2: give subscriber connections time to settle, or the first frames are lost uncounted
-        player = procs.start("camera", ["rosbag", "play", "--clock", "--wait-for-subscribers", "-d", "2", stream])
-        while player.poll() is None:
-            if node.poll() is not None:
-                with open(os.path.join(log_dir, "depth_node.log")) as f:
-                    fatal = [l.strip() for l in f if "FATAL" in l or "Error" in l]
-                print("error: depth_node exited: %s" % (fatal[-1] if fatal else "see its log"), file=sys.stderr)
-                return 1
-            time.sleep(0.2)
+        stamps = bags.camera_stream_bag(frames, stream, veh=args.veh, count=count, rate=args.rate, tail=3.0)
+        print("[demo] %d real frame(s) from %s -> %.0f s at %.0f Hz on /%s/camera_node/image/compressed"
+              % (len(frames), os.path.relpath(args.bag), args.seconds, args.rate, args.veh), flush=True)
+        if run_ros(args, model, stream, png_dir, log_dir, outputs):
+            return 1
     finally:
-        procs.stop_all()
         shutil.rmtree(work, ignore_errors=True)
-
-    if not os.path.exists(outputs):
-        print("error: the recording of the node's outputs did not finish (%s)" % os.path.join(log_dir, "record.log"),
-              file=sys.stderr)
+    if not finish_recording(outputs, log_dir):
+        print("error: the recording of the node's outputs did not finish (%s)"
+              % os.path.join(log_dir, "record.log"), file=sys.stderr)
         return 1
     report = report_from_bag(outputs, args.veh, model, count, args.rate, stamps[-1] / 1e9)
-    pngs = sorted(f for f in os.listdir(png_dir) if f.endswith(".png"))
-    report["colorized_pngs"] = len(pngs)
+    pngs = tidy_saver_files(png_dir, out)
+    report["colorized_pngs"] = len(pngs)  # image_saver (queue 1) skips frames that come while it writes
     if pngs:
-        write_montage(frames[0].data, os.path.join(png_dir, pngs[-1]), model, os.path.join(out, "montage.png"))
+        write_montage(frames[0].data, os.path.join(png_dir, pngs[-1]), model,
+                      os.path.join(out, "montage.png"))
     write_json(os.path.join(out, "latency_report.json"), report)
     print_table(report)
     print("\n[demo] %d colorized depth PNGs in %s; report %s"

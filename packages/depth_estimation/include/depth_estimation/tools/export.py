@@ -4,10 +4,10 @@
         --out da2-small-308.onnx
 
 The network input size is the one the node uses for frames of ``--frame-size`` (WxH) with
-short side ``--input-size`` (:func:`depth_estimation.preprocess.input_shape`). The export is
-checked (``onnx.checker`` and ONNX Runtime against torch on a random input) and summarized in
-one line; ``OUT.json`` next to it records the result and the spec. An existing OUT is only
-replaced with ``--force``.
+short side ``--input-size`` (:func:`depth_estimation.runtime.preprocess.input_shape`; 0, the
+default, = the model's own). The export is checked (``onnx.checker`` and ONNX Runtime against
+torch on a random input) and summarized in one line; ``OUT.json`` next to it records the result
+and the spec. An existing OUT is only replaced with ``--force``.
 """
 from __future__ import annotations
 
@@ -17,10 +17,13 @@ import os
 import sys
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-from depth_estimation.runtime import backends
-from depth_estimation.runtime import preprocess
+from depth_estimation import options
+from depth_estimation.io.atomic import write_bytes
 from depth_estimation.models.loading import load_net
 from depth_estimation.models.specs import ModelNotFound, parse_spec
+from depth_estimation.runtime import preprocess
+from depth_estimation.runtime.onnx_export import DEFAULT_OPSET, export_onnx
+from depth_estimation.runtime.runners import ExportError
 
 
 def parse_frame_size(text: str) -> Tuple[int, int]:
@@ -42,21 +45,21 @@ def load_network(spec_text: str):
     return load_net(spec)
 
 
-def export_spec(spec_text: str, out: str, input_size: Optional[int] = None, frame_size: str = "640x480",
-                opset: int = backends.DEFAULT_OPSET, force: bool = False, check: bool = True) -> Dict[str, Any]:
-    """Export ``spec_text`` to ``out`` (+ ``out.json``); the export dict plus spec and sizes."""
+def export_spec(spec_text: str, out: str, input_size: Optional[int] = 0, frame_size: str = "640x480",
+                opset: int = DEFAULT_OPSET, force: bool = False, check: bool = True) -> Dict[str, Any]:
+    """Export ``spec_text`` to ``out`` (+ ``out.json``); the export dict plus spec and sizes.
+    ``input_size`` 0 or None = the model's own short side."""
     if os.path.exists(out) and not force:
         raise FileExistsError("%s exists; pass --force to replace it" % out)
     frame_hw = parse_frame_size(frame_size)
-    if input_size is not None and int(input_size) < 1:
-        raise ValueError("input size %d" % input_size)
+    size = options.input_size_value(input_size)
     net = load_network(spec_text)
-    short = int(input_size) if input_size is not None else getattr(net, "default_input_size", 518)
+    short = size if size is not None else getattr(net, "default_input_size", 518)
     multiple = getattr(net, "multiple", preprocess.PATCH)
     height, width = preprocess.input_shape(frame_hw[0], frame_hw[1], short, multiple)
-    result = backends.export_onnx(net, height, width, out, opset=opset, check=check)
+    result = export_onnx(net, height, width, out, opset=opset, check=check)
     result.update(spec=spec_text, input_size=short, frame_size=[frame_hw[1], frame_hw[0]])
-    backends._atomic_write_bytes(out + ".json", (json.dumps(result, indent=2) + "\n").encode())
+    write_bytes(out + ".json", (json.dumps(result, indent=2) + "\n").encode())
     return result
 
 
@@ -67,27 +70,27 @@ def summary(result: Dict[str, Any]) -> str:
              else "not checked")
     trt = "; ".join(result["tensorrt_issues"]) or "ok"
     return ("exported %s at %dx%d (HxW, opset %d) to %s: %.1f MB in %.1f s; %s; TensorRT 7.1: %s"
-            % (result["spec"], h, w, result["opset"], result["path"], result["bytes"] / 1e6, result["seconds"],
-               check, trt))
+            % (result["spec"], h, w, result["opset"], result["path"], result["bytes"] / 1e6,
+               result["seconds"], check, trt))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m depth_estimation.export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("spec", help="model spec, e.g. da2-small or random:da2-small")
-    parser.add_argument("--input-size", type=int, default=None,
-                        help="network input short side (default: the model's, 518 for DA2)")
+    options.add_model(parser, flag="spec", help="the model spec to export (any but an .onnx file), e.g. "
+                      "da2-small, random:da2-small, da2-small@hqq8-dq, a model folder or an original .pth")
+    options.add_input_size(parser)
     parser.add_argument("--frame-size", default="640x480", help="camera frame WIDTHxHEIGHT (default 640x480)")
-    parser.add_argument("--opset", type=int, default=backends.DEFAULT_OPSET,
-                        help="ONNX opset (default %d: TensorRT 7.1 reads <= 11, 8.x <= 13)" % backends.DEFAULT_OPSET)
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                        help="ONNX opset (default %d: TensorRT 7.1 reads <= 11, 8.x <= 13)" % DEFAULT_OPSET)
     parser.add_argument("--out", required=True, help="the ONNX file to write")
-    parser.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    options.add_force(parser, "OUT")
     parser.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime comparison")
     args = parser.parse_args(argv)
     try:
         result = export_spec(args.spec, args.out, args.input_size, args.frame_size, args.opset, args.force,
                              check=not args.no_check)
-    except (FileExistsError, ModelNotFound, ValueError, backends.ExportError) as exc:
+    except (FileExistsError, ModelNotFound, ValueError, ExportError) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 1
     print(summary(result))

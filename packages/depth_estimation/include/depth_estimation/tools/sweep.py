@@ -1,7 +1,7 @@
 """``depth-sweep``: models x precisions -> NYU metrics, DA-2K accuracy, latency and size, one table.
 
-    depth-sweep --models da2-small,da2-base,da2-large,runs/s1/student --precisions fp32,hqq8,hqq4,hqq3,hqq2,hqq1 \\
-        --nyu-bag bags/nyu_test.bag --da2k DA-2K/ --out sweep/
+    depth-sweep --models da2-small,da2-base,da2-large,runs/s1/student \\
+        --precisions fp32,hqq8,hqq4,hqq3,hqq2,hqq1 --nyu-bag bags/nyu_test.bag --da2k DA-2K/ --out sweep/
 
 Each cell is a model spec with the precision as its suffix (``da2-small@hqq4``: the same name as
 in the node, the benchmark and the evaluator; ``fp32`` = no suffix; the student has only fp32).
@@ -13,17 +13,24 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import sys
 from typing import Dict, List, Optional, Sequence
 
+from tqdm import tqdm
 
+from depth_estimation import options
+from depth_estimation.evaluation import da2k, evaluate
+from depth_estimation.evaluation.metrics import ALIGN_MODES
 from depth_estimation.io.atomic import atomic_file, write_json
-from depth_estimation.models.specs import parse_spec
+from depth_estimation.models.specs import ModelNotFound, parse_spec
+from depth_estimation.runtime.estimator import DepthEstimator
+from depth_estimation.tools import bench
 
 BITS = {"fp32": 32, "hqq8": 8, "hqq4": 4, "hqq3": 3, "hqq2": 2, "hqq1": 1}
-COLUMNS = ["variant", "model", "precision", "bits", "abs_rel", "delta1", "rmse", "nyu_frames", "da2k_accuracy",
-           "latency_ms_p50", "weight_bytes", "file_bytes"]
+COLUMNS = ["variant", "model", "precision", "bits", "abs_rel", "delta1", "rmse", "nyu_frames",
+           "da2k_accuracy", "latency_ms_p50", "weight_bytes", "file_bytes"]
 
 
 def variant(model: str, precision: str) -> Optional[str]:
@@ -37,18 +44,16 @@ def variant(model: str, precision: str) -> Optional[str]:
 
 def run_cell(spec: str, nyu_bag: Optional[str], da2k_root: Optional[str], input_size: Optional[int],
              backend: str, align: str) -> Dict:
-    from depth_estimation.tools import bench
-    from depth_estimation.evaluation import da2k
-    from depth_estimation.evaluation import evaluate
-    from depth_estimation.models import hqq as quantize
-    from depth_estimation.runtime.estimator import DepthEstimator
+    """One cell: load ``spec`` once, score it on the NYU bag and/or DA-2K, measure its sizes."""
+    from depth_estimation.models.hqq import weight_bytes  # heavy: torch
 
     est = DepthEstimator(spec, input_size=input_size, backend=backend).load()
-    row = {"weight_bytes": quantize.weight_bytes(est.net) if est.net is not None else None,
+    row = {"weight_bytes": weight_bytes(est.net) if est.net is not None else None,
            "file_bytes": bench.file_bytes(est.spec)}
     if nyu_bag:
         result = evaluate.evaluate(nyu_bag, align, estimator=est)
-        row.update({k: result["metrics"][k] for k in ("abs_rel", "delta1", "rmse")}, nyu_frames=result["frames"])
+        row.update({k: result["metrics"][k] for k in ("abs_rel", "delta1", "rmse")},
+                   nyu_frames=result["frames"])
     if da2k_root:
         row["da2k_accuracy"] = da2k.score(da2k.from_model(da2k_root, est), da2k_root, "disparity")["accuracy"]
     row["latency_ms_p50"] = est.timer.percentile("infer", 50)
@@ -58,16 +63,16 @@ def run_cell(spec: str, nyu_bag: Optional[str], da2k_root: Optional[str], input_
 def sweep(models: Sequence[str], precisions: Sequence[str], out: str, nyu_bag: Optional[str] = None,
           da2k_root: Optional[str] = None, input_size: Optional[int] = None, backend: str = "torch",
           align: str = "lsq-disparity", progress: bool = True) -> List[Dict]:
-    from tqdm import tqdm
-
     if not nyu_bag and not da2k_root:
         raise ValueError("give --nyu-bag and/or --da2k: there is nothing to score")
+    if not models or not precisions:
+        raise ValueError("give --models and --precisions: there are no cells")
+    for model in models:
+        parse_spec(model)  # a bad spec fails here, not after the cells before it
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "sweep.json")
     done = {}
     if os.path.exists(path):  # resume: keep finished cells
-        import json
-
         with open(path) as f:
             done = {r["variant"]: r for r in json.load(f)["rows"]}
     cells = [(m, p, variant(m, p)) for m in models for p in precisions]
@@ -93,10 +98,10 @@ def write_results(out: str, rows: List[Dict], meta: Dict) -> None:
 
 def plot(rows: List[Dict], out: str) -> None:
     """One PNG per measure: the measure against bits, one line per model."""
-    import matplotlib
+    import matplotlib  # heavy
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy; after choosing the Agg backend
 
     for key, label in (("abs_rel", "NYU AbsRel (lower is better)"), ("delta1", "NYU delta1"),
                        ("da2k_accuracy", "DA-2K accuracy"), ("latency_ms_p50", "latency p50 (ms)"),
@@ -123,22 +128,28 @@ def plot(rows: List[Dict], out: str) -> None:
         plt.close(fig)
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="depth-sweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="da2-small,da2-base,da2-large", help="comma-separated model specs")
-    parser.add_argument("--precisions", default=",".join(BITS), help="comma-separated: " + ", ".join(BITS))
+    options.add_models(parser, "--models", "da2-small,da2-base,da2-large")
+    parser.add_argument("--precisions", type=options.comma_list, default=",".join(BITS), metavar="P[,P...]",
+                        help="comma-separated, each one of %s (default all)" % ", ".join(BITS))
     parser.add_argument("--nyu-bag", help="an NYU bag from depth-nyu2bag")
     parser.add_argument("--da2k", help="the DA-2K folder")
-    parser.add_argument("--input-size", type=int, default=0, help="short side; 0 = each model's own")
-    parser.add_argument("--backend", default="torch")
-    parser.add_argument("--align", default="lsq-disparity")
+    options.add_runtime(parser, device=False, threads=False, input_size=True)
+    parser.add_argument("--align", default="lsq-disparity", choices=ALIGN_MODES,
+                        help="alignment of the prediction to the NYU ground truth (default lsq-disparity)")
     parser.add_argument("--out", required=True, help="folder for sweep.json, sweep.csv and the plots")
-    args = parser.parse_args(argv)
+    options.add_progress(parser)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
-        rows = sweep([m for m in args.models.split(",") if m], [p for p in args.precisions.split(",") if p],
-                     args.out, args.nyu_bag, args.da2k, args.input_size or None, args.backend, args.align)
-    except (ValueError, OSError) as exc:
+        rows = sweep(args.models, args.precisions, args.out, args.nyu_bag, args.da2k,
+                     options.input_size_value(args.input_size), args.backend, args.align, args.progress)
+    except (ValueError, ModelNotFound, OSError) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 2
     for r in rows:

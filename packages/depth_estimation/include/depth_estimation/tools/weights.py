@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import List, Optional
 
+from depth_estimation import options
 from depth_estimation.models import hub
 from depth_estimation.models.specs import ModelNotFound, parse_spec
 
@@ -19,12 +21,13 @@ def _hub_id(spec_text: str) -> str:
     return spec.hub_id
 
 
-
-def main(argv=None) -> int:
+def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m depth_estimation.weights", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["fetch", "where"])
-    parser.add_argument("spec", help="a model spec with released weights, e.g. da2-small, or a hub id")
+    parser.add_argument("command", choices=["fetch", "where"],
+                        help="fetch: download the weights once; where: print their local folder")
+    options.add_model(parser, flag="spec",
+                      help="a model spec with released weights, e.g. da2-small, or a Hugging Face id")
     args = parser.parse_args(argv)
     try:
         hub_id = _hub_id(args.spec)

@@ -1,0 +1,125 @@
+"""The label cache: teacher labels on disk, the contract between labelling and training.
+
+Layout (``key`` = SHA-1 hex of the item's encoded bytes):
+
+* ``<cache>/teacher.json``: ``{"teacher", "backend", "input_size"}``, the teacher spec
+  (local paths made absolute), the backend of the first run and the network input short side.
+  A run with another teacher or input size on a cache holding labels raises ValueError.
+* ``<cache>/items/<key[:2]>/<key>.img``: the encoded image bytes as found (JPEG or PNG).
+* ``<cache>/items/<key[:2]>/<key>.npy``: float16 h x w relative inverse depth (larger = closer),
+  the teacher's output at the image's size resized (bilinear) to the image's aspect with short
+  side ``min(label_size, image short side)`` (:func:`label_hw`). Written atomically (a unique
+  temporary file, renamed: :mod:`depth_estimation.io.atomic`): it exists whole or not at all,
+  and an item whose ``.npy`` exists is never labelled again.
+* ``<cache>/index.jsonl``: one JSON line per labelled item, appended after its ``.npy`` is in
+  place: ``{"key", "source", "width", "height", "label_hw": [h, w], "teacher"}``, ``source``
+  being the image's path or ``<bag>:<topic>:<index on that topic>``. Readers skip lines whose
+  files are missing and repeated keys (:func:`iter_cache`, :func:`load_item`).
+
+Several labelling processes (shards) may share one cache: files are written under unique
+temporary names and index lines are appended with one write each.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, Iterator, List, Optional, Set, Tuple
+
+import cv2
+import numpy as np
+
+from depth_estimation.io.atomic import write_json
+
+
+def item_path(cache: str, key: str, ext: str) -> str:
+    return os.path.join(cache, "items", key[:2], key + ext)
+
+
+def label_hw(height: int, width: int, label_size: int) -> Tuple[int, int]:
+    """The label's (h, w): the image's aspect, short side ``min(label_size, short side)``."""
+    short = min(int(label_size), height, width)
+    if height <= width:
+        return short, max(1, int(round(width * short / float(height))))
+    return max(1, int(round(height * short / float(width)))), short
+
+
+def read_teacher(cache: str) -> Optional[Dict]:
+    try:
+        with open(os.path.join(cache, "teacher.json")) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
+
+def write_teacher(cache: str, teacher: str, backend: str, input_size: int) -> None:
+    write_json(os.path.join(cache, "teacher.json"),
+               {"teacher": teacher, "backend": backend, "input_size": input_size}, indent=1)
+
+
+def indexed_keys(cache: str) -> Set[str]:
+    return {entry["key"] for entry in _index_lines(cache)}
+
+
+def _index_lines(cache: str) -> Iterator[Dict]:
+    try:
+        with open(os.path.join(cache, "index.jsonl")) as f:
+            lines = f.readlines()
+    except FileNotFoundError:
+        return
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:  # a line cut short by a crash
+            continue
+        if isinstance(entry, dict) and "key" in entry:
+            yield entry
+
+
+def has_labels(cache: str) -> bool:
+    if any(True for _ in _index_lines(cache)):
+        return True
+    items = os.path.join(cache, "items")
+    return os.path.isdir(items) and any(name.endswith(".npy") for sub in os.listdir(items)
+                                        if os.path.isdir(os.path.join(items, sub))
+                                        for name in os.listdir(os.path.join(items, sub)))
+
+
+def iter_cache(cache: str) -> Iterator[Dict]:
+    """The index entries of a cache whose ``.img`` and ``.npy`` are there, each key once."""
+    seen = set()
+    for entry in _index_lines(cache):
+        key = entry["key"]
+        if key in seen or not (os.path.isfile(item_path(cache, key, ".npy"))
+                               and os.path.isfile(item_path(cache, key, ".img"))):
+            continue
+        seen.add(key)
+        yield entry
+
+
+def load_item(cache: str, entry: Dict) -> Tuple[np.ndarray, np.ndarray]:
+    """(RGB uint8 HxWx3 image, float32 hxw label) of an :func:`iter_cache` entry."""
+    bgr = cv2.imdecode(np.fromfile(item_path(cache, entry["key"], ".img"), np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError("%s: cached image does not decode" % entry["key"])
+    label = np.load(item_path(cache, entry["key"], ".npy")).astype(np.float32)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), label
+
+
+def index_line(key: str, source: str, rgb_hw: Tuple[int, int], hw: Tuple[int, int], teacher: str) -> str:
+    return json.dumps({"key": key, "source": source, "width": int(rgb_hw[1]), "height": int(rgb_hw[0]),
+                       "label_hw": [int(hw[0]), int(hw[1])], "teacher": teacher}) + "\n"
+
+
+def append_index(cache: str, lines: List[str]) -> None:
+    if lines:
+        path = os.path.join(cache, "index.jsonl")
+        if os.path.isfile(path) and os.path.getsize(path):
+            with open(path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":  # a line cut short by a crash: end it, so the new ones parse
+                    lines = ["\n"] + lines
+        with open(path, "a") as f:
+            for line in lines:  # one write per line: shards appending at once do not interleave
+                f.write(line)
+                f.flush()

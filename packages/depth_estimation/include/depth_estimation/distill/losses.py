@@ -1,0 +1,92 @@
+"""The distillation loss (MiDaS, Ranftl et al. 2020) on relative inverse depth (disparity).
+
+Per image over the valid pixels: the target is normalized (minus its mean, divided by its mean
+absolute deviation, so the loss does not depend on the teacher's units), the prediction is
+aligned to it by the least-squares scale and shift (positive scale, constants for autograd: see
+:func:`align`), and the loss is the mean *squared* residual (``ssi``, the quantity the
+least-squares fit minimizes) plus ``alpha`` (0.5) times the multi-scale (4 scales)
+gradient-matching loss on that residual (``grad``).
+"""
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import torch
+from torch import Tensor
+
+
+def _normalize_target(target: Tensor, mask: Tensor, eps: float = 1e-6) -> Tensor:
+    m = mask.float()
+    n = m.sum((1, 2), keepdim=True).clamp_min(1)
+    t = torch.where(mask, target, torch.zeros_like(target))
+    centred = t - (t * m).sum((1, 2), keepdim=True) / n
+    return centred / ((centred.abs() * m).sum((1, 2), keepdim=True) / n + eps)
+
+
+def align(pred: Tensor, target: Tensor, mask: Tensor, eps: float = 1e-6) -> Tensor:
+    """``s * pred + t`` with the per-image least-squares scale ``s`` and shift ``t`` over ``mask``.
+
+    Two changes to MiDaS: (1) ``s`` and ``t`` are constants for autograd. The squared residual is
+    stationary in them at the least-squares fit, so its gradient is unchanged, but the gradient
+    term can no longer pull ``s`` to 0 (with a differentiable fit a random student stayed
+    uncorrelated with the target and ``ssi + 0.5 grad`` did not fall). (2) ``s`` is positive: when
+    the fit is negative (an inverted prediction), ``s`` matches the mean absolute deviations
+    instead, so the residual pushes towards the teacher's sign (near = large) rather than fitting
+    an inverted student."""
+    with torch.no_grad():
+        m = mask.float()
+        n = m.sum((1, 2), keepdim=True).clamp_min(1)
+        t = torch.where(mask, target, torch.zeros_like(target))
+        mp, mt = (pred * m).sum((1, 2), keepdim=True) / n, (t * m).sum((1, 2), keepdim=True) / n
+        pc, tc = (pred - mp) * m, (t - mt) * m
+        scale = (pc * tc).sum((1, 2), keepdim=True) / ((pc * pc).sum((1, 2), keepdim=True) + eps)
+        mad = tc.abs().sum((1, 2), keepdim=True) / (pc.abs().sum((1, 2), keepdim=True) + eps)
+        scale = torch.where(scale > 0, scale, mad)
+        shift = mt - scale * mp
+    return scale * pred + shift
+
+
+def _per_image_mean(values: Tensor, mask: Tensor) -> Tensor:
+    n = mask.float().sum((1, 2))
+    per_image = (values * mask).sum((1, 2)) / n.clamp_min(1)
+    valid = (n > 0).float()
+    return (per_image * valid).sum() / valid.sum().clamp_min(1)
+
+
+def _gradient_matching(residual: Tensor, mask: Tensor, scales: int) -> Tensor:
+    total = residual.new_zeros(())
+    for k in range(scales):
+        r, m = residual[:, ::2 ** k, ::2 ** k], mask[:, ::2 ** k, ::2 ** k].float()
+        r = r * m
+        gx = (r[:, :, 1:] - r[:, :, :-1]).abs() * m[:, :, 1:] * m[:, :, :-1]
+        gy = (r[:, 1:] - r[:, :-1]).abs() * m[:, 1:] * m[:, :-1]
+        n = m.sum((1, 2))
+        per_image = (gx.sum((1, 2)) + gy.sum((1, 2))) / n.clamp_min(1)
+        valid = (n > 0).float()
+        total = total + (per_image * valid).sum() / valid.sum().clamp_min(1)
+    return total
+
+
+def ssi_loss(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Scale-and-shift-invariant loss ``[B,H,W]`` x3 -> scalar: mean squared residual of the
+    least-squares-aligned prediction against the normalized target, averaged over images."""
+    target = _normalize_target(target, mask)
+    return _per_image_mean((align(pred, target, mask) - target) ** 2, mask)
+
+
+def gradient_loss(pred: Tensor, target: Tensor, mask: Tensor, scales: int = 4) -> Tensor:
+    """MiDaS multi-scale gradient matching on the aligned residual (sum over ``scales`` of the
+    per-image mean |d/dx| + |d/dy| of the residual at strides 1, 2, 4, 8)."""
+    target = _normalize_target(target, mask)
+    return _gradient_matching(align(pred, target, mask) - target, mask, scales)
+
+
+def distill_loss(pred: Tensor, target: Tensor, mask: Tensor, alpha: float = 0.5,
+                 scales: int = 4) -> Tuple[Tensor, Dict[str, Tensor]]:
+    """``ssi + alpha * grad`` (one alignment shared); returns (total, {"ssi", "grad"} detached)."""
+    pred, target = pred.float(), target.float()
+    target = _normalize_target(target, mask)
+    residual = align(pred, target, mask) - target
+    ssi = _per_image_mean(residual ** 2, mask)
+    grad = _gradient_matching(residual, mask, scales) if alpha else ssi.new_zeros(())
+    return ssi + alpha * grad, {"ssi": ssi.detach(), "grad": grad.detach()}

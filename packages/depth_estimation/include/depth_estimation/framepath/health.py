@@ -1,0 +1,133 @@
+"""The node's health for diagnostics: frame accounting, rates, latencies and the level to report.
+
+Every camera frame ends in exactly one of: published (``frames_out``), replaced before the worker
+took it (``frames_dropped``), refused as bad input (``frames_rejected``, by kind) or failed in
+inference (``inference_errors``); so ``frames_in = out + dropped + rejected + errors`` (+ the
+frame in flight). ``frames_missed`` counts gaps in the camera's ``header.seq`` (lost before the
+node saw them); camera_info problems are counted apart (``camera_info_mismatches``).
+"""
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Dict, Optional, Tuple
+
+from depth_estimation.runtime.timing import RateMeter, Rolling, StageTimer
+
+OK, WARN, ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels
+
+
+class NodeHealth:
+    """Counters, rates and latencies of a depth node, summarised for diagnostics.
+
+    Times are seconds of the caller's clock (ROS time, so it works under /use_sim_time).
+    """
+
+    def __init__(self, timer: StageTimer, info: Dict[str, str], stall_after: float = 5.0, window: int = 100):
+        self.timer, self.info, self.stall_after = timer, dict(info), stall_after
+        self.frames_in = self.frames_out = self.frames_dropped = self.frames_rejected = 0
+        self.frames_missed = 0  # gaps in the camera's header.seq: lost before the node saw them
+        self.inference_errors = self.camera_info_mismatches = 0
+        self.last_error = self.last_camera_info_problem = ""
+        self._last_seq: Optional[int] = None
+        self.rejected_kinds: Counter = Counter()
+        self.input_rate, self.output_rate = RateMeter(), RateMeter()
+        self.end_to_end = Rolling(window)
+        self.last_in: Optional[float] = None
+        self.last_out: Optional[float] = None
+        self.started: Optional[float] = None
+        self._reported: Counter = Counter()  # counts at the last report: new events make one WARN/ERROR
+        self._lock = threading.Lock()
+
+    def frame_in(self, now: float, dropped_previous: bool, seq: Optional[int] = None) -> None:
+        """A camera frame arrived; ``dropped_previous``: it replaced one never processed."""
+        with self._lock:
+            self.frames_in += 1
+            if seq is not None and self._last_seq is not None and 0 < seq - self._last_seq <= 10000:
+                self.frames_missed += seq - self._last_seq - 1  # a restart or reorder is no gap
+            self._last_seq = seq if seq is not None else self._last_seq
+            self.frames_dropped += int(dropped_previous)
+            self.last_in = now
+            self.input_rate.tick(now)
+
+    def frame_rejected(self, kind: str) -> None:
+        with self._lock:
+            self.frames_rejected += 1
+            self.rejected_kinds[kind] += 1
+
+    def inference_error(self, message: str) -> None:
+        """A frame whose processing raised something other than a rejection (it is not published)."""
+        with self._lock:
+            self.inference_errors += 1
+            self.last_error = " ".join(str(message).split())[:300]
+
+    def camera_info_mismatch(self, problem: str) -> None:
+        """A frame published without camera_info because its camera_info does not describe it."""
+        with self._lock:
+            self.camera_info_mismatches += 1
+            self.last_camera_info_problem = problem
+
+    def frame_out(self, now: float, stamp: float) -> None:
+        with self._lock:
+            self.frames_out += 1
+            self.last_out = now
+            self.output_rate.tick(now)
+            self.end_to_end.add((now - stamp) * 1000.0)
+
+    def report(self, now: float) -> Tuple[int, str, Dict[str, str]]:
+        """(level, message, key/values) for a DiagnosticStatus."""
+        if self.started is None:
+            self.started = now
+        with self._lock:
+            values = dict(self.info)
+            values.update(self._timings())
+            values.update(self._counts(now))
+            current = Counter({"rejected": self.frames_rejected, "errors": self.inference_errors,
+                               "camera_info": self.camera_info_mismatches})
+            new, self._reported = current - self._reported, current
+            level, message = self._judge(now, new)
+        return level, message, values
+
+    def _timings(self) -> Dict[str, str]:
+        values = {name: _fmt(self.timer.percentile(stage, q)) for name, stage, q in (
+            ("inference_ms_p50", "infer", 50), ("inference_ms_p95", "infer", 95),
+            ("decode_ms_p50", "decode", 50), ("preprocess_ms_p50", "preprocess", 50),
+            ("postprocess_ms_p50", "postprocess", 50), ("colorize_ms_p50", "colorize", 50),
+            ("encode_ms_p50", "encode", 50))}
+        values["end_to_end_ms_p50"] = _fmt(self.end_to_end.percentile(50))
+        values["end_to_end_ms_p95"] = _fmt(self.end_to_end.percentile(95))
+        return values
+
+    def _counts(self, now: float) -> Dict[str, str]:
+        return {
+            "input_hz": "%.2f" % self.input_rate.rate(now), "output_hz": "%.2f" % self.output_rate.rate(now),
+            "frames_in": str(self.frames_in), "frames_out": str(self.frames_out),
+            "frames_dropped": str(self.frames_dropped), "frames_rejected": str(self.frames_rejected),
+            "frames_missed": str(self.frames_missed), "inference_errors": str(self.inference_errors),
+            "last_error": self.last_error, "camera_info_mismatches": str(self.camera_info_mismatches),
+            "rejected_kinds": ",".join("%s=%d" % kv for kv in sorted(self.rejected_kinds.items())),
+        }
+
+    def _judge(self, now: float, new: Counter) -> Tuple[int, str]:
+        since_out = now - (self.last_out if self.last_out is not None else self.started)
+        input_fresh = self.last_in is not None and now - self.last_in < self.stall_after
+        if new["errors"]:
+            return ERROR, "inference failed on %d frame(s) since last report: %s" % (
+                new["errors"], self.last_error)
+        if input_fresh and since_out > self.stall_after:
+            return ERROR, "output stalled: no depth for %.1f s while camera frames arrive" % since_out
+        if not input_fresh:
+            waited = now - (self.last_in if self.last_in is not None else self.started)
+            if waited > self.stall_after:
+                return WARN, "no camera frames for %.1f s" % waited
+        if new["rejected"]:
+            return WARN, "bad input: %d frame(s) rejected since last report (%s)" % (
+                new["rejected"], ", ".join(sorted(self.rejected_kinds)))
+        if new["camera_info"]:
+            return WARN, "depth published without camera_info: %s" % self.last_camera_info_problem
+        return OK, "depth at %.1f Hz from %.1f Hz input" % (self.output_rate.rate(now),
+                                                             self.input_rate.rate(now))
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "nan" if value is None else "%.1f" % value
