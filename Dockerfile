@@ -1,5 +1,14 @@
 # Duckietown project image (template-ros v3, distro daffy: Ubuntu 20.04, ROS Noetic, Python 3.8).
-# Build: `dts devel build -f` (laptop) or `dts devel build -f -H ROBOT`; run: `dts devel run -R ROBOT`.
+# Build: `dts devel build -f` (laptop, amd64) or `dts devel build -f -H ROBOT` (on the Jetson Nano,
+# arm64v8); run: `dts devel run -R ROBOT` (laptop) or `dts devel run -H ROBOT` (robot).
+# The base and the Python packages follow ARCH (README, "On the robot"):
+# - amd64: dt-ros-commons + PyTorch/transformers (dependencies-py3.txt); the default model's weights
+#   are baked in and run with torch (CUDA when the laptop has it).
+# - arm64v8: dt-machine-learning-base-environment (TensorRT 7.1.3 + PyCUDA for Python 3.8; CUDA and
+#   cuDNN from the robot's JetPack) + numpy/OpenCV only (dependencies-py3.arm64v8.txt): no torch on
+#   the robot. The model is the ONNX file exported once on the laptop into assets/robot/default.onnx
+#   (a `-H` build runs on the Nano itself, where torch cannot export it); the node builds the TensorRT
+#   engine from it on first start (minutes, once) into /data/config/depth_estimation/engines.
 
 # parameters
 ARG REPO_NAME="depth-estimation"
@@ -14,11 +23,20 @@ ARG DOCKER_REGISTRY=docker.io
 ARG BASE_IMAGE=dt-ros-commons
 ARG BASE_TAG=${DISTRO}-${ARCH}
 ARG LAUNCHER=default
+# the arm64v8 base: dt-ros-commons plus TensorRT and PyCUDA (Duckietown's machine-learning base)
+ARG ML_BASE_IMAGE=dt-machine-learning-base-environment
 
-# define base image
-FROM ${DOCKER_REGISTRY}/duckietown/${BASE_IMAGE}:${BASE_TAG} AS base
+# define the base image per ARCH. dts builds with the classic builder, which also pulls the stage
+# it does not use: both stages use this ARCH's tag, so on the robot that is the ML base's own parent
+# (shared layers) and nothing foreign is pulled onto the Nano. Only amd64 and arm64v8 are built.
+FROM ${DOCKER_REGISTRY}/duckietown/${BASE_IMAGE}:${BASE_TAG} AS base-amd64
+LABEL org.duckietown.label.base.image="dt-ros-commons"
+FROM ${DOCKER_REGISTRY}/duckietown/${ML_BASE_IMAGE}:${BASE_TAG} AS base-arm64v8
+LABEL org.duckietown.label.base.image="dt-machine-learning-base-environment"
+FROM base-${ARCH} AS base
 
 # recall all arguments (ARGs declared before FROM are empty after it otherwise)
+ARG ARCH
 ARG DISTRO
 ARG REPO_NAME
 ARG DESCRIPTION
@@ -55,18 +73,28 @@ ENV DT_MODULE_TYPE="${REPO_NAME}" \
 COPY ./dependencies-apt.txt "${REPO_PATH}/"
 RUN dt-apt-install ${REPO_PATH}/dependencies-apt.txt
 
-# install python3 dependencies.
-# amd64 (laptop, optionally with a CUDA GPU): the PyTorch/transformers path, torch 2.4.1 from
-# dependencies-py3.txt (the last torch release for Python 3.8).
-# arm64v8 (Jetson Nano) is not covered by this path: the Jetson path (ONNX -> TensorRT on
-# dt-machine-learning-base-environment) comes with a later change.
+# install python3 dependencies, per ARCH: amd64 dependencies-py3.txt (torch 2.4.1, transformers,
+# onnx, hqq; the last releases for Python 3.8) and dependencies-py3.dt.txt (Duckietown libraries for
+# the laptop-side tools), arm64v8 only dependencies-py3.arm64v8.txt (numpy, OpenCV): the node on the
+# robot needs nothing else.
 ARG PIP_INDEX_URL="https://pypi.org/simple"
 ENV PIP_INDEX_URL=${PIP_INDEX_URL}
 COPY ./dependencies-py3.* "${REPO_PATH}/"
-RUN dt-pip3-install "${REPO_PATH}/dependencies-py3.*"
-# fail here rather than on the robot if the stack does not work together
-# (e.g. torch with the numpy 1.17 that the base image has from apt)
-RUN python3 -c "import cv2, numpy, torch, transformers; torch.from_numpy(numpy.zeros(1))"
+RUN if [ "${ARCH}" = "arm64v8" ]; then files="dependencies-py3.arm64v8.txt"; \
+    else files="dependencies-py3.txt dependencies-py3.dt.txt"; fi; \
+  for f in ${files}; do \
+    if [ -f "${REPO_PATH}/${f}" ]; then dt-pip3-install "${REPO_PATH}/${f}" || exit 1; fi; \
+  done
+# fail here rather than on the robot if the stack does not work together: amd64 imports torch with
+# the base's numpy; arm64v8 has no torch at all and finds TensorRT and PyCUDA (found, not imported:
+# importing them needs the GPU, which a build may not have)
+RUN if [ "${ARCH}" = "arm64v8" ]; then \
+    python3 -c "import cv2, numpy, yaml, importlib.util as u; \
+assert u.find_spec('torch') is None, 'torch in the arm64v8 image'; \
+assert u.find_spec('tensorrt') and u.find_spec('pycuda'), 'no TensorRT/PyCUDA: wrong base image'"; \
+  else \
+    python3 -c "import cv2, numpy, torch, transformers; torch.from_numpy(numpy.zeros(1))"; \
+  fi
 
 # copy the source code
 COPY ./packages "${REPO_PATH}/packages"
@@ -77,29 +105,30 @@ RUN . /opt/ros/${ROS_DISTRO}/setup.sh && \
   catkin build \
     --workspace ${CATKIN_WS_DIR}/
 
-# bake the default model's weights into the image: the robot may have no internet, and /data
-# is mounted from the robot at runtime, so the cache lives inside the image
+# what the launchers run unless DEPTH_MODEL / DEPTH_BACKEND are set (README, "On the robot"):
+# - amd64: DEFAULT_MODEL's weights, fetched here (the robot may have no internet, and /data is
+#   mounted at run time, so the cache lives inside the image), run with torch;
+# - arm64v8: assets/robot/default.onnx, exported once on the laptop (fixed input, opset 11, checked
+#   against torch there; e.g. da2-small at input 308 for 640x480 frames), run with TensorRT. The
+#   build stops here, naming the command, when that file is missing or TensorRT 7.1 cannot read it.
 ARG DEFAULT_MODEL=da2-small
+ARG ROBOT_ONNX=assets/robot/default.onnx
 ENV HF_HOME=/opt/depth_estimation/hf
-RUN PYTHONPATH=${REPO_PATH}/packages/depth_estimation/include \
-  python3 -m depth_estimation.tools.weights fetch "${DEFAULT_MODEL}"
-
-# what the launchers run unless DEPTH_MODEL / DEPTH_BACKEND are set:
-# - amd64 (laptop, `dts devel run -R ROBOT`): the model with PyTorch (CUDA when the laptop has it);
-# - arm64v8 (Jetson Nano, `-H ROBOT`): the model exported to ONNX here at the embedded input size;
-#   the node builds the TensorRT engine from it on first start (minutes; cached next to it).
-#   TensorRT 7.1 and PyCUDA come with Duckietown's machine-learning base: build it with
-#   BASE_IMAGE=dt-machine-learning-base-environment. Not built or run here (no Docker, no Jetson).
-ARG ARCH
-ARG DEFAULT_INPUT_SIZE=308
 RUN mkdir -p /opt/depth_estimation && \
   if [ "${ARCH}" = "arm64v8" ]; then \
-    PYTHONPATH=${REPO_PATH}/packages/depth_estimation/include python3 -m depth_estimation.tools.export \
-      "${DEFAULT_MODEL}" --input-size "${DEFAULT_INPUT_SIZE}" --frame-size 640x480 \
-      --out /opt/depth_estimation/default.onnx && \
+    test -f "${REPO_PATH}/${ROBOT_ONNX}" || { echo "no ${ROBOT_ONNX}: export it on the laptop first:" \
+      "python3 -m depth_estimation.export da2-small --input-size 308 --frame-size 640x480" \
+      "--out ${ROBOT_ONNX} (README, On the robot)"; exit 1; } && \
+    python3 -c "import json, sys; r = json.load(open(sys.argv[1] + '.json')); \
+sys.exit('%s: opset %s, %s' % (sys.argv[1], r['opset'], r['tensorrt_issues'])) \
+if r['opset'] > 11 or r['tensorrt_issues'] else print('baking in', r['spec'], r['input_hw'])" \
+      "${REPO_PATH}/${ROBOT_ONNX}" && \
+    cp "${REPO_PATH}/${ROBOT_ONNX}" /opt/depth_estimation/default.onnx && \
     echo /opt/depth_estimation/default.onnx > /opt/depth_estimation/default_model && \
     echo tensorrt > /opt/depth_estimation/default_backend; \
   else \
+    PYTHONPATH=${REPO_PATH}/packages/depth_estimation/include \
+      python3 -m depth_estimation.tools.weights fetch "${DEFAULT_MODEL}" && \
     echo "${DEFAULT_MODEL}" > /opt/depth_estimation/default_model && \
     echo torch > /opt/depth_estimation/default_backend; \
   fi
@@ -120,6 +149,5 @@ LABEL org.duckietown.label.module.type="${REPO_NAME}" \
     org.duckietown.label.platform.variant="${TARGETVARIANT}" \
     org.duckietown.label.code.location="${REPO_PATH}" \
     org.duckietown.label.code.version.distro="${DISTRO}" \
-    org.duckietown.label.base.image="${BASE_IMAGE}" \
     org.duckietown.label.base.tag="${BASE_TAG}" \
     org.duckietown.label.maintainer="${MAINTAINER}"

@@ -406,3 +406,73 @@ print("ok", out.shape, out.dtype, est.device, est.input_size)
 """
     proc = _python(code, exported["path"])
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok (60, 80) float32 cpu 70"), proc.stdout
+
+
+# the modules the robot's (arm64v8) image does not have: any import of them fails in the checks below
+NOT_ON_THE_ROBOT = ("torch", "torchvision", "transformers", "huggingface_hub", "safetensors", "tokenizers",
+                    "hqq", "onnx", "tensorrt", "pycuda")
+ROBOT_PATH = r"""
+import sys, yaml
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in sys.argv[3].split(","):
+            raise ImportError("not on the robot: " + name)
+sys.meta_path.insert(0, Block())
+for name in list(sys.modules):
+    if name.split(".")[0] in sys.argv[3].split(","):
+        del sys.modules[name]
+import cv2
+import numpy as np
+from depth_estimation.framepath.pipeline import pipeline_from_params
+with open(sys.argv[2]) as f:
+    raw = yaml.safe_load(f)
+raw.update(model=sys.argv[1], backend="onnxruntime", device="cpu", threads=1)  # stands in for tensorrt
+pipeline = pipeline_from_params(raw)
+pipeline.estimator.load()
+frame = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 255, (480, 640, 3), np.uint8))[1].tobytes()
+result = pipeline.process(frame, "jpeg")
+stats = pipeline.estimator.memory_stats()
+print("ok", result.depth.shape, result.colorized.shape, len(result.colorized_jpeg) > 0, stats["rss_mb"] > 0)
+print("modules", " ".join(sorted({m.split(".")[0] for m in sys.modules})))
+"""
+
+
+def run_robot_path(onnx_path):
+    """The node's library path (parameters -> pipeline -> decode, depth, colorize, JPEG) for an .onnx
+    spec in a fresh process where NOT_ON_THE_ROBOT cannot be imported; ONNX Runtime stands in for
+    TensorRT. Returns the process."""
+    config = os.path.join(os.path.dirname(INCLUDE), "config", "depth_node", "default.yaml")
+    return subprocess.run([sys.executable, "-c", ROBOT_PATH, onnx_path, config, ",".join(NOT_ON_THE_ROBOT)],
+                          env=dict(os.environ, PYTHONPATH=INCLUDE), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, universal_newlines=True, timeout=120)
+
+
+def test_node_library_path_for_an_onnx_spec_runs_without_torch(channel0_onnx):
+    """What the arm64v8 image runs (no torch, transformers, hqq, onnx there) imports and runs."""
+    proc = run_robot_path(channel0_onnx)
+    assert proc.returncode == 0, proc.stdout
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-2] == "ok (480, 640) (480, 640, 3) True True", proc.stdout
+    loaded = set(lines[-1].split()[1:])
+    assert not loaded & set(NOT_ON_THE_ROBOT), loaded & set(NOT_ON_THE_ROBOT)
+
+
+ROBOT_VARIANTS = ["tiny-da2", "tiny-da2@hqq8-dq", "random:fastdepth-mnv3"]
+
+
+@pytest.mark.parametrize("variant", ROBOT_VARIANTS)
+def test_every_model_the_robot_image_can_bake_in_passes_the_tensorrt71_audit(variant, tiny_dir, tmp_path,
+                                                                              monkeypatch):
+    """The arm64v8 image takes an export of any spec (da2-*, its @hqqN-dq, the student): each is
+    opset 11 with only operators TensorRT 7.1 parses (tiny / random stand-ins of each architecture)."""
+    if "hqq" in variant:
+        pytest.importorskip("hqq")
+    monkeypatch.setenv("DEPTH_ESTIMATION_CACHE", str(tmp_path / "cache"))
+    spec = variant.replace("tiny-da2", tiny_dir)
+    size = 64 if "fastdepth" in variant else 56
+    out = str(tmp_path / "default.onnx")
+    result = export.export_spec(spec, out, size, "640x480")
+    assert result["opset"] == DEFAULT_OPSET == 11 and result["tensorrt_issues"] == [], result
+    with open(out + ".json") as f:  # what the Dockerfile's arm64v8 step reads
+        sidecar = json.load(f)
+    assert sidecar["opset"] == 11 and sidecar["tensorrt_issues"] == [] and sidecar["spec"] == spec

@@ -18,6 +18,14 @@ EMAIL = re.compile(r"^[-a-zA-Z0-9_%+]+(\.[-a-zA-Z0-9_%+]+)*@[-a-zA-Z0-9%]+(\.[-a
 V3_ARGS = {"ARCH": None, "DISTRO": "daffy", "DOCKER_REGISTRY": "docker.io", "BASE_IMAGE": "dt-ros-commons",
            "BASE_TAG": "${DISTRO}-${ARCH}", "LAUNCHER": "default"}
 PROJECT_ARGS = {"REPO_NAME", "DESCRIPTION", "MAINTAINER", "ICON"}
+ML_BASE = "dt-machine-learning-base-environment"  # daffy, arm64v8: TensorRT 7.1.3 + PyCUDA, Python 3.8
+# per ARCH: the dependency file the image installs
+ARCH_DEPS = {"amd64": "dependencies-py3.txt", "arm64v8": "dependencies-py3.arm64v8.txt"}
+# what the arm64v8 image must not install (torch has no CUDA on aarch64 PyPI; the export is off the robot)
+NOT_ON_THE_ROBOT = {"torch", "torchvision", "transformers", "tokenizers", "huggingface-hub", "safetensors",
+                    "hqq", "onnx", "onnxruntime", "onnxruntime-gpu", "accelerate", "timm"}
+# provided by the arm64v8 base image itself (dt-machine-learning-base-environment, daffy)
+ML_BASE_MODULES = {"tensorrt", "pycuda", "numpy"}
 BASE_IMAGE_ENV = {"CATKIN_WS_DIR", "LAUNCH_DIR", "ROS_DISTRO"}  # set by dt-base-environment / dt-ros-commons
 # import name -> PyPI name, where they differ
 IMPORT_TO_DIST = {"cv2": "opencv-python-headless", "yaml": "pyyaml", "PIL": "pillow", "sklearn": "scikit-learn"}
@@ -47,9 +55,20 @@ def args_of(instructions):
 
 
 def split_at_from():
+    """(before the final stage's FROM, that FROM, the final stage)."""
     ins = dockerfile()
-    k = next(i for i, (kw, _) in enumerate(ins) if kw == "FROM")
+    k = max(i for i, (kw, _) in enumerate(ins) if kw == "FROM")
     return ins[:k], ins[k], ins[k + 1:]
+
+
+def stages():
+    """{stage name: image} of every FROM ... AS name."""
+    out = {}
+    for kw, rest in dockerfile():
+        m = re.fullmatch(r"(\S+)\s+AS\s+(\S+)", rest, re.I) if kw == "FROM" else None
+        if m:
+            out[m.group(2)] = m.group(1)
+    return out
 
 
 def copy_sources():
@@ -82,10 +101,10 @@ def catkin_packages():
     return {ET.parse(x).getroot().findtext("name"): x.parent for x in ROOT.glob("packages/*/package.xml")}
 
 
-def requirements():
-    """{normalized name: version specifier} of dependencies-py3.txt."""
+def requirements(name="dependencies-py3.txt"):
+    """{normalized name: version specifier} of a dependency file (default: the amd64 one)."""
     out = {}
-    for ln in (ROOT / "dependencies-py3.txt").read_text().splitlines():
+    for ln in (ROOT / name).read_text().splitlines():
         ln = ln.split("#")[0].strip()
         if ln:
             name, spec = re.match(r"([A-Za-z0-9._-]+)(?:\[.*\])?\s*(.*)", ln).groups()
@@ -113,12 +132,18 @@ def roslaunch_call(text):
 
 
 # ---------------------------------------------------------------- Dockerfile
-def test_dockerfile_has_the_v3_args_and_base_image():
+def test_dockerfile_has_the_v3_args_and_a_base_image_per_arch():
+    """amd64 builds on BASE_IMAGE (dt-ros-commons), arm64v8 on the machine-learning base, both at
+    this ARCH's tag; the final stage is picked by ARCH, so `dts devel build -H ROBOT` needs no -A."""
     before, (_, base), after = split_at_from()
     declared = args_of(before)
-    assert set(declared) == set(V3_ARGS) | PROJECT_ARGS
-    assert {k: declared[k] for k in V3_ARGS} == V3_ARGS
-    assert base.split()[0] == "${DOCKER_REGISTRY}/duckietown/${BASE_IMAGE}:${BASE_TAG}"
+    assert set(declared) == set(V3_ARGS) | PROJECT_ARGS | {"ML_BASE_IMAGE"}
+    assert {k: declared[k] for k in V3_ARGS} == V3_ARGS and declared["ML_BASE_IMAGE"] == ML_BASE
+    assert stages() == {"base-amd64": "${DOCKER_REGISTRY}/duckietown/${BASE_IMAGE}:${BASE_TAG}",
+                        "base-arm64v8": "${DOCKER_REGISTRY}/duckietown/${ML_BASE_IMAGE}:${BASE_TAG}",
+                        "base": "base-${ARCH}"}
+    assert set(stages()) >= {"base-" + arch for arch in ARCH_DEPS}
+    assert base.split()[0] == "base-${ARCH}"
 
 
 def test_dockerfile_placeholders_are_filled():
@@ -134,8 +159,8 @@ def test_variables_used_after_from_are_in_scope():
     """ARGs from before FROM are empty after it unless recalled: a forgotten recall gives empty paths."""
     known = set(BASE_IMAGE_ENV)
     for kw, rest in split_at_from()[2]:
-        if kw != "CMD":  # CMD expands at run time, in the container
-            missing = set(re.findall(r"\$\{?(\w+)", rest)) - known
+        if kw != "CMD":  # CMD expands at run time, in the container; lower case: shell variables
+            missing = {v for v in re.findall(r"\$\{?(\w+)", rest) if not v.islower()} - known
             assert not missing, f"{kw} {rest[:50]}...: {missing} not declared (after FROM) before this line"
         if kw in ("ARG", "ENV"):
             known |= set(re.findall(r"(?:^|\s)(\w+)(?==|$)", rest))
@@ -165,7 +190,7 @@ def test_weights_cli_baked_in_at_build_time_exists():
     runs = [r for kw, r in dockerfile() if kw == "RUN" and re.search(r"python3 -m \S+ fetch", r)]
     assert runs, "the Dockerfile no longer fetches the default model's weights"
     path = re.search(r"PYTHONPATH=\$\{REPO_PATH\}/(\S+)", runs[0]).group(1)
-    module = re.search(r"python3 -m (\S+)", runs[0]).group(1)
+    module = re.search(r"python3 -m (\S+) fetch", runs[0]).group(1)
     source = ROOT / path / (module.replace(".", "/") + ".py")
     assert source.is_file(), f"python3 -m {module}: {source.relative_to(ROOT)} does not exist"
     text = source.read_text()
@@ -206,15 +231,31 @@ def test_launcher_roslaunch_matches_the_launch_file(path):
     assert required <= set(passed), f"required by {launch} but not passed: {required - set(passed)}"
 
 
+def arch_branches(pattern):
+    """(arm64v8 text, other text) of the `if [ "${ARCH}" = "arm64v8" ]; then A; else B; fi` RUN whose
+    text matches ``pattern``."""
+    run = next(r for kw, r in dockerfile() if kw == "RUN" and re.search(pattern, r))
+    m = re.search(r'if \[ "\$\{ARCH\}" = "arm64v8" \]; then (.*?);\s*else\b(.*);\s*fi\b', run, re.S)
+    assert m, f"no per-ARCH branch in RUN {run[:60]}..."
+    return m.group(1), m.group(2)
+
+
 def test_launcher_defaults_are_what_the_image_bakes_in():
-    """The launcher's fallbacks are the files the Dockerfile writes: the fetched DEFAULT_MODEL (amd64)
-    or its ONNX export (arm64v8), so the robot never needs weights it does not have."""
-    runs = " ".join(r for kw, r in dockerfile() if kw == "RUN")
-    default_model = args_of(split_at_from()[2])["DEFAULT_MODEL"]
-    assert default_model and 'echo "${DEFAULT_MODEL}" > /opt/depth_estimation/default_model' in runs
-    assert "--out /opt/depth_estimation/default.onnx" in runs
-    assert "echo /opt/depth_estimation/default.onnx > /opt/depth_estimation/default_model" in runs
-    assert "echo tensorrt > /opt/depth_estimation/default_backend" in runs
+    """The launcher's fallbacks are the files the Dockerfile writes: the fetched DEFAULT_MODEL with torch
+    (amd64) or the laptop's ONNX export with TensorRT (arm64v8), so the robot needs nothing it lacks."""
+    robot, laptop = arch_branches(r"/opt/depth_estimation/default_model")
+    final = args_of(split_at_from()[2])
+    assert final["DEFAULT_MODEL"] and final["ROBOT_ONNX"] == "assets/robot/default.onnx"
+    assert 'echo "${DEFAULT_MODEL}" > /opt/depth_estimation/default_model' in laptop
+    assert "echo torch > /opt/depth_estimation/default_backend" in laptop
+    assert re.search(r"python3 -m \S+ fetch", laptop) and "fetch" not in robot
+    assert 'cp "${REPO_PATH}/${ROBOT_ONNX}" /opt/depth_estimation/default.onnx' in robot
+    assert "echo /opt/depth_estimation/default.onnx > /opt/depth_estimation/default_model" in robot
+    assert "echo tensorrt > /opt/depth_estimation/default_backend" in robot
+    # a missing export stops the build with the command; one TensorRT 7.1 cannot read is refused
+    assert 'test -f "${REPO_PATH}/${ROBOT_ONNX}"' in robot and "python3 -m depth_estimation.export" in robot
+    assert "r['opset'] > 11 or r['tensorrt_issues']" in robot
+    assert any(src == "assets" for src in copy_sources()), "the image must copy assets/ (the ONNX file)"
     script = launcher_script(LAUNCHERS / "default.sh")
     _pkg, _launch, passed = roslaunch_call(script)
     assert passed["model"] == "${DEPTH_MODEL:-$(cat $DEFAULTS/default_model)}"  # shlex drops the quotes
@@ -222,7 +263,59 @@ def test_launcher_defaults_are_what_the_image_bakes_in():
     assert "DEFAULTS=/opt/depth_estimation" in script
 
 
+def test_each_arch_installs_its_own_dependency_file():
+    robot, laptop = arch_branches(r"dt-pip3-install")
+    assert re.search(r'files="%s"' % re.escape(ARCH_DEPS["arm64v8"]), robot)
+    assert re.search(r'files="%s dependencies-py3.dt.txt"' % re.escape(ARCH_DEPS["amd64"]), laptop)
+    for name in ARCH_DEPS.values():
+        assert (ROOT / name).is_file() and not ignored(name), name
+    assert {norm(n) for n in requirements(ARCH_DEPS["arm64v8"])}.isdisjoint(NOT_ON_THE_ROBOT)
+    assert {"torch", "transformers", "onnx", "hqq"} <= set(requirements(ARCH_DEPS["amd64"]))
+    # the arm64v8 check: no torch at all, TensorRT and PyCUDA from the base image
+    robot_check, laptop_check = arch_branches(r"find_spec\('torch'\)")
+    assert "find_spec('torch') is None" in robot_check and "find_spec('tensorrt')" in robot_check
+    assert "import cv2, numpy, torch, transformers" in laptop_check
+
+
 # ---------------------------------------------------------------- Python dependencies
+def test_arm64v8_node_path_imports_only_what_the_arm64v8_image_has(tmp_path):
+    """The node's module-level imports, and every module the library path of an .onnx spec loads when
+    it runs (tests/test_backends.py runs it with the robot's missing modules blocked), are the
+    standard library, ROS, the base image's or dependencies-py3.arm64v8.txt's."""
+    torch = pytest.importorskip("torch")  # only to make the stand-in ONNX file
+    from depth_estimation.runtime.onnx_export import export_onnx
+    from test_backends import _Channel0, run_robot_path
+
+    provided = {norm(n) for n in requirements(ARCH_DEPS["arm64v8"])} | ML_BASE_MODULES | ROS_CORE_MODULES
+    node = ROOT / "packages" / "depth_estimation" / "src" / "depth_node.py"
+    top = [n for n in ast.parse(node.read_text()).body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    names = {a.name.split(".")[0] for n in top if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module.split(".")[0] for n in top if isinstance(n, ast.ImportFrom) and n.module}
+    msgs = {m for m in names if m.endswith(("_msgs", "_srvs"))}  # ROS messages, ros-noetic-* in the base
+    missing = {m for m in names - msgs - {"depth_estimation"} - set(sys.stdlib_module_names)
+               if norm(IMPORT_TO_DIST.get(m, m)) not in provided}
+    assert not missing, f"depth_node.py imports {missing}, which the arm64v8 image lacks"
+
+    path = str(tmp_path / "channel0.onnx")
+    export_onnx(_Channel0(), 56, 112, path, check=False)
+    proc = run_robot_path(path)
+    assert proc.returncode == 0, proc.stdout
+    loaded = set(proc.stdout.strip().splitlines()[-1].split()[1:])
+    standin = set(_loaded_by("import onnxruntime, numpy, cv2, yaml").split())  # and what they load
+    extra = {m for m in loaded - standin - {"depth_estimation"} - set(sys.stdlib_module_names)
+             if not m.startswith("_") and norm(IMPORT_TO_DIST.get(m, m)) not in provided}
+    assert not extra, f"the .onnx path loads {extra}, which the arm64v8 image lacks"
+    del torch
+
+
+def _loaded_by(code):
+    import subprocess
+
+    code += "\nimport sys\nprint(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
+    return subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, universal_newlines=True,
+                          check=True, timeout=60).stdout
+
+
 def test_python38_pins():
     reqs = requirements()
     assert reqs.get("torch") == "==2.4.1"

@@ -1,5 +1,6 @@
 """The depth node's life on a real ROS master: it fails at start with one line per cause, shuts down
-cleanly in the middle of an inference, and leaves when the master it registered with restarts.
+cleanly in the middle of an inference, leaves when the master it registered with restarts, and takes
+its robot's own parameter file over the defaults.
 
 Needs the catkin workspace and ROS environment (`make test` sources env.sh)."""
 import os
@@ -10,6 +11,7 @@ import sys
 import time
 
 import pytest
+import yaml
 
 from conftest import ROOT
 
@@ -50,10 +52,14 @@ class Master:
             os.killpg(self.core.pid, signal.SIGINT)
             self.core.wait(timeout=30)
 
-    def node(self, *params, log):
+    def node(self, *params, log, **env):
         """The node in namespace /t with private parameter overrides ``name:=value``."""
         args = [sys.executable, NODE, "__ns:=/t", "__name:=depth_node"] + ["_" + p for p in params]
-        return subprocess.Popen(args, env=self.env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+        return subprocess.Popen(args, env=dict(self.env, **env), stdout=open(log, "w"), stderr=subprocess.STDOUT)
+
+    def param(self, name):
+        out = subprocess.run(["rosparam", "get", name], env=self.env, stdout=subprocess.PIPE, check=True)
+        return yaml.safe_load(out.stdout)
 
 
 @pytest.fixture
@@ -64,10 +70,10 @@ def master(tmp_path):
     m.stop()
 
 
-def _run(master, tmp_path, *params, timeout=60):
+def _run(master, tmp_path, *params, timeout=60, **env):
     log = tmp_path / "node.log"
     start = time.monotonic()
-    proc = master.node(*params, log=log)
+    proc = master.node(*params, log=log, **env)
     try:
         code = proc.wait(timeout=timeout)
     finally:
@@ -175,3 +181,31 @@ def test_every_output_gets_a_header_of_its_own():
         assert (h.stamp, h.frame_id) == (camera.stamp, camera.frame_id)
     depth.header.seq = 7  # what rospy does on publish
     assert camera.seq == 41 and color.header.seq != 7
+
+
+def test_the_robots_own_file_overrides_the_defaults_but_not_explicit_values(master, tmp_path, tiny_dir):
+    """config/depth_node/<veh>.yaml (here from $DEPTH_NODE_CONFIG_DIR) over default.yaml, like dt-core;
+    a parameter given explicitly (here ``_input_size:=56``) keeps its value."""
+    (tmp_path / "t.yaml").write_text("colormap: turbo\nprocess_frequency: 3.0\ninput_size: 84\n")
+    log = tmp_path / "node.log"
+    proc = master.node("model:=" + tiny_dir, "input_size:=56", log=log, DEPTH_NODE_CONFIG_DIR=str(tmp_path))
+    try:
+        _wait_for(log, "listening on", proc, timeout=120)
+        assert master.param("/t/depth_node/colormap") == "turbo"
+        assert master.param("/t/depth_node/process_frequency") == 3.0
+        assert master.param("/t/depth_node/input_size") == 56
+        assert master.param("/t/depth_node/jpeg_quality") == 85  # not in the robot file: default.yaml's
+        output = log.read_text()
+        assert "input short side 56" in output and "kept the explicitly given input_size" in output
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+
+
+def test_a_robot_file_with_an_unknown_name_stops_the_node(master, tmp_path, tiny_dir):
+    (tmp_path / "t.yaml").write_text("colour_map: turbo\n")
+    code, _seconds, output = _run(master, tmp_path, "model:=" + tiny_dir, "input_size:=56",
+                                  DEPTH_NODE_CONFIG_DIR=str(tmp_path))
+    fatal = _fatal(output)
+    assert code == 2 and len(fatal) == 1, output[-3000:]
+    assert "t.yaml: unknown parameter ~colour_map" in fatal[0]

@@ -9,8 +9,10 @@ import pytest
 import yaml
 
 from depth_estimation.framepath.frames import RejectedFrame
+from depth_estimation.framepath.gate import PAUSED, THROTTLED, FrameGate
 from depth_estimation.framepath.health import ERROR, OK, WARN, NodeHealth
-from depth_estimation.framepath.params import CHECKS, ParameterError, check_params
+from depth_estimation.framepath.params import (CHECKS, RUNTIME, ParameterError, check_params, read_param_file,
+                                               robot_overrides, runtime_update)
 from depth_estimation.framepath.pipeline import CameraInfoPairing, camera_info_problem, pipeline_from_params
 from depth_estimation.framepath.slot import LatestSlot
 from depth_estimation.runtime.timing import RateMeter, StageTimer
@@ -131,7 +133,7 @@ def test_launch_overrides_are_node_parameters():
     overridden = [p.get("name") for p in launch.iter("param")]
     assert overridden and set(overridden) <= set(defaults())
     declared = {a.get("name") for a in launch.iter("arg")}
-    assert {"veh", "model", "input_size", "backend", "device"} <= declared
+    assert {"veh", "model", "input_size", "backend", "device", "process_frequency"} <= declared
 
 
 # ------------------------------------------------------------------ parameters, checked at start
@@ -151,6 +153,8 @@ def test_default_parameters_pass_the_checks():
     ("half", "yes", "true or false"),
     ("max_aspect", 0.5, "max_aspect"),
     ("expected_frame_size", [640], "[width, height]"),
+    ("process_frequency", -1, "process_frequency"),
+    ("process_frequency", "fast", "expected a number"),
 ])
 def test_each_bad_parameter_is_named_in_one_line(name, value, words):
     raw = dict(defaults(), **{name: value})
@@ -246,3 +250,106 @@ def test_a_frame_with_an_exif_orientation_keeps_the_sensor_geometry(real_jpeg):
     rotated_tag = decode(with_exif_orientation(real_jpeg, 6))
     assert rotated_tag.shape == plain.shape == (720, 1280, 3)
     assert np.array_equal(rotated_tag, plain)
+
+
+
+# ------------------------------------------------ Duckietown: ~switch, ~process_frequency, parameters
+def _counts(values):
+    return {k: int(values[k]) for k in ("frames_in", "frames_out", "frames_dropped", "frames_rejected",
+                                        "inference_errors", "frames_paused", "frames_throttled")}
+
+
+def test_gate_pauses_and_throttles_by_camera_time():
+    gate = FrameGate(frequency=2.0)
+    stamps = [100.0 + i / 30.0 for i in range(61)]  # 2 s of a 30 Hz camera
+    admitted = [t for t in stamps if gate.admit(t) is None]
+    assert len(admitted) <= 5 and min(np.diff(admitted)) >= 0.5  # never more often than 2 Hz
+    assert gate.admit(stamps[-1] + 0.01) == THROTTLED
+    gate.pause()
+    assert gate.admit(200.0) == PAUSED
+    gate.resume()
+    assert gate.admit(stamps[-1] + 0.02) is None  # resumes with the next frame, whatever the spacing
+    assert gate.admit(50.0) is None  # the clock went back (a replayed bag): spacing starts anew
+    gate.set_frequency(0.0)
+    assert all(gate.admit(50.0 + i / 30.0) is None for i in range(1, 30))
+
+
+def test_paused_and_throttled_frames_keep_the_accounting_exact():
+    health = NodeHealth(StageTimer(), {"model": "m", "backend": "torch", "device": "cpu"}, stall_after=2.0)
+    health.min_period = 10.0  # process_frequency 0.1 Hz: no depth for 10 s is no stall
+    health.frame_in(1.0, dropped_previous=False, seq=1)
+    health.frame_out(1.1, stamp=1.0)
+    for i in range(2, 9):
+        health.frame_skipped(1.0 + 0.9 * i, THROTTLED, seq=i)
+    level, message, values = health.report(8.5)  # 7.4 s without depth at 0.1 Hz: not stalled
+    assert level == OK, message
+    health.set_paused(True, 8.0)
+    health.frame_in(8.1, dropped_previous=False, seq=9)
+    health.frame_withheld()  # queued, then switched off before the worker published it
+    for i in range(10, 40):
+        health.frame_skipped(8.0 + i / 30.0, PAUSED, seq=i)
+    level, message, values = health.report(30.0)  # long without output: paused, not stalled
+    assert level == OK and "paused" in message and values["paused"] == "true"
+    counts = _counts(values)
+    assert counts == dict(frames_in=39, frames_out=1, frames_dropped=0, frames_rejected=0, inference_errors=0,
+                          frames_paused=31, frames_throttled=7)
+    assert counts["frames_in"] == sum(v for k, v in counts.items() if k != "frames_in")
+    health.set_paused(False, 30.0)
+    assert health.report(31.0)[0] == OK and health.report(31.0)[2]["paused"] == "false"
+    with pytest.raises(ValueError):
+        health.frame_skipped(31.0, "bored")
+
+
+def test_run_time_parameters_are_checked_and_only_changes_returned():
+    params = check_params(defaults())
+    assert set(RUNTIME) == {"colormap", "color_range", "color_percentiles", "color_vmin", "color_vmax",
+                            "jpeg_quality", "process_frequency"}
+    assert runtime_update(params, {"colormap": "inferno", "jpeg_quality": 85}) == {}
+    assert runtime_update(params, {"colormap": "Turbo", "process_frequency": 2}) == {
+        "colormap": "turbo", "process_frequency": 2.0}
+    with pytest.raises(ParameterError) as caught:
+        runtime_update(params, {"color_range": "fixed", "color_vmin": 5.0, "color_vmax": 1.0})
+    assert "color_vmin" in caught.value.problems[0]
+    with pytest.raises(ParameterError) as caught:
+        runtime_update(params, {"model": "da2-base"})
+    assert "restart" in caught.value.problems[0]
+
+
+def test_a_robots_file_overrides_defaults_but_not_explicit_values(tmp_path):
+    base = defaults()
+    given = dict(base, model="/models/student", input_size=0)  # launch arguments
+    robot = {"colormap": "turbo", "model": "da2-base", "input_size": 0, "process_frequency": 5}
+    changes, kept = robot_overrides(given, base, robot, "ROBOT.yaml")
+    assert changes == {"colormap": "turbo", "process_frequency": 5} and kept == ["model"]
+    with pytest.raises(ParameterError) as caught:
+        robot_overrides(given, base, {"colour_map": "turbo"}, "ROBOT.yaml")
+    assert caught.value.problems == ["ROBOT.yaml: unknown parameter ~colour_map"]
+    (tmp_path / "bad.yaml").write_text("colormap: [turbo\n")
+    (tmp_path / "list.yaml").write_text("- colormap\n")
+    (tmp_path / "empty.yaml").write_text("# nothing yet\n")
+    for name in ("bad.yaml", "list.yaml", "missing.yaml"):
+        with pytest.raises(ParameterError) as caught:
+            read_param_file(str(tmp_path / name))
+        assert name in caught.value.problems[0]
+    assert read_param_file(str(tmp_path / "empty.yaml")) == {}
+    assert read_param_file(CONFIG) == base
+
+
+def test_the_pipeline_takes_new_colour_settings_from_the_next_frame(tiny_dir):
+    import cv2
+
+    from depth_fixtures import _jpeg
+
+    params = check_params(dict(defaults(), model=tiny_dir, input_size=56))
+    pipe = pipeline_from_params(params)
+    pipe.estimator.load()
+    frame = _jpeg(np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    first = pipe.process(frame, "jpeg")
+    params.update(runtime_update(params, {"colormap": "jet", "jpeg_quality": 20}))
+    pipe.configure(params)
+    second = pipe.process(frame, "jpeg")
+    lo, hi = np.percentile(second.depth, (2, 98))
+    scaled = np.clip((second.depth - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
+    assert np.array_equal(second.colorized, cv2.applyColorMap(scaled, cv2.COLORMAP_JET))
+    assert not np.array_equal(first.colorized, second.colorized)
+    assert len(second.colorized_jpeg) < len(first.colorized_jpeg)  # quality 20 < 85

@@ -306,6 +306,7 @@ def test_folder_loads_under_the_other_transformers(tmp_path, x):
     pinned = transformers.__version__ == "4.46.3"
     path = [INCLUDE] + ([] if pinned else [PINS])
     code = ("import sys, torch, transformers; from safetensors.torch import load_file, save_file\n"
+            "torch.set_num_threads(1)\n"  # bit-exact comparison: the same reduction order on both sides
             "from depth_estimation.models import hqq as q\n"
             "m = q.load_quantized(sys.argv[1]); x = load_file(sys.argv[2])['x']\n"
             "with torch.no_grad(): save_file({'y': m(pixel_values=x).predicted_depth}, sys.argv[3])\n"
@@ -317,4 +318,9 @@ def test_folder_loads_under_the_other_transformers(tmp_path, x):
                           stderr=subprocess.STDOUT, universal_newlines=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert proc.stdout.split()[-1] != transformers.__version__
-    assert torch.equal(load_file(str(tmp_path / "y.safetensors"))["y"], run(model, x))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert torch.equal(load_file(str(tmp_path / "y.safetensors"))["y"], run(model, x))
+    finally:
+        torch.set_num_threads(threads)

@@ -41,7 +41,8 @@ def _rostest(tmp_path, test_file, *args):
 
 
 @pytest.mark.parametrize("test_file", ["camera_stream.test", "corrupt_frames.test", "no_backlog.test", "evaluate.test",
-                                       "robust_stream.test"])
+                                       "robust_stream.test", "node_switch.test", "process_frequency.test",
+                                       "robot_params.test"])
 def test_rostest(test_file, fixtures, tmp_path):
     _rostest(tmp_path, test_file, "fixtures:=" + fixtures)
 
@@ -90,7 +91,9 @@ def test_demo_leaves_depth_pngs_and_a_latency_report(tiny_dir, tmp_path):
     assert int(diag["frames_in"]) == int(diag["frames_out"]) + int(diag["frames_dropped"]), why
     assert float(diag["inference_ms_p50"]) > 0, why
     pngs = sorted((out / "colorized").glob("*.png"))
-    assert len(pngs) >= 3 and report["colorized_pngs"] == len(pngs) <= report["depth_frames"], why
+    # image_saver and the recorder are two subscribers (queue 1): each may miss a frame at the edges
+    assert len(pngs) >= 3 and report["colorized_pngs"] == len(pngs), why
+    assert abs(len(pngs) - report["depth_frames"]) <= 1, why
     assert sorted(p.name for p in (out / "colorized").iterdir()) == [p.name for p in pngs], "not only PNGs"
     assert not (out / "outputs.bag.active").exists()
     assert cv2.imread(str(pngs[0])).shape == (720, 1280, 3)

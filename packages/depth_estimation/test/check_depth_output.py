@@ -25,7 +25,8 @@ from std_msgs.msg import Empty
 
 REQUIRED_KEYS = ("inference_ms_p50", "inference_ms_p95", "end_to_end_ms_p50", "decode_ms_p50",
                  "postprocess_ms_p50", "input_hz", "output_hz", "frames_in", "frames_out",
-                 "frames_dropped", "frames_rejected", "model", "backend", "device")
+                 "frames_dropped", "frames_rejected", "frames_paused", "frames_throttled", "paused",
+                 "process_frequency", "model", "backend", "device")
 
 
 def key(header):
@@ -112,6 +113,8 @@ class DepthOutputCheck(unittest.TestCase):
         self.assertEqual(int(values["frames_out"]), len(depth_keys))
         self.assertEqual(int(values["frames_rejected"]), 0)
         self.assertGreater(float(values["inference_ms_p50"]), 0.0)
+        self.assertGreater(float(values["rss_mb"]), 50.0, "the node's resident memory is not reported")
+        self.assertIn("gpu_mem_mb", values)
 
     def check_corrupt(self, depth_keys):
         good = self.camera_keys(good_only=True)
@@ -135,7 +138,8 @@ class DepthOutputCheck(unittest.TestCase):
         errors, dropped = int(values["inference_errors"]), int(values["frames_dropped"])
         self.assertEqual(frames_in, len(self.expected["stamps_ns"]))
         self.assertEqual(int(values["frames_rejected"]), 0, "a camera_info problem counted as a rejected frame")
-        self.assertEqual(out + dropped + errors, frames_in, values)
+        self.assertEqual(out + dropped + errors + int(values["frames_paused"]) + int(values["frames_throttled"]),
+                         frames_in, values)
         self.assertEqual(out, len(depth_keys))
         processed = frames_in - dropped  # warm-up = inference call 1, then one call per processed frame
         self.assertEqual(errors, (processed + 1) // self.expected["fail_every"], values)
@@ -152,7 +156,8 @@ class DepthOutputCheck(unittest.TestCase):
         self.assertEqual(frames_in + int(values["frames_missed"]), len(self.expected["stamps_ns"]))
         self.assertGreater(dropped, 0, "the camera was faster than the model, yet nothing was dropped")
         self.assertEqual(int(values["frames_out"]) + dropped + int(values["frames_rejected"])
-                         + int(values["inference_errors"]), frames_in)
+                         + int(values["inference_errors"]) + int(values["frames_paused"])
+                         + int(values["frames_throttled"]), frames_in)
         infer_s = float(values["inference_ms_p95"]) / 1000.0
         ages = [t - m.header.stamp.to_sec() for t, m in self.got["depth"]]
         bound = 3.0 * infer_s + 1.0

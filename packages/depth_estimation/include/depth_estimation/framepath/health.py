@@ -1,10 +1,12 @@
 """The node's health for diagnostics: frame accounting, rates, latencies and the level to report.
 
 Every camera frame ends in exactly one of: published (``frames_out``), replaced before the worker
-took it (``frames_dropped``), refused as bad input (``frames_rejected``, by kind) or failed in
-inference (``inference_errors``); so ``frames_in = out + dropped + rejected + errors`` (+ the
-frame in flight). ``frames_missed`` counts gaps in the camera's ``header.seq`` (lost before the
-node saw them); camera_info problems are counted apart (``camera_info_mismatches``).
+took it (``frames_dropped``), refused as bad input (``frames_rejected``, by kind), failed in
+inference (``inference_errors``), not processed because the node was switched off
+(``frames_paused``) or skipped to keep ``~process_frequency`` (``frames_throttled``); so
+``frames_in = out + dropped + rejected + errors + paused + throttled`` (+ the frame in flight).
+``frames_missed`` counts gaps in the camera's ``header.seq`` (lost before the node saw them);
+camera_info problems are counted apart (``camera_info_mismatches``).
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import threading
 from collections import Counter
 from typing import Dict, Optional, Tuple
 
+from depth_estimation.framepath.gate import PAUSED, THROTTLED
 from depth_estimation.runtime.timing import RateMeter, Rolling, StageTimer
 
 OK, WARN, ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels
@@ -28,6 +31,9 @@ class NodeHealth:
         self.frames_in = self.frames_out = self.frames_dropped = self.frames_rejected = 0
         self.frames_missed = 0  # gaps in the camera's header.seq: lost before the node saw them
         self.inference_errors = self.camera_info_mismatches = 0
+        self.frames_paused = self.frames_throttled = 0
+        self.paused = False  # switched off (~switch): no output is expected
+        self.min_period = 0.0  # 1 / ~process_frequency: output is expected at most this often
         self.last_error = self.last_camera_info_problem = ""
         self._last_seq: Optional[int] = None
         self.rejected_kinds: Counter = Counter()
@@ -40,15 +46,41 @@ class NodeHealth:
         self._lock = threading.Lock()
 
     def frame_in(self, now: float, dropped_previous: bool, seq: Optional[int] = None) -> None:
-        """A camera frame arrived; ``dropped_previous``: it replaced one never processed."""
+        """A camera frame arrived and was queued; ``dropped_previous``: it replaced one never processed."""
         with self._lock:
-            self.frames_in += 1
-            if seq is not None and self._last_seq is not None and 0 < seq - self._last_seq <= 10000:
-                self.frames_missed += seq - self._last_seq - 1  # a restart or reorder is no gap
-            self._last_seq = seq if seq is not None else self._last_seq
+            self._arrived(now, seq)
             self.frames_dropped += int(dropped_previous)
-            self.last_in = now
-            self.input_rate.tick(now)
+
+    def frame_skipped(self, now: float, reason: str, seq: Optional[int] = None) -> None:
+        """A camera frame arrived and was not queued: ``reason`` is gate.PAUSED or gate.THROTTLED."""
+        with self._lock:
+            self._arrived(now, seq)
+            if reason == PAUSED:
+                self.frames_paused += 1
+            elif reason == THROTTLED:
+                self.frames_throttled += 1
+            else:
+                raise ValueError("unknown reason %r" % (reason,))
+
+    def frame_withheld(self) -> None:
+        """A queued frame not published because the node was switched off meanwhile (counted as paused)."""
+        with self._lock:
+            self.frames_paused += 1
+
+    def set_paused(self, paused: bool, now: float) -> None:
+        """Switched off or on; after switching on the stall clocks start anew."""
+        with self._lock:
+            if self.paused and not paused:
+                self.last_out = self.last_in = now
+            self.paused = paused
+
+    def _arrived(self, now: float, seq: Optional[int]) -> None:
+        self.frames_in += 1
+        if seq is not None and self._last_seq is not None and 0 < seq - self._last_seq <= 10000:
+            self.frames_missed += seq - self._last_seq - 1  # a restart or reorder is no gap
+        self._last_seq = seq if seq is not None else self._last_seq
+        self.last_in = now
+        self.input_rate.tick(now)
 
     def frame_rejected(self, kind: str) -> None:
         with self._lock:
@@ -104,6 +136,8 @@ class NodeHealth:
             "frames_in": str(self.frames_in), "frames_out": str(self.frames_out),
             "frames_dropped": str(self.frames_dropped), "frames_rejected": str(self.frames_rejected),
             "frames_missed": str(self.frames_missed), "inference_errors": str(self.inference_errors),
+            "frames_paused": str(self.frames_paused), "frames_throttled": str(self.frames_throttled),
+            "paused": "true" if self.paused else "false",
             "last_error": self.last_error, "camera_info_mismatches": str(self.camera_info_mismatches),
             "rejected_kinds": ",".join("%s=%d" % kv for kv in sorted(self.rejected_kinds.items())),
         }
@@ -114,7 +148,9 @@ class NodeHealth:
         if new["errors"]:
             return ERROR, "inference failed on %d frame(s) since last report: %s" % (
                 new["errors"], self.last_error)
-        if input_fresh and since_out > self.stall_after:
+        if self.paused:
+            return OK, "paused (~switch off): %d frame(s) not processed" % self.frames_paused
+        if input_fresh and since_out > self.stall_after + self.min_period:
             return ERROR, "output stalled: no depth for %.1f s while camera frames arrive" % since_out
         if not input_fresh:
             waited = now - (self.last_in if self.last_in is not None else self.started)

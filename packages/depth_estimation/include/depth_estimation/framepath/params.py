@@ -3,12 +3,16 @@
 ``config/depth_node/default.yaml`` is the one source of defaults; :func:`check_params` takes the
 values the node read (defaults + launch overrides) and returns them typed, or raises
 :class:`ParameterError` listing every bad one (the node prints one FATAL line per problem and
-exits non-zero). Nothing here needs ROS.
+exits non-zero). :func:`robot_overrides` merges a robot's own file (``config/depth_node/<veh>.yaml``)
+over the defaults; :data:`RUNTIME` are the parameters that may change while the node runs, checked
+by :func:`runtime_update`. Nothing here needs ROS.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Tuple
+
+import yaml
 
 from depth_estimation.framepath.colorize import RANGE_MODES, colormap_names
 from depth_estimation.options import BACKENDS, DEVICES
@@ -97,7 +101,14 @@ CHECKS: Dict[str, Callable[[Any], Any]] = {
     "expected_frame_size": _frame_size,
     "diagnostics_period": _in_range(0.0, 3600.0, low_open=True),
     "stall_after": _in_range(0.0, 3600.0, low_open=True),
+    "process_frequency": _in_range(0.0, 1000.0),
+    "engine_dir": lambda v: "" if v in ("", None) else _text(v),
+    "workspace_mb": _in_range(16, 65536, int),
 }
+
+# Safe to change while the node runs (read again about twice a second); the others need a restart.
+RUNTIME = ("colormap", "color_range", "color_percentiles", "color_vmin", "color_vmax", "jpeg_quality",
+           "process_frequency")
 
 
 def check_params(raw: Dict[str, Any]) -> Dict[str, Any]:
@@ -127,3 +138,49 @@ def _relations(params: Dict[str, Any]) -> List[str]:
         problems.append("parameter ~color_vmin %g must be below ~color_vmax %g with color_range fixed"
                         % (params["color_vmin"], params["color_vmax"]))
     return problems
+
+
+def runtime_update(params: Mapping[str, Any], raw: Mapping[str, Any]) -> Dict[str, Any]:
+    """The run-time parameters in ``raw`` whose checked value differs from ``params`` (the node's
+    typed parameters); ParameterError when the new values are bad (alone or together)."""
+    unknown = sorted(set(raw) - set(RUNTIME))
+    if unknown:
+        raise ParameterError(["parameter ~%s cannot change at run time (restart the node)" % name
+                              for name in unknown])
+    merged = check_params(dict(params, **raw))
+    return {name: merged[name] for name in RUNTIME if merged[name] != params[name]}
+
+
+def read_param_file(path: str) -> Dict[str, Any]:
+    """A parameter file (YAML mapping of name -> value); ParameterError when it cannot be used."""
+    try:
+        with open(path) as f:
+            values = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as exc:
+        raise ParameterError(["%s: %s" % (path, " ".join(str(exc).split()))]) from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ParameterError(["%s: expected name: value lines, got %s" % (path, type(values).__name__)])
+    return values
+
+
+def robot_overrides(current: Mapping[str, Any], defaults: Mapping[str, Any], robot: Mapping[str, Any],
+                    source: str = "robot file") -> Tuple[Dict[str, Any], List[str]]:
+    """``(values to set, names kept)`` for a robot's own parameter file over ``default.yaml``.
+
+    ``current`` holds what the node was given (the parameter server), ``defaults`` default.yaml.
+    A robot value replaces a parameter that still has its default; one that was given explicitly (a
+    launch argument such as ``model:=``, another ``param_file_name``, ``_name:=``) and so differs from
+    default.yaml is kept. An unknown name in the robot file is an error (a typo would go unnoticed)."""
+    unknown = sorted(set(robot) - set(CHECKS))
+    if unknown:
+        raise ParameterError(["%s: unknown parameter ~%s" % (source, name) for name in unknown])
+    changes, kept = {}, []
+    for name, value in robot.items():
+        if name in current and name in defaults and current[name] != defaults[name]:
+            if current[name] != value:
+                kept.append(name)
+        else:
+            changes[name] = value
+    return changes, sorted(kept)

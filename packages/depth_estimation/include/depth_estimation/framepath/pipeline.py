@@ -34,13 +34,18 @@ def pipeline_from_params(raw: Dict[str, Any]) -> "DepthPipeline":
     params = check_params(raw)
     estimator = DepthEstimator(model=params["model"], input_size=params["input_size"] or None,
                                backend=params["backend"], device=params["device"],
-                               threads=params["threads"], half=params["half"])
-    colorizer = Colorizer(colormap=params["colormap"], range_mode=params["color_range"],
-                          percentiles=params["color_percentiles"],
-                          vmin=params["color_vmin"], vmax=params["color_vmax"])
-    return DepthPipeline(estimator, colorizer, min_side=params["min_side"], max_side=params["max_side"],
-                         jpeg_quality=params["jpeg_quality"], max_aspect=params["max_aspect"],
-                         max_input_pixels=params["max_input_pixels"])
+                               threads=params["threads"], half=params["half"],
+                               engine_dir=params["engine_dir"] or None, workspace_mb=params["workspace_mb"])
+    return DepthPipeline(estimator, colorizer_from_params(params), min_side=params["min_side"],
+                         max_side=params["max_side"], jpeg_quality=params["jpeg_quality"],
+                         max_aspect=params["max_aspect"], max_input_pixels=params["max_input_pixels"])
+
+
+def colorizer_from_params(params: Dict[str, Any]) -> Colorizer:
+    """The colorizer of checked parameters (colormap, color_range, color_percentiles, color_vmin/vmax)."""
+    return Colorizer(colormap=params["colormap"], range_mode=params["color_range"],
+                     percentiles=params["color_percentiles"], vmin=params["color_vmin"],
+                     vmax=params["color_vmax"])
 
 
 class DepthPipeline:
@@ -60,6 +65,11 @@ class DepthPipeline:
         self.max_aspect, self.max_input_pixels = float(max_aspect), int(max_input_pixels)
         self.timer: StageTimer = estimator.timer
 
+    def configure(self, params: Dict[str, Any]) -> None:
+        """Take new run-time parameters (checked; colour settings, jpeg_quality) from the next frame on."""
+        self.colorizer = colorizer_from_params(params)
+        self.jpeg_quality = int(params["jpeg_quality"])
+
     def check_size(self, height: int, width: int) -> None:
         """RejectedFrame when a ``height`` x ``width`` frame makes too large a network input."""
         in_h, in_w = self.estimator.input_hw(height, width)
@@ -74,12 +84,13 @@ class DepthPipeline:
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         depth = self.estimator.infer(rgb)
         color = color_jpeg = None
-        if self.colorizer is not None and (colorized or jpeg):
+        colorizer, quality = self.colorizer, self.jpeg_quality  # configure() may swap them meanwhile
+        if colorizer is not None and (colorized or jpeg):
             with self.timer.stage("colorize"):
-                color = self.colorizer(depth)
+                color = colorizer(depth)
             if jpeg:
                 with self.timer.stage("encode"):
-                    color_jpeg = frames.encode_jpeg(color, self.jpeg_quality)
+                    color_jpeg = frames.encode_jpeg(color, quality)
         return DepthResult(depth, color, color_jpeg)
 
 

@@ -17,7 +17,8 @@ from depth_estimation.io.paths import cache_dir
 from depth_estimation.models import cache_keys
 from depth_estimation.models.specs import ModelSpec, parse_spec, safe_name
 from depth_estimation.options import BACKENDS, DEVICES, input_size_value
-from depth_estimation.runtime import preprocess
+from depth_estimation.runtime import memory, preprocess
+from depth_estimation.runtime.engine_cache import DEFAULT_WORKSPACE_MB
 from depth_estimation.runtime.ort_runner import OrtRunner
 from depth_estimation.runtime.tensorrt_runner import TensorRTRunner
 from depth_estimation.runtime.timing import StageTimer
@@ -61,11 +62,17 @@ class DepthEstimator:
     (:func:`.preprocess.bucket_shape`) and at most ``max_runners`` sessions stay open. An ``.onnx``
     spec is used as is. Fixed-size inputs take the frame letterboxed (aspect ratio kept, padded,
     the output cropped back: :func:`.preprocess.letterbox`).
+
+    TensorRT only: ``tensorrt_fp16`` (default True) builds fp16 engines, ``workspace_mb`` bounds the
+    builder's scratch memory (default for the 2 GB Jetson Nano), ``engine_dir`` is where engines are
+    cached across restarts (None: :func:`.engine_cache.engine_dir`, ``/data/config/...`` on a robot).
     """
 
     def __init__(self, model: str = "da2-small", input_size: Optional[int] = None, backend: str = "torch",
                  device: str = "auto", threads: int = 0, half: bool = False,
-                 timer: Optional[StageTimer] = None, max_runners: int = MAX_RUNNERS):
+                 timer: Optional[StageTimer] = None, max_runners: int = MAX_RUNNERS,
+                 engine_dir: Optional[str] = None, workspace_mb: int = DEFAULT_WORKSPACE_MB,
+                 tensorrt_fp16: bool = True):
         if backend not in BACKENDS:
             raise ValueError("backend %r; use one of %s" % (backend, ", ".join(BACKENDS)))
         if device not in DEVICES:
@@ -75,6 +82,9 @@ class DepthEstimator:
             raise ValueError("input_size %d: the short side must be at least 14 pixels" % input_size)
         if int(max_runners) < 1:
             raise ValueError("max_runners %d: keep at least one runner" % max_runners)
+        if int(workspace_mb) <= 0:
+            raise ValueError("workspace_mb %r: the TensorRT builder needs a positive workspace"
+                             % workspace_mb)
         self.spec: ModelSpec = parse_spec(model)
         if self.spec.family == "onnx" and backend == "torch":
             raise ValueError("model %s is an ONNX file: use backend onnxruntime or tensorrt" % model)
@@ -83,6 +93,8 @@ class DepthEstimator:
         self.threads, self.half = int(threads), bool(half)
         self.timer = timer or StageTimer()
         self.max_runners = int(max_runners)
+        self.engine_dir, self.workspace_mb = engine_dir, int(workspace_mb)
+        self.tensorrt_fp16 = bool(tensorrt_fp16)
         self.device: Optional[str] = None
         self.net = None
         self.multiple = preprocess.PATCH
@@ -204,10 +216,15 @@ class DepthEstimator:
             return runner
 
     def _make_runner(self, onnx_path: str):
-        if self.backend == "tensorrt":
-            # fp16 unless torch saw no CUDA device (an .onnx spec asks no torch: TensorRT runs on CUDA)
-            return TensorRTRunner(onnx_path, fp16=self.half or self.device != "cpu")
+        if self.backend == "tensorrt":  # fp16 by default: the Jetson's fast path
+            return TensorRTRunner(onnx_path, fp16=self.tensorrt_fp16, workspace_mb=self.workspace_mb,
+                                  engine_dir=self.engine_dir)
         return OrtRunner(onnx_path, device=self.requested_device, threads=self.threads)
+
+    def memory_stats(self):
+        """``{"rss_mb", "gpu_mem_mb"}`` of this process (:func:`.memory.memory_stats`; None where
+        not readable)."""
+        return memory.memory_stats(self)
 
     def _onnx_for(self, hw: Tuple[int, int]) -> str:
         """The ONNX export of this model at input ``hw``, made once and cached."""

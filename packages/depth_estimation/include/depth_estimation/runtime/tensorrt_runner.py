@@ -1,166 +1,251 @@
-"""The TensorRT backend: :class:`TensorRTRunner` builds an engine from an exported ONNX file, caches
-it next to that file and runs it (Jetson). Imports without torch and without TensorRT/PyCUDA.
+"""The TensorRT backend (Jetson): :class:`TensorRTRunner` loads a cached engine or builds one from an
+exported ONNX file, and runs it. Imports without torch, TensorRT and PyCUDA (they are imported when a
+runner is made); needs only numpy besides them.
 
-Jetson Nano (JetPack 4.x) steps for the TensorRT backend:
+On the robot (see README, "On the robot"): the arm64v8 image holds an ONNX file exported on the
+laptop (opset 11, :mod:`depth_estimation.runtime.onnx_export`) and Duckietown's machine-learning
+base gives TensorRT 7.1.3 and PyCUDA for Python 3.8. The first start builds the engine (minutes
+on a Nano, fp16 by default; a progress line every 30 s and the build time are logged) into the
+engine folder (:func:`.engine_cache.engine_dir`: ``/data/config/depth_estimation/engines`` on a
+Duckiebot, which survives the container's ``--rm``); later starts load it in seconds. An engine
+is keyed by the ONNX file's SHA-256, the TensorRT version, the GPU, the precision and the builder
+workspace (:mod:`.engine_cache`): a stale or foreign engine is rebuilt, never loaded.
 
-1. On a laptop: ``python3 -m depth_estimation.export da2-small --input-size 308
-   --frame-size 640x480 --out da2-small-308.onnx`` (prints the ONNX Runtime check; writes
-   ``da2-small-308.onnx.json`` next to it). The ONNX file has a fixed input size, opset 11
-   (:mod:`depth_estimation.runtime.onnx_export`), which TensorRT 7.1 and 8.x parse.
-2. Put the ONNX file where the robot's container sees it (baked into the image, or under
-   ``/data``) and build the image on the robot (``dts devel build -f -H ROBOT``) on a base that
-   has JetPack's TensorRT and PyCUDA for the container's Python (``import tensorrt,
-   pycuda.autoinit`` must work there), run with the NVIDIA runtime.
-3. The first start builds the engine from the ONNX file (minutes on a Nano; fp16 by default)
-   and saves it next to it as ``<stem>.fp16.engine`` (``.fp32.engine`` without fp16); later
-   starts load that file in seconds. An engine belongs to one TensorRT version and one GPU:
-   it is rebuilt when it cannot be loaded or is older than the ONNX file. The directory must be
-   writable (else give ``engine_path=``).
+Written against NVIDIA's TensorRT Python API: 7.1 (JetPack 4.4/4.5: explicit-batch network,
+``OnnxParser``, builder config ``max_workspace_size``, ``build_engine``, bindings and
+``execute_v2``), 8.x (``build_serialized_network`` from 8.0, ``set_memory_pool_limit`` from 8.4) and
+the tensor-name API of 8.5+/10 (``num_io_tensors``, ``get_tensor_*``, ``set_tensor_address``,
+``execute_async_v3``), picked by what the installed module has.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 import time
-from typing import Optional
+from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from depth_estimation.io.atomic import write_bytes
+from depth_estimation.runtime import engine_cache
+from depth_estimation.runtime.engine_cache import DEFAULT_WORKSPACE_MB
 from depth_estimation.runtime.runners import BackendUnavailable, ExportError, as_depth, check_input
 
 log = logging.getLogger(__name__)
 
 TENSORRT_MISSING = ("tensorrt: not installed here; it runs on a Jetson (JetPack 4.x, TensorRT 7.1/8.x "
-                    "with PyCUDA) — see README")
+                    "with PyCUDA: the arm64v8 image on dt-machine-learning-base-environment) — see README")
+PYCUDA_MISSING = ("tensorrt: PyCUDA is missing (it comes with dt-machine-learning-base-environment; "
+                  "elsewhere pip3 install pycuda) — see README")
+PROGRESS_SECONDS = 30.0
+IoTensor = Tuple[str, Tuple[int, ...], type, bool]  # name, shape, numpy dtype, is input
+
+
+def _import_tensorrt():
+    """(tensorrt, pycuda.driver, pycuda.autoinit), or BackendUnavailable naming what is missing."""
+    try:
+        import tensorrt as trt  # optional: only on a Jetson (JetPack) or with NVIDIA's wheels
+    except ImportError as exc:
+        raise BackendUnavailable(TENSORRT_MISSING) from exc
+    try:
+        import pycuda.autoinit as autoinit  # optional, with TensorRT; creates a CUDA context on import
+        import pycuda.driver as cuda  # optional, with pycuda.autoinit above
+    except ImportError as exc:
+        raise BackendUnavailable(PYCUDA_MISSING) from exc
+    return trt, cuda, autoinit
+
+
+def gpu_name(autoinit) -> str:
+    """The CUDA device's name and compute capability, e.g. ``NVIDIA Tegra X1 sm53``."""
+    device = autoinit.device
+    major, minor = device.compute_capability()
+    return "%s sm%d%d" % (device.name(), major, minor)
+
+
+@contextlib.contextmanager
+def _progress(what: str, every: Optional[float] = None) -> Iterator[None]:
+    """A log line every ``every`` seconds (:data:`PROGRESS_SECONDS`) while the block runs (the builder
+    says nothing for minutes)."""
+    every = PROGRESS_SECONDS if every is None else every
+    done, start = threading.Event(), time.monotonic()
+
+    def beat():
+        while not done.wait(every):
+            log.warning("tensorrt: still building %s (%.0f s so far)", what, time.monotonic() - start)
+
+    thread = threading.Thread(target=beat, name="tensorrt-build-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def _io_tensors(trt, engine) -> List[IoTensor]:
+    """The engine's inputs and outputs, in binding order (TensorRT 7.1-8.x) or I/O tensor order (8.5+)."""
+    if hasattr(engine, "num_io_tensors"):  # TensorRT >= 8.5, the only API in 10
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        return [(n, tuple(engine.get_tensor_shape(n)), trt.nptype(engine.get_tensor_dtype(n)),
+                 engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT) for n in names]
+    return [(engine.get_binding_name(i), tuple(engine.get_binding_shape(i)),
+             trt.nptype(engine.get_binding_dtype(i)), bool(engine.binding_is_input(i)))
+            for i in range(engine.num_bindings)]
+
+
+def build_serialized(trt, logger, onnx_path: str, fp16: bool, workspace_mb: int) -> bytes:
+    """Parse ``onnx_path`` and build a serialized engine (TensorRT 7.1 to 10)."""
+    builder = trt.Builder(logger)
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH", None)  # implicit in 10
+    network = builder.create_network(0 if flag is None else 1 << int(flag))
+    parser = trt.OnnxParser(network, logger)
+    with open(onnx_path, "rb") as f:
+        if not parser.parse(f.read()):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise ExportError("tensorrt: cannot parse %s: %s" % (onnx_path, errors))
+    config = builder.create_builder_config()
+    if hasattr(config, "set_memory_pool_limit"):  # TensorRT >= 8.4
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+    else:  # TensorRT 7.1 - 8.3
+        config.max_workspace_size = int(workspace_mb) << 20
+    if fp16:
+        if getattr(builder, "platform_has_fast_fp16", True):
+            config.set_flag(trt.BuilderFlag.FP16)
+        else:
+            log.warning("tensorrt: this GPU has no fast fp16; building fp32")
+    if hasattr(builder, "build_serialized_network"):  # TensorRT >= 8.0
+        data = builder.build_serialized_network(network, config)
+    else:  # TensorRT 7.x
+        engine = builder.build_engine(network, config)
+        data = engine.serialize() if engine is not None else None
+    if data is None:
+        raise ExportError("tensorrt: building the engine from %s failed (see the TensorRT log above; "
+                          "out of memory? lower the workspace or free memory)" % onnx_path)
+    return bytes(data)
 
 
 class TensorRTRunner:
-    """A TensorRT engine built from an exported ONNX file, cached next to it (Jetson; see module doc).
+    """A TensorRT engine for one exported ONNX file (fixed input size), cached across restarts.
 
-    Uses the TensorRT 7.1 Python API (explicit-batch network, ``OnnxParser``, builder config with
-    ``max_workspace_size``, ``build_engine``, bindings + ``execute_v2``) and TensorRT 8's
-    ``build_serialized_network`` / ``set_memory_pool_limit`` where they exist.
+    ``fp16`` (default) builds a half-precision engine (the Jetson's fast path); ``workspace_mb``
+    bounds the builder's scratch memory; ``engine_dir`` is the cache folder
+    (:func:`.engine_cache.engine_dir`); ``engine_path`` forces one file (still checked by its key).
     """
 
     backend = "tensorrt"
     device = "cuda"
 
-    def __init__(self, onnx_path: str, fp16: bool = True, workspace_mb: int = 1024,
-                 engine_path: Optional[str] = None):
-        try:
-            import tensorrt as trt  # optional: only on a Jetson (JetPack)
-        except ImportError as exc:
-            raise BackendUnavailable(TENSORRT_MISSING) from exc
-        try:
-            import pycuda.autoinit  # optional, with TensorRT; creates a CUDA context on import
-            import pycuda.driver as cuda  # Jetson only, with pycuda.autoinit above
-        except ImportError as exc:
-            raise BackendUnavailable("tensorrt: PyCUDA is missing (JetPack: pip3 install pycuda); see the "
-                                     "module docstring of depth_estimation.runtime.tensorrt_runner") from exc
+    def __init__(self, onnx_path: str, fp16: bool = True, workspace_mb: int = DEFAULT_WORKSPACE_MB,
+                 engine_path: Optional[str] = None, engine_dir: Optional[str] = None):
+        trt, cuda, autoinit = _import_tensorrt()
+        if int(workspace_mb) <= 0:
+            raise ValueError("tensorrt: workspace_mb %r must be positive" % workspace_mb)
+        if not os.path.isfile(onnx_path):
+            raise FileNotFoundError("tensorrt: no ONNX file %s (export one on the laptop with "
+                                    "python3 -m depth_estimation.export)" % onnx_path)
         self._trt, self._cuda = trt, cuda
-        self._cuda_context = pycuda.autoinit.context  # pushed around every call: ROS calls from other threads
-        self.path = onnx_path
-        self.fp16 = bool(fp16)
-        self.engine_path = engine_path or "%s.%s.engine" % (os.path.splitext(onnx_path)[0],
-                                                            "fp16" if fp16 else "fp32")
+        self._cuda_context = autoinit.context  # pushed around every call: ROS calls from other threads
+        self.path, self.fp16, self.workspace_mb = onnx_path, bool(fp16), int(workspace_mb)
+        self.gpu = gpu_name(autoinit)
+        self.key = engine_cache.engine_key(engine_cache.file_sha256(onnx_path), trt.__version__, self.gpu,
+                                           "fp16" if self.fp16 else "fp32", self.workspace_mb)
+        self.engine_path = engine_path or engine_cache.engine_path(engine_cache.engine_dir(engine_dir),
+                                                                   onnx_path, self.key)
         self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)  # must outlive the engine
-        self.engine = self._load_engine() or self._build_engine(int(workspace_mb))
-        self.context = self.engine.create_execution_context()
-        self._allocate_bindings()
+        with self._pushed():
+            self._runtime = trt.Runtime(self._logger)  # must outlive the engine
+            self.engine = self._load_engine() or self._build_engine()
+            self.context = self.engine.create_execution_context()
+            self._allocate()
 
-    def _allocate_bindings(self) -> None:
-        """Page-locked host and device buffers for the engine's one input and one output."""
-        trt, cuda, engine = self._trt, self._cuda, self.engine
-        self._host, self._device_mem, self.bindings = [], [], []
-        for i in range(engine.num_bindings):
-            shape = tuple(engine.get_binding_shape(i))
-            host = cuda.pagelocked_empty(int(np.prod(shape)), trt.nptype(engine.get_binding_dtype(i)))
-            mem = cuda.mem_alloc(host.nbytes)
-            self._host.append((host, shape, engine.binding_is_input(i)))
-            self._device_mem.append(mem)
-            self.bindings.append(int(mem))
-        ins = [i for i, (_, _, is_input) in enumerate(self._host) if is_input]
-        outs = [i for i, (_, _, is_input) in enumerate(self._host) if not is_input]
-        if len(ins) != 1 or len(outs) != 1:
-            raise ExportError("tensorrt: expected one input and one output binding, got %d and %d"
-                              % (len(ins), len(outs)))
-        self._in, self._out = ins[0], outs[0]
-        self.input_hw = tuple(int(d) for d in self._host[self._in][1][2:])
+    @contextlib.contextmanager
+    def _pushed(self) -> Iterator[None]:
+        self._cuda_context.push()
+        try:
+            yield
+        finally:
+            self._cuda_context.pop()
+
+    def _deserialize(self, data: bytes):
+        try:
+            return self._runtime.deserialize_cuda_engine(data)
+        except Exception as exc:  # noqa: BLE001 - TensorRT raises various types for a foreign engine
+            log.warning("tensorrt: cannot deserialize %s (%s)", self.engine_path, exc)
+            return None
 
     def _load_engine(self):
-        path = self.engine_path
-        if not os.path.isfile(path):
+        data = engine_cache.cached_engine(self.engine_path, self.key)
+        if data is None:
             return None
-        if os.path.isfile(self.path) and os.path.getmtime(path) < os.path.getmtime(self.path):
-            log.warning("tensorrt: %s is older than %s; rebuilding it", path, self.path)
-            return None
-        with open(path, "rb") as f:
-            data = f.read()
-        try:
-            engine = self._runtime.deserialize_cuda_engine(data)
-        except Exception as exc:  # another TensorRT version or GPU: rebuild
-            log.warning("tensorrt: cannot load %s (%s); rebuilding it", path, exc)
-            return None
+        engine = self._deserialize(data)
         if engine is None:
-            log.warning("tensorrt: cannot load %s (built by another TensorRT?); rebuilding it", path)
+            log.warning("tensorrt: %s does not load here; rebuilding it", self.engine_path)
+        else:
+            log.info("tensorrt: loaded the engine %s", self.engine_path)
         return engine
 
-    def _build_engine(self, workspace_mb: int):
-        trt = self._trt
-        if not os.path.isfile(self.path):
-            raise FileNotFoundError("tensorrt: no ONNX file %s (export one with "
-                                    "python3 -m depth_estimation.export)" % self.path)
-        log.warning("tensorrt: building %s from %s (%s); this takes minutes on a Jetson Nano",
-                    self.engine_path, self.path, "fp16" if self.fp16 else "fp32")
+    def _build_engine(self):
+        what = "%s (%s, workspace %d MB, %s)" % (os.path.basename(self.path), self.key["precision"],
+                                                 self.workspace_mb, self.gpu)
+        log.warning("tensorrt: building the engine for %s once; this takes minutes on a Jetson Nano, "
+                    "later starts load %s", what, self.engine_path)
         start = time.monotonic()
-        builder = trt.Builder(self._logger)
-        network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
-        parser = trt.OnnxParser(network, self._logger)
-        with open(self.path, "rb") as f:
-            if not parser.parse(f.read()):
-                errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-                raise ExportError("tensorrt: cannot parse %s: %s" % (self.path, errors))
-        config = builder.create_builder_config()
-        if hasattr(config, "set_memory_pool_limit"):  # TensorRT >= 8.4
-            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
-        else:  # TensorRT 7.1 - 8.2
-            config.max_workspace_size = workspace_mb << 20
-        if self.fp16:
-            if builder.platform_has_fast_fp16:
-                config.set_flag(trt.BuilderFlag.FP16)
-            else:
-                log.warning("tensorrt: this GPU has no fast fp16; building fp32")
-        if hasattr(builder, "build_serialized_network"):  # TensorRT >= 8.0
-            data = builder.build_serialized_network(network, config)
-        else:  # TensorRT 7.x
-            engine = builder.build_engine(network, config)
-            data = engine.serialize() if engine is not None else None
-        if data is None:
-            raise ExportError("tensorrt: building the engine from %s failed (see the TensorRT log above)"
-                              % self.path)
-        data = bytes(data)
-        try:
-            write_bytes(self.engine_path, data)
-        except OSError as exc:
-            log.warning("tensorrt: cannot save %s (%s); the engine is rebuilt on every start",
-                        self.engine_path, exc)
-        log.warning("tensorrt: engine built in %.0f s (%.1f MB)", time.monotonic() - start, len(data) / 1e6)
-        return self._runtime.deserialize_cuda_engine(data)
+        with _progress(what):
+            data = build_serialized(self._trt, self._logger, self.path, self.fp16, self.workspace_mb)
+        seconds = time.monotonic() - start
+        log.warning("tensorrt: engine built in %.0f s (%.1f MB)", seconds, len(data) / 1e6)
+        engine_cache.store_engine(self.engine_path, self.key, data, seconds, self.path)
+        engine = self._deserialize(data)
+        if engine is None:
+            raise ExportError("tensorrt: the engine just built from %s does not deserialize" % self.path)
+        return engine
+
+    def _allocate(self) -> None:
+        """Page-locked host and device buffers for the engine's one input and one output."""
+        cuda, tensors = self._cuda, _io_tensors(self._trt, self.engine)
+        ins = [t for t in tensors if t[3]]
+        outs = [t for t in tensors if not t[3]]
+        if len(ins) != 1 or len(outs) != 1:
+            raise ExportError("tensorrt: expected one input and one output, got %d and %d"
+                              % (len(ins), len(outs)))
+        self._buffers = {}
+        self.bindings = []
+        for name, shape, dtype, _is_input in tensors:
+            host = cuda.pagelocked_empty(int(np.prod(shape)), dtype)
+            mem = cuda.mem_alloc(host.nbytes)
+            self._buffers[name] = (host, shape, mem)
+            self.bindings.append(int(mem))
+        self._in, self._out = ins[0][0], outs[0][0]
+        self.input_hw = tuple(int(d) for d in ins[0][1][2:])
+        self._v3 = hasattr(self.context, "execute_async_v3") and hasattr(self.context, "set_tensor_address")
+        if self._v3:  # TensorRT >= 8.5: addresses by tensor name, enqueued on a stream
+            for name, (_host, _shape, mem) in self._buffers.items():
+                self.context.set_tensor_address(name, int(mem))
+            self._stream = cuda.Stream()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = check_input(x, self.input_hw, "TensorRTRunner(%s)" % os.path.basename(self.path))
         cuda = self._cuda
-        host_in = self._host[self._in][0]
-        host_out, out_shape, _ = self._host[self._out]
+        host_in, _, mem_in = self._buffers[self._in]
+        host_out, out_shape, mem_out = self._buffers[self._out]
         np.copyto(host_in, x.ravel().astype(host_in.dtype, copy=False))
-        self._cuda_context.push()
-        try:
-            cuda.memcpy_htod(self._device_mem[self._in], host_in)
-            if not self.context.execute_v2(bindings=self.bindings):
-                raise RuntimeError("tensorrt: execute_v2 failed")
-            cuda.memcpy_dtoh(host_out, self._device_mem[self._out])
-        finally:
-            self._cuda_context.pop()
+        with self._pushed():
+            if self._v3:
+                cuda.memcpy_htod_async(mem_in, host_in, self._stream)
+                ok = self.context.execute_async_v3(self._stream.handle)
+                cuda.memcpy_dtoh_async(host_out, mem_out, self._stream)
+                self._stream.synchronize()
+            else:  # TensorRT 7.1 - 8.x
+                cuda.memcpy_htod(mem_in, host_in)
+                ok = self.context.execute_v2(bindings=self.bindings)
+                cuda.memcpy_dtoh(host_out, mem_out)
+        if not ok:
+            raise RuntimeError("tensorrt: inference failed (execute returned false; see the TensorRT log)")
         return as_depth(host_out.reshape(out_shape).astype(np.float32, copy=True))
+
+    def gpu_mem_mb(self) -> Optional[float]:
+        """Device memory in use on this runner's GPU (all processes; on a Jetson, the shared RAM)."""
+        with self._pushed():
+            free, total = self._cuda.mem_get_info()
+        return (total - free) / float(1 << 20)

@@ -320,7 +320,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     report = report_from_bag(outputs, args.veh, model, count, args.rate, stamps[-1] / 1e9)
     pngs = tidy_saver_files(png_dir, out)
-    report["colorized_pngs"] = len(pngs)  # image_saver (queue 1) skips frames that come while it writes
+    # image_saver and the recorder subscribe apart (queue 1 each): they may differ by a frame at the edges
+    report["colorized_pngs"] = len(pngs)
     if pngs:
         write_montage(frames[0].data, os.path.join(png_dir, pngs[-1]), model,
                       os.path.join(out, "montage.png"))

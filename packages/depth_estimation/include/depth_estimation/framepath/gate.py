@@ -1,0 +1,50 @@
+"""Which camera frames the node works on: none while it is switched off, at most ``frequency`` per second.
+
+Duckietown's finite-state machine pauses a node through its ``~switch`` service; perception nodes
+throttle themselves with ``~process_frequency``. :class:`FrameGate` decides for each arriving frame
+before it is queued, so a paused or throttled frame costs no decoding and no inference; the caller
+counts the skipped ones (``frames_paused``, ``frames_throttled``) apart from the frames dropped
+because the model was busy. Nothing here needs ROS.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Optional
+
+PAUSED, THROTTLED = "paused", "throttled"
+
+
+class FrameGate:
+    """Admits frames by their camera time (seconds): ``admit`` returns None (process it), PAUSED or
+    THROTTLED. Two admitted frames are never closer than ``1 / frequency`` (0 = no limit); a clock
+    that goes back (a replayed bag, a restarted camera) starts the spacing anew. Thread-safe."""
+
+    def __init__(self, frequency: float = 0.0):
+        self._lock = threading.Lock()
+        self.active = True
+        self.frequency = float(frequency)
+        self._last: Optional[float] = None
+
+    def set_frequency(self, frequency: float) -> None:
+        with self._lock:
+            self.frequency = float(frequency)
+
+    def pause(self) -> None:
+        with self._lock:
+            self.active = False
+
+    def resume(self) -> None:
+        """Switched on again: the next frame is admitted whatever the spacing."""
+        with self._lock:
+            self.active, self._last = True, None
+
+    def admit(self, stamp: float) -> Optional[str]:
+        with self._lock:
+            if not self.active:
+                return PAUSED
+            if self._last is not None and stamp < self._last:
+                self._last = None
+            if self.frequency > 0 and self._last is not None and stamp - self._last < 1.0 / self.frequency:
+                return THROTTLED
+            self._last = stamp
+            return None
