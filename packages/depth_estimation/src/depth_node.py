@@ -27,7 +27,6 @@ import sys
 import threading
 import time
 
-import numpy as np
 import rosgraph
 import rospkg
 import rospy
@@ -38,10 +37,10 @@ from std_srvs.srv import SetBool, SetBoolResponse
 
 from depth_estimation.framepath.frames import RejectedFrame
 from depth_estimation.framepath.gate import FrameGate
-from depth_estimation.framepath.health import ERROR, OK, WARN, NodeHealth
+from depth_estimation.framepath.health import ERROR, OK, WARN, error_line
 from depth_estimation.framepath.params import (CHECKS, RUNTIME, ParameterError, check_params, read_param_file,
                                                robot_overrides, runtime_update)
-from depth_estimation.framepath.pipeline import CameraInfoPairing, camera_info_problem, pipeline_from_params
+from depth_estimation.framepath.pipeline import CameraInfoPairing, camera_info_problem, start_pipeline
 from depth_estimation.framepath.slot import LatestSlot
 from depth_estimation.models.specs import ModelNotFound
 
@@ -67,10 +66,6 @@ DT_HEALTH = {OK: DTHealth.HEALTHY, WARN: DTHealth.WARNING, ERROR: DTHealth.ERROR
 # The /diagnostics publisher stays on while the node is switched off: DTROS switches off every
 # rospy.Publisher made after its import and keeps the original class as rospy.__Publisher__.
 PlainPublisher = getattr(rospy, "__Publisher__", rospy.Publisher)
-
-
-def one_line(exc):
-    return "%s: %s" % (type(exc).__name__, " ".join(str(exc).split())[:400])
 
 
 def header_like(header):
@@ -165,18 +160,11 @@ class DepthNode(BaseNode):
         merge_robot_file()
         raw = {name: rospy.get_param("~" + name) for name in CHECKS if rospy.has_param("~" + name)}
         self.params = check_params(raw)  # ParameterError names every bad parameter
-        self.pipeline = pipeline_from_params(self.params)
-        estimator = self.pipeline.estimator.load()
-        width, height = self.params["expected_frame_size"]
-        estimator.infer(np.zeros((int(height), int(width), 3), np.uint8))  # backend ready, or fail now
-        self.health = NodeHealth(estimator.timer, {
-            "model": estimator.name, "backend": estimator.backend, "device": estimator.device,
-            "input_size": str(estimator.input_size),
-            "weights": "RANDOM (untrained)" if estimator.spec.untrained else "trained"},
-            stall_after=float(self.params["stall_after"]))
+        self.pipeline, self.health = start_pipeline(self.params)  # loaded and run once: fails now if at all
+        estimator = self.pipeline.estimator
         self.slot = LatestSlot()
-        self.gate = FrameGate(self.params["process_frequency"])
-        self.health.min_period = 1.0 / self.gate.frequency if self.gate.frequency else 0.0
+        self.gate = FrameGate()
+        self.set_frequency(self.params["process_frequency"])
         self.camera_infos = CameraInfoPairing()
         self.warned, self.bad_runtime, self.reported_level = {}, None, None
         self.exit_code = 0
@@ -248,10 +236,10 @@ class DepthNode(BaseNode):
             except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the stream
                 if rospy.is_shutdown():
                     break
-                self.health.inference_error(one_line(exc))
+                self.health.inference_error(error_line(exc))
                 rospy.logerr_throttle(WARN_EVERY, "depth_node: processing a frame failed (%s); %d failures "
                                       "so far, going on with the next frame"
-                                      % (one_line(exc), self.health.inference_errors))
+                                      % (error_line(exc), self.health.inference_errors))
 
     def process(self, msg):
         want_color = self.pub_color.get_num_connections() > 0
@@ -289,6 +277,12 @@ class DepthNode(BaseNode):
             self.warned[kind] = now
             rospy.logwarn("depth_node: " + text, *args)
 
+    def set_frequency(self, frequency):
+        """``~process_frequency``: the gate admits at most that many frames per second, and the stall
+        check allows for that period between outputs."""
+        self.gate.set_frequency(frequency)
+        self.health.min_period = self.gate.period
+
     def reread_params(self, _event=None):
         """Apply changed run-time parameters (params.RUNTIME); a bad value is logged once and ignored."""
         try:
@@ -307,8 +301,7 @@ class DepthNode(BaseNode):
             return
         self.params.update(changes)
         self.pipeline.configure(self.params)
-        self.gate.set_frequency(self.params["process_frequency"])
-        self.health.min_period = 1.0 / self.gate.frequency if self.gate.frequency else 0.0
+        self.set_frequency(self.params["process_frequency"])
         rospy.loginfo("depth_node: run-time parameters changed: %s",
                       ", ".join("%s=%s" % kv for kv in sorted(changes.items())))
 
@@ -370,7 +363,7 @@ def start():
         rospy.logfatal("depth_node: %s", exc)
         exit_now(1)
     except Exception as exc:  # noqa: BLE001 - backend, device or model failures: one line, non-zero exit
-        rospy.logfatal("depth_node: cannot start: %s", one_line(exc))
+        rospy.logfatal("depth_node: cannot start: %s", error_line(exc))
         exit_now(1)
 
 

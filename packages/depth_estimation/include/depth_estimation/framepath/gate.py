@@ -25,6 +25,11 @@ class FrameGate:
         self.frequency = float(frequency)
         self._last: Optional[float] = None
 
+    @property
+    def period(self) -> float:
+        """The least time between two admitted frames, in seconds (0 = no limit)."""
+        return 1.0 / self.frequency if self.frequency > 0 else 0.0
+
     def set_frequency(self, frequency: float) -> None:
         with self._lock:
             self.frequency = float(frequency)
@@ -44,7 +49,7 @@ class FrameGate:
                 return PAUSED
             if self._last is not None and stamp < self._last:
                 self._last = None
-            if self.frequency > 0 and self._last is not None and stamp - self._last < 1.0 / self.frequency:
+            if self._last is not None and stamp - self._last < self.period:
                 return THROTTLED
             self._last = stamp
             return None

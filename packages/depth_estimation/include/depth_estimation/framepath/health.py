@@ -20,6 +20,11 @@ from depth_estimation.runtime.timing import RateMeter, Rolling, StageTimer
 OK, WARN, ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels
 
 
+def error_line(exc: BaseException, limit: int = 400) -> str:
+    """An exception as one line for logs and diagnostics: ``Type: message``, white space folded."""
+    return "%s: %s" % (type(exc).__name__, " ".join(str(exc).split())[:limit])
+
+
 class NodeHealth:
     """Counters, rates and latencies of a depth node, summarised for diagnostics.
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 import bisect
 import threading
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
 
 from depth_estimation.framepath import frames
 from depth_estimation.framepath.colorize import Colorizer
+from depth_estimation.framepath.health import NodeHealth
 from depth_estimation.framepath.params import check_params
 from depth_estimation.runtime.estimator import DepthEstimator
 from depth_estimation.runtime.timing import StageTimer
@@ -39,6 +40,21 @@ def pipeline_from_params(raw: Dict[str, Any]) -> "DepthPipeline":
     return DepthPipeline(estimator, colorizer_from_params(params), min_side=params["min_side"],
                          max_side=params["max_side"], jpeg_quality=params["jpeg_quality"],
                          max_aspect=params["max_aspect"], max_input_pixels=params["max_input_pixels"])
+
+
+def start_pipeline(params: Dict[str, Any], window: int = 100) -> Tuple["DepthPipeline", NodeHealth]:
+    """The node's pipeline from checked parameters, loaded and run once on a blank frame of
+    ``expected_frame_size`` (a backend that cannot work fails here, at start, not on the first camera
+    frame), with the health counters that describe it (``window``: frames kept for percentiles)."""
+    pipeline = pipeline_from_params(params)
+    estimator = pipeline.estimator.load()
+    width, height = params["expected_frame_size"]
+    estimator.infer(np.zeros((int(height), int(width), 3), np.uint8))
+    info = {"model": estimator.name, "backend": estimator.backend, "device": str(estimator.device),
+            "input_size": str(estimator.input_size),
+            "weights": "RANDOM (untrained)" if estimator.spec.untrained else "trained"}
+    health = NodeHealth(estimator.timer, info, stall_after=float(params["stall_after"]), window=window)
+    return pipeline, health
 
 
 def colorizer_from_params(params: Dict[str, Any]) -> Colorizer:

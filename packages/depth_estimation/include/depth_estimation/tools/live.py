@@ -27,9 +27,9 @@ import yaml
 
 from depth_estimation import options
 from depth_estimation.framepath import frames
-from depth_estimation.framepath.health import NodeHealth
+from depth_estimation.framepath.health import NodeHealth, error_line
 from depth_estimation.framepath.params import ParameterError, check_params
-from depth_estimation.framepath.pipeline import DepthPipeline, DepthResult, pipeline_from_params
+from depth_estimation.framepath.pipeline import DepthPipeline, DepthResult, start_pipeline
 from depth_estimation.framepath.slot import LatestSlot
 from depth_estimation.io.paths import PACKAGE_DIR
 from depth_estimation.tools.live_output import Recorder, Window, display_available, side_by_side
@@ -39,10 +39,6 @@ DEFAULT_CONFIG = os.path.join(PACKAGE_DIR, "config", "depth_node", "default.yaml
 EXIT_PARAMS, EXIT_CAMERA = 2, 3
 LATENCY_WINDOW = 100000  # frames kept for the run's latency percentiles (about an hour at 30 Hz)
 WARN_EVERY = 5.0
-
-
-def one_line(exc: BaseException) -> str:
-    return "%s: %s" % (type(exc).__name__, " ".join(str(exc).split())[:300])
 
 
 class LiveLoop:
@@ -91,9 +87,9 @@ class LiveLoop:
                        % (exc, self.health.frames_rejected))
             return None
         except Exception as exc:  # noqa: BLE001 - one failing frame must not stop the stream
-            self.health.inference_error(one_line(exc))
+            self.health.inference_error(error_line(exc))
             self._warn("error", "processing a frame failed (%s); %d failures so far"
-                       % (one_line(exc), self.health.inference_errors))
+                       % (error_line(exc), self.health.inference_errors))
             return None
         self.health.frame_out(self.clock(), arrived)
         return data, fmt, result
@@ -221,19 +217,6 @@ def summary(report: Dict[str, Any]) -> str:
                fmt(lat["p95"])))
 
 
-def start_model(params: Dict[str, Any]) -> Tuple[DepthPipeline, NodeHealth]:
-    """The node's pipeline, loaded and run once on a blank frame (a backend that cannot work fails here)."""
-    pipeline = pipeline_from_params(params)
-    estimator = pipeline.estimator.load()
-    width, height = params["expected_frame_size"]
-    estimator.infer(np.zeros((int(height), int(width), 3), np.uint8))
-    info = {"model": estimator.name, "backend": estimator.backend, "device": str(estimator.device),
-            "input_size": str(estimator.input_size),
-            "weights": "RANDOM (untrained)" if estimator.spec.untrained else "trained"}
-    return pipeline, NodeHealth(estimator.timer, info, stall_after=float(params["stall_after"]),
-                                window=LATENCY_WINDOW)
-
-
 class Outputs:
     """The window and/or the recorder, fed with camera | depth."""
 
@@ -308,9 +291,9 @@ def run(args: argparse.Namespace, camera: Any = None) -> int:
         print("depth-live: %s" % exc, file=sys.stderr)
         return EXIT_CAMERA
     try:
-        pipeline, health = start_model(params)
+        pipeline, health = start_pipeline(params, window=LATENCY_WINDOW)
     except Exception as exc:  # noqa: BLE001 - one line instead of a traceback: the model is the problem
-        print("depth-live: cannot run model %s: %s" % (params["model"], one_line(exc)), file=sys.stderr)
+        print("depth-live: cannot run model %s: %s" % (params["model"], error_line(exc)), file=sys.stderr)
         return 1
     loop, outputs = LiveLoop(pipeline, health, args.frames), open_outputs(args, pipeline)
     print("[depth-live] %s on %s (%s, input short side %s); camera: %s" % (
