@@ -123,6 +123,78 @@ def rgbd_fixture(out: str) -> str:
     return out
 
 
+FLOOR = os.path.join(REPO_DIR, "assets", "rgbd_floor")  # slambook2 ch5/rgbd dining room: the floor is visible
+FLOOR_INTRINSICS = (518.0, 519.0, 325.5, 253.5)  # fx, fy, cx, cy of those Kinect frames
+
+
+def floor_depth(name: str) -> np.ndarray:
+    """Ground-truth depth (metres, 0 = none) of one real floor frame."""
+    raw = cv2.imread(os.path.join(FLOOR, "depth", name + ".pgm"), cv2.IMREAD_UNCHANGED)
+    return raw.astype(np.float64) / 1000.0  # millimetres
+
+
+def fit_floor(depth: np.ndarray, threshold: float = 0.02, iterations: int = 400, seed: int = 0):
+    """(unit normal pointing down from the camera, distance): a RANSAC plane through the back-projected
+    ground-truth points of the lower image, refined by least squares on its inliers."""
+    fx, fy, cx, cy = FLOOR_INTRINSICS
+    v, u = np.mgrid[0:depth.shape[0], 0:depth.shape[1]]
+    use = (depth > 0) & (v > 0.55 * depth.shape[0])
+    z = depth[use]
+    points = np.stack([(u[use] - cx) / fx * z, (v[use] - cy) / fy * z, z], axis=1)
+    rng = np.random.default_rng(seed)
+    best = None
+    for _ in range(iterations):
+        a, b, c = points[rng.choice(len(points), 3, replace=False)]
+        n = np.cross(b - a, c - a)
+        if np.linalg.norm(n) < 1e-9:
+            continue
+        n = n / np.linalg.norm(n)
+        inliers = np.abs(points @ n - n @ a) < threshold
+        if best is None or inliers.sum() > best.sum():
+            best = inliers
+    inlier_points = points[best]
+    centre = inlier_points.mean(axis=0)
+    normal = np.linalg.svd(inlier_points - centre, full_matrices=False)[2][2]
+    distance = float(normal @ centre)
+    return (normal, distance) if distance > 0 else (-normal, -distance)
+
+
+def add_obstacle(depth: np.ndarray) -> np.ndarray:
+    """A board standing on the floor in the lower middle of the frame, in front of what is there."""
+    out = depth.copy()
+    box = out[300:430, 240:420]
+    box[...] = 0.85 * box[box > 0].min()
+    return out
+
+
+def floor_extrinsics(depth: np.ndarray, path: str) -> str:
+    """The floor of ``depth`` as a Duckietown extrinsic file (as a robot's calibration is made once)."""
+    from depth_estimation.geometry.calibration import (Intrinsics, homography_from_plane, plane_from_normal,
+                                                       write_extrinsics)
+
+    normal, distance = fit_floor(depth)
+    intrinsics = Intrinsics(*FLOOR_INTRINSICS, 640, 480)
+    return write_extrinsics(path, homography_from_plane(plane_from_normal(normal, distance), intrinsics))
+
+
+def metric_fixture(directory: str, count: int = 24, rate: float = 4.0, veh: str = "testbot") -> str:
+    """A real floor frame as a camera stream with its Kinect camera_info, the floor's extrinsic file
+    (``metric_extrinsic.yaml``) and the scene's depth with a board on the floor (``metric_depth.npy``,
+    what test/oracle_depth answers for the network)."""
+    depth = floor_depth("1")
+    floor_extrinsics(depth, os.path.join(directory, "metric_extrinsic.yaml"))
+    np.save(os.path.join(directory, "metric_depth.npy"), add_obstacle(depth))
+    color = cv2.imread(os.path.join(FLOOR, "color", "1.png"))
+    build = bags.MessageBuilder()
+    frame_id = "%s/camera_optical_frame" % veh
+    info = build.camera_info(build.header(0, 0, frame_id), 640, 480, FLOOR_INTRINSICS)
+    frame = bags.CameraFrame(_jpeg(color), "jpeg", frame_id, info)
+    out = os.path.join(directory, "metric.bag")
+    stamps = bags.camera_stream_bag([frame], out, veh=veh, count=count, rate=rate, tail=3.0, overwrite=True)
+    write_sidecar(out, stamps, {}, frame, rate, depth=os.path.join(directory, "metric_depth.npy"))
+    return out
+
+
 def prepare(directory: str = DEFAULT_DIR) -> Dict[str, str]:
     """Everything the rostests read; returns name -> path."""
     os.makedirs(directory, exist_ok=True)
@@ -141,6 +213,8 @@ def prepare(directory: str = DEFAULT_DIR) -> Dict[str, str]:
         # camera rate, far faster than random:da2-small runs here
         "backlog": stream_fixture(os.path.join(directory, "backlog.bag"), count=180, rate=30.0, tail=6.0),
         "rgbd": rgbd_fixture(os.path.join(directory, "rgbd.bag")),
+        # a real floor frame at 4 Hz with the floor's calibration, for metric depth (test/oracle_depth)
+        "metric": metric_fixture(directory),
     }
     return paths
 

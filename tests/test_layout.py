@@ -13,7 +13,7 @@ from conftest import INCLUDE, ROOT
 LIBRARY = os.path.join(INCLUDE, "depth_estimation")
 NODES = os.path.join(ROOT, "packages", "depth_estimation", "src")
 # Lowest layer first: a subpackage may import itself and the ones before it, never the ones after.
-LAYERS = ["io", "models", "runtime", "framepath", "evaluation", "distill", "tools"]
+LAYERS = ["io", "geometry", "models", "runtime", "framepath", "evaluation", "distill", "tools"]
 # distill and evaluation are side by side: neither imports the other.
 SIDE_BY_SIDE = {("evaluation", "distill"), ("distill", "evaluation")}
 # Top-level modules: the shared options (imported by every layer) and the `python3 -m` command names.

@@ -11,6 +11,13 @@ scored over valid pixels, and the overall metrics are the mean of the per-frame 
     depth-eval --bag rgbd.bag --model da2-small --align lsq-disparity --json eval.json --csv eval.csv
     depth-eval --bag rgbd.bag --predictions PRED --pred-kind depth --align median --crop eigen
 
+``--align ground`` needs no ground truth for the scale: it fits each prediction to the ground plane of
+``--extrinsics FILE.yaml`` (a Duckietown extrinsic calibration, intrinsics from the bag's camera_info)
+or ``--ground-plane HEIGHT_M,PITCH_DEG[,ROLL_DEG]`` and scores the metres it gives (see
+depth_estimation.evaluation.ground_align; ``--figure PNG`` draws one frame):
+
+    depth-eval --bag rgbd.bag --predictions PRED --align ground --extrinsics robot.yaml --figure fig.png
+
 ``--crop auto`` = the NYU Eigen crop for NYU bags (the bag records its dataset on ``/<ns>/dataset``;
 bags written before that: ``/nyu/...`` topics at 480x640), no crop otherwise. Prediction pixels
 without a value (NaN, inf; a depth <= 0) are left out of the alignment and the metrics and counted
@@ -33,7 +40,7 @@ import cv2
 import numpy as np
 
 from depth_estimation import options
-from depth_estimation.evaluation import metrics
+from depth_estimation.evaluation import ground_align, metrics
 from depth_estimation.evaluation.scoring import (ALL_INVALID, STRING_TYPE, add_source_arguments,
                                                  depth_from_msg, frame_list, load_estimator, model_record,
                                                  pick_dataset_topic, score_frame, write_csv)
@@ -50,6 +57,7 @@ IMAGE_SUFFIX = bags.IMAGE_SUFFIX
 DEPTH_SUFFIX = bags.DEPTH_SUFFIX
 CROP_CHOICES = ("auto", "eigen", "garg", "none")
 DEFAULT_ALIGN = "lsq-disparity"
+ALIGN_CHOICES = metrics.ALIGN_MODES + (ground_align.GROUND,)
 
 
 def _topics_by_type(path: str) -> Dict[str, List[str]]:
@@ -173,20 +181,33 @@ def _check_modes(estimator, predictions: Optional[str], crop: str, align: str) -
         raise ValueError("give exactly one of estimator and predictions")
     if crop not in CROP_CHOICES:
         raise ValueError("crop %r; use one of %s" % (crop, ", ".join(CROP_CHOICES)))
-    if align not in metrics.ALIGN_MODES:
-        raise ValueError("align %r; use one of %s" % (align, ", ".join(metrics.ALIGN_MODES)))
+    if align not in ALIGN_CHOICES:
+        raise ValueError("align %r; use one of %s" % (align, ", ".join(ALIGN_CHOICES)))
 
 
 def _score_frames(frames_iter, bag_info: dict, estimator, predictions: Optional[str], pred_kind: str,
-                  save_predictions: Optional[str], align: str, crop: str, depth_range: Tuple[float, float]):
-    """(scored records, skipped records, crops used) of every paired frame."""
+                  save_predictions: Optional[str], align: str, crop: str, depth_range: Tuple[float, float],
+                  ground=None, figure: Optional[Tuple[str, int]] = None):
+    """(scored records, skipped records, crops used) of every paired frame. ``ground``: the
+    :class:`~depth_estimation.evaluation.ground_align.GroundScorer` of ``--align ground``."""
     per_frame, skipped, crops = [], [], set()
     for index, (stamp, image_msg, depth_msg) in enumerate(frames_iter):
         gt = depth_from_msg(depth_msg)
         pred, kind = _prediction(index, image_msg, estimator, predictions, pred_kind, save_predictions)
-        record, crop_name, ok = score_frame(index, stamp, pred, gt, kind, align, crop,
+        extra = {}  # type: dict
+        if ground is not None:
+            if figure is not None and index == figure[1]:
+                ground.figure(figure[0], index, rgb_from_msg(image_msg), pred, kind, depth_range[1])
+            pred, extra = ground.metric(index, pred, kind, depth_range[1])
+            kind = "depth"
+            if pred is None:
+                skipped.append(dict(extra, index=index, stamp=stamp / 1e9, stamp_ns=stamp))
+                log.warning("frame %d (stamp %d): %s; skipped", index, stamp, extra["skipped"])
+                continue
+        record, crop_name, ok = score_frame(index, stamp, pred, gt, kind, "none" if ground else align, crop,
                                             bag_info["depth_topic"], depth_range[0], depth_range[1],
                                             bag_info["dataset"])
+        record.update(extra)
         crops.add(crop_name)
         if not ok:
             log.warning("frame %d (stamp %d): %s; skipped", index, stamp, record["skipped"])
@@ -218,10 +239,19 @@ def _check_scored(bag: str, per_frame: List[dict], skipped: List[dict], unmatche
 def evaluate(bag: str, align: str = DEFAULT_ALIGN, estimator=None, predictions: Optional[str] = None,
              pred_kind: str = "disparity", crop: str = "auto", min_depth: float = 1e-3,
              max_depth: float = 10.0, image_topic: Optional[str] = None, depth_topic: Optional[str] = None,
-             save_predictions: Optional[str] = None, progress: bool = False) -> dict:
-    """Score ``estimator`` (a loaded DepthEstimator) or the ``.npy`` files in ``predictions`` on ``bag``."""
+             save_predictions: Optional[str] = None, progress: bool = False, ground: Optional[dict] = None,
+             figure: Optional[str] = None, figure_frame: int = 0) -> dict:
+    """Score ``estimator`` (a loaded DepthEstimator) or the ``.npy`` files in ``predictions`` on ``bag``.
+    ``align="ground"`` takes ``ground`` = the arguments of
+    :func:`~depth_estimation.evaluation.ground_align.make_scorer` after the bag and image topic
+    (extrinsics, plane_hpr, threshold, min_inlier_share, max_range_m)."""
     _check_modes(estimator, predictions, crop, align)
     image_topic, depth_topic = detect_topics(bag, image_topic, depth_topic)
+    scorer = None
+    if align == ground_align.GROUND:
+        if not ground:
+            raise ValueError("align ground needs an extrinsic calibration or a ground plane")
+        scorer = ground_align.make_scorer(bag, image_topic, **ground)
     bag_info = {"depth_topic": depth_topic, "dataset": bag_dataset(bag, depth_topic)}
     kind = "disparity" if estimator is not None else pred_kind
     if save_predictions:
@@ -233,12 +263,18 @@ def evaluate(bag: str, align: str = DEFAULT_ALIGN, estimator=None, predictions: 
 
         frames_iter = tqdm(frames_iter, desc="depth-eval", unit="frame")
     per_frame, skipped, crops = _score_frames(frames_iter, bag_info, estimator, predictions, pred_kind,
-                                              save_predictions, align, crop, (min_depth, max_depth))
+                                              save_predictions, align, crop, (min_depth, max_depth), scorer,
+                                              (figure, figure_frame) if figure else None)
+    if scorer is not None and not per_frame and skipped:
+        reasons = "; ".join(sorted({r.get("skipped", "") for r in skipped}))[:300]
+        raise ValueError("no frame of %s has a confident ground fit (%s): check the calibration and the "
+                         "predictions" % (bag, reasons))
     if unmatched["images"] or unmatched["depths"]:
         log.warning("%d camera frames and %d ground-truth frames had no partner with the same stamp",
                     len(unmatched["images"]), len(unmatched["depths"]))
     invalid = _check_scored(bag, per_frame, skipped, unmatched, kind)
-    return {
+    extra = {"ground": scorer.summary()} if scorer is not None else {}
+    return dict(extra, **{
         "metrics": metrics.mean_metrics(per_frame),
         "frames": len(per_frame),
         "per_frame": per_frame,
@@ -255,7 +291,7 @@ def evaluate(bag: str, align: str = DEFAULT_ALIGN, estimator=None, predictions: 
         "depth_topic": depth_topic,
         "unmatched": {"images": len(unmatched["images"]), "depths": len(unmatched["depths"]),
                       "image_stamps_ns": unmatched["images"], "depth_stamps_ns": unmatched["depths"]},
-    }
+    })
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -264,8 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bag", required=True,
                         help="RGB-D bag (CompressedImage frames + 32FC1 ground truth)")
     add_source_arguments(parser, "folder of 000000.npy... predictions in frame order")
-    parser.add_argument("--align", default=DEFAULT_ALIGN, choices=metrics.ALIGN_MODES,
-                        help="how predictions are aligned to the ground truth (default %s)" % DEFAULT_ALIGN)
+    parser.add_argument("--align", default=DEFAULT_ALIGN, choices=ALIGN_CHOICES,
+                        help="how predictions are aligned: to the ground truth (lsq-disparity, median), not "
+                             "at all (none), or to the calibrated ground plane without ground truth (ground) "
+                             "(default %s)" % DEFAULT_ALIGN)
     parser.add_argument("--crop", choices=CROP_CHOICES, default="auto",
                         help="auto: Eigen crop for NYU bags (the dataset the bag records; for older "
                              "bags /nyu/ topics at 480x640), none otherwise")
@@ -278,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_json_csv(parser)
     parser.add_argument("--save-predictions", metavar="DIR",
                         help="with --model: save raw outputs as DIR/000000.npy...")
+    ground_align.add_ground_arguments(parser)
     return parser
 
 
@@ -286,6 +325,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.save_predictions and not args.model:
         parser.error("--save-predictions needs --model")
+    ground_align.check_ground_arguments(parser, args)
+    ground = None
+    if args.align == ground_align.GROUND:
+        ground = {"extrinsics": args.extrinsics, "plane_hpr": args.ground_plane,
+                  "threshold": args.ground_threshold, "min_inlier_share": args.ground_min_inlier_share,
+                  "max_range_m": args.ground_max_range}
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         estimator = None
@@ -295,7 +340,8 @@ def main(argv=None) -> int:
             raise FileNotFoundError("--predictions %s is not a folder" % args.predictions)
         result = evaluate(args.bag, args.align, estimator, args.predictions, args.pred_kind, args.crop,
                           args.min_depth, args.max_depth, args.image_topic, args.depth_topic,
-                          args.save_predictions, progress=sys.stderr.isatty())
+                          args.save_predictions, progress=sys.stderr.isatty(), ground=ground,
+                          figure=args.figure, figure_frame=args.figure_frame)
     except (OSError, ValueError) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 1
@@ -307,6 +353,11 @@ def main(argv=None) -> int:
         result["frames"], result["unmatched"]["images"], result["unmatched"]["depths"], result["align"],
         result["crop"]))
     print("  ".join("%s %.4f" % (k, result["metrics"][k]) for k in metrics.METRICS))
+    if "ground" in result:
+        g = result["ground"]
+        print("ground plane: camera %.3f m above, pitch %.1f deg, roll %.1f deg; confident fits %d of %d "
+              "frames" % (g["height_m"], g["pitch_deg"], g["roll_deg"], g["confident_frames"],
+                          g["frames_fitted"]))
     if result["invalid_prediction_pixels"]:
         print("%d prediction pixels without a value left out" % result["invalid_prediction_pixels"])
     if args.json:
