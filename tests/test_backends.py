@@ -476,3 +476,54 @@ def test_every_model_the_robot_image_can_bake_in_passes_the_tensorrt71_audit(var
     with open(out + ".json") as f:  # what the Dockerfile's arm64v8 step reads
         sidecar = json.load(f)
     assert sidecar["opset"] == 11 and sidecar["tensorrt_issues"] == [] and sidecar["spec"] == spec
+
+
+def test_depth_anything_attention_runs_through_sdpa(tiny_dir):
+    """Every Depth-Anything-V2 the library loads calls torch's scaled_dot_product_attention once per
+    backbone layer (fused kernels), also when a config asked for eager attention (transformers 5)."""
+    from torch.overrides import TorchFunctionMode
+
+    from depth_estimation.models import da2
+    from depth_fixtures import TINY
+
+    class Count(TorchFunctionMode):
+        calls = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func is F.scaled_dot_product_attention:
+                Count.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    model = da2.from_hf_dir(tiny_dir)
+    assert da2.attention_implementation(model) == da2.ATTENTION == "sdpa"
+    with Count(), torch.inference_mode():
+        model(pixel_values=torch.from_numpy(_input((56, 56))))
+    assert Count.calls == TINY["num_layers"]
+    model.backbone.config._attn_implementation = "eager"
+    if "ALL_ATTENTION_FUNCTIONS" in vars(sys.modules[type(model.backbone).__module__]):  # per-call dispatch
+        assert da2.attention_implementation(da2.use_sdpa(model)) == "sdpa"
+
+
+def test_torch_runner_runs_in_inference_mode():
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            seen.append((torch.is_inference_mode_enabled(), torch.is_grad_enabled()))
+            return x[:, 0]
+
+    TorchRunner(Probe())(_input((14, 14)))
+    assert seen == [(True, False)]
+
+
+def test_torch_runner_runs_convolutions_channels_last_on_the_cpu():
+    """On the CPU the runner converts the convolutions to NHWC (measured faster here) and the depth
+    stays the same; channels_last=False keeps the model as it was."""
+    runner, plain = TorchRunner(_scaled_tiny_da2()), TorchRunner(_scaled_tiny_da2(), channels_last=False)
+    assert runner.channels_last and not plain.channels_last
+    convs = [m for m in runner.module.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    assert not any(m.weight.is_contiguous(memory_format=torch.channels_last)
+                   for m in plain.module.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[-1] > 1)
+    x = _input()
+    assert _rel(runner(x), plain(x)) < 1e-5

@@ -228,8 +228,8 @@ def test_extreme_frames_never_reach_the_network(tiny_dir, real_jpeg):
     pipe = pipeline_from_params(params)
     pipe.estimator.load()
     calls = []
-    infer = pipe.estimator.infer
-    pipe.estimator.infer = lambda rgb: calls.append(rgb.shape) or infer(rgb)
+    prepare = pipe.estimator.prepare
+    pipe.estimator.prepare = lambda rgb: calls.append(rgb.shape) or prepare(rgb)
     strip = cv2.imencode(".jpg", np.zeros((16, 4096, 3), np.uint8))[1].tobytes()
     with pytest.raises(RejectedFrame) as caught:
         pipe.process(strip, "jpeg")

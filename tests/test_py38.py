@@ -12,7 +12,9 @@ from conftest import INCLUDE, ROOT
 
 PINS = os.path.join(ROOT, ".build", "py38-pins")
 PY38 = os.path.join(ROOT, ".build", "py38-venv", "bin", "python")
-CORE_TESTS = ["tests/test_models.py", "tests/test_core.py", "tests/test_convert.py", "tests/test_pipeline.py"]
+CORE_TESTS = ["tests/test_models.py", "tests/test_core.py", "tests/test_convert.py", "tests/test_pipeline.py",
+              "tests/test_stream.py", "tests/test_metric_outputs.py", "tests/test_calibration.py",
+              "tests/test_ground_metric.py"]
 
 
 def test_package_is_valid_python_38():

@@ -42,7 +42,7 @@ def _rostest(tmp_path, test_file, *args):
 
 @pytest.mark.parametrize("test_file", ["camera_stream.test", "corrupt_frames.test", "no_backlog.test", "evaluate.test",
                                        "robust_stream.test", "node_switch.test", "process_frequency.test",
-                                       "robot_params.test"])
+                                       "robot_params.test", "metric_depth.test"])
 def test_rostest(test_file, fixtures, tmp_path):
     _rostest(tmp_path, test_file, "fixtures:=" + fixtures)
 

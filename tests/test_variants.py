@@ -74,6 +74,9 @@ def test_bench_writes_every_documented_field(tiny_dir, cache, tmp_path, real_jpe
     assert ("tiny_da2", "torch", "bare") in paths and ("tiny_da2", "torch", "node") in paths
     assert ("tiny_da2", "torch", "pipeline") in paths and ("tiny_da2", "onnxruntime", "bare") in paths
     assert ("tiny_da2@hqq4", "torch", "bare") in paths
+    metric = [r for r in rows if r["path"] == "metric"]  # the metric outputs' own cost, once per run
+    assert len(metric) == 1 and metric[0]["latency_ms_p50"] > 0 and "state OK" in metric[0]["note"]
+    rows = [r for r in rows if r["path"] != "metric"]
     for row in rows:
         assert not row.get("note"), row
         for field in ("latency_ms_p50", "latency_ms_p95", "fps", "weight_bytes", "file_bytes",
@@ -84,6 +87,12 @@ def test_bench_writes_every_documented_field(tiny_dir, cache, tmp_path, real_jpe
     fp32 = next(r for r in rows
                 if r["variant"] == tiny_dir and r["path"] == "bare" and r["backend"] == "torch")
     assert quantized[0]["weight_bytes"] < fp32["weight_bytes"]
+    stream = [r for r in rows if r["path"] == "stream"]  # the node's threaded stream at the camera's 30 Hz
+    assert len(stream) == 4 and all(r["stream_hz"] == 30.0 and r["frames_in"] >= 1 and r["frames_dropped"] == 0 for r in stream)
+    ort = next(r for r in rows if r["variant"] == tiny_dir and r["path"] == "bare" and r["backend"] == "onnxruntime")
+    assert ort["vs_torch"] == pytest.approx(ort["fps"] / fp32["fps"]) and fp32["vs_torch"] == pytest.approx(1.0)
+    assert quantized[0]["vs_base"] == pytest.approx(quantized[0]["fps"] / fp32["fps"])
+    assert fp32["vs_pipeline"] > 0 and fp32["matmul_fraction"] > 0
     out = tmp_path / "b"
     bench.write_outputs(rows, str(out) + ".json", str(out) + ".csv", str(out) + ".png", {"command": "test"})
     data = json.loads((tmp_path / "b.json").read_text())
@@ -109,12 +118,12 @@ def _depth_bench(args, cwd):
 def test_depth_bench_command_end_to_end(tiny_dir, cache, tmp_path):
     out = tmp_path / "r"
     rc, stdout, stderr = _depth_bench(["--variants", tiny_dir, "--backends", "torch", "--input-size", "56",
-                                       "--runs", "2", "--warmup", "0", "--no-pipeline",
+                                       "--runs", "2", "--warmup", "0", "--paths", "bare,node,stream",
                                        "--json", str(out) + ".json", "--csv", str(out) + ".csv",
                                        "--plot", str(out) + ".png"], tmp_path)
     assert rc == 0, (stdout + stderr)[-3000:]
     rows = json.loads((tmp_path / "r.json").read_text())["rows"]
-    assert {r["path"] for r in rows} == {"bare", "node"}
+    assert {r["path"] for r in rows} == {"bare", "node", "stream"}
     assert "latency_ms_p50" in stdout  # the printed table
     assert (tmp_path / "r.csv").exists() and (tmp_path / "r.png").exists()
 

@@ -1,27 +1,28 @@
 #!/usr/bin/env python3
-"""depth_node: camera CompressedImage -> depth (32FC1), colorized depth and diagnostics.
+"""depth_node: camera CompressedImage -> depth (32FC1), colorized depth, metric outputs, diagnostics.
 
-A thin ROS wrapper: all the work is in the ROS-free ``depth_estimation`` library. The
-subscriber callback only hands the newest frame to a worker thread (frames the worker has
-not taken are dropped and counted), so a slow model never builds a backlog.
+A thin ROS wrapper around the ROS-free ``depth_estimation`` library. The subscriber only hands the
+newest frame to the library's stream (``framepath.stream.FrameStream``: decode | network |
+colorize+publish in three threads, output rate = the slowest stage; a frame a busy stage has not
+taken is dropped and counted), so a slow model never builds a backlog. With ``metric`` on,
+``framepath.metric`` turns each frame into metres from the robot's ground-plane calibration
+(``~depth/metric``, ``~scan``, ``~obstacle_distance``, ``~points``).
 
-In the Duckietown image the node is a DTROS node (``NodeType.PERCEPTION``: Duckietown's ``~switch``,
-parameters and diagnostics); on a plain ROS install :class:`PlainNode` gives it the same surface on
-rospy (the same topics, parameters and ``~switch`` service). Switched off, frames are only counted
-(``frames_paused``); ``~process_frequency`` caps the frames processed per second (``frames_throttled``);
-``config/depth_node/<veh>.yaml`` is merged over the defaults at start and the colour settings,
-``jpeg_quality`` and ``process_frequency`` are read again while the node runs.
+In the Duckietown image it is a DTROS node (``NodeType.PERCEPTION``: ``~switch``, parameters,
+diagnostics); elsewhere :class:`PlainNode` gives it the same surface on rospy. Switched off, frames
+are only counted (``frames_paused``); ``~process_frequency`` caps the frames processed per second;
+``config/depth_node/<veh>.yaml`` is merged over the defaults at start; the colour settings,
+``jpeg_quality`` and ``process_frequency`` are read again while it runs.
 
-Start-up checks every parameter, loads the model and runs it once on a blank frame of
-``expected_frame_size``: any problem is one FATAL line per cause and a non-zero exit. While
-running, a frame that fails is counted (``inference_errors``, ERROR in diagnostics) and the next
-one is processed. A restarted ROS master (its registrations and parameters are gone) makes the
-node exit with code 3 so that its launcher restarts it; SIGINT exits 0 within a second or two,
-even in the middle of a long inference.
+Start-up checks every parameter and the calibration, loads the model and runs it once on a blank
+frame of ``expected_frame_size``: any problem is one FATAL line per cause and a non-zero exit. A
+frame that fails later is counted (``inference_errors``) and the next one is processed. A restarted
+ROS master makes the node exit with code 3 (its launcher restarts it); SIGINT exits 0 at once.
 """
 import copy
 import enum
 import logging
+import math
 import os
 import sys
 import threading
@@ -31,17 +32,17 @@ import rosgraph
 import rospkg
 import rospy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, PointCloud2, PointField, Range
 from std_msgs.msg import Header
 from std_srvs.srv import SetBool, SetBoolResponse
 
-from depth_estimation.framepath.frames import RejectedFrame
 from depth_estimation.framepath.gate import FrameGate
+from depth_estimation.framepath.metric import CalibrationError, check_calibration
 from depth_estimation.framepath.health import ERROR, OK, WARN, error_line
 from depth_estimation.framepath.params import (CHECKS, RUNTIME, ParameterError, check_params, read_param_file,
                                                robot_overrides, runtime_update)
 from depth_estimation.framepath.pipeline import CameraInfoPairing, camera_info_problem, start_pipeline
-from depth_estimation.framepath.slot import LatestSlot
+from depth_estimation.framepath.stream import Frame, FrameStream
 from depth_estimation.models.specs import ModelNotFound
 
 try:  # the Duckietown image (dt-ros-commons): importing it also decorates rospy.Publisher/Subscriber
@@ -66,11 +67,19 @@ DT_HEALTH = {OK: DTHealth.HEALTHY, WARN: DTHealth.WARNING, ERROR: DTHealth.ERROR
 # The /diagnostics publisher stays on while the node is switched off: DTROS switches off every
 # rospy.Publisher made after its import and keeps the original class as rospy.__Publisher__.
 PlainPublisher = getattr(rospy, "__Publisher__", rospy.Publisher)
+XYZ = [PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1) for i, n in enumerate("xyz")]
 
 
 def header_like(header):
     """A header of its own for each published message (rospy writes ``seq`` into the one it sends)."""
     return Header(stamp=header.stamp, frame_id=header.frame_id)
+
+
+def info_with(info, header):
+    """A copy of a stored camera_info with the frame's header (the stored message keeps its own)."""
+    info_out = copy.copy(info)
+    info_out.header = header_like(header)
+    return info_out
 
 
 def to_image(header, array, encoding):
@@ -107,21 +116,14 @@ class PlainNode:
         rospy.loginfo("[%s] %s", self.node_name, message)
         return SetBoolResponse(success=True, message=message)
 
-    def on_switch_on(self):
-        pass
-
-    def on_switch_off(self):
-        pass
-
-    def set_health(self, health, reason=None):
-        pass
-
     def _on_shutdown(self):
         self.is_shutdown = True
         self.on_shutdown()
 
-    def on_shutdown(self):
-        pass
+    def _hook(self, *args, **kwargs):
+        """DTROS's hooks (set_health(health, reason=None) and the others): nothing on plain rospy."""
+
+    on_switch_on = on_switch_off = on_shutdown = set_health = _hook
 
 
 BaseNode = DTROS if DTROS is not None else PlainNode
@@ -137,9 +139,14 @@ def package_config():
     return os.path.join(rospkg.RosPack().get_path("depth_estimation"), "config", "depth_node")
 
 
+def vehicle():
+    """The robot's name: the node's first namespace (``/<veh>/depth_node``), "" when there is none."""
+    return rospy.get_namespace().strip("/").split("/")[0]
+
+
 def merge_robot_file():
     """Set this robot's own parameters (``<veh>.yaml``, ``veh`` = the first namespace) over the defaults."""
-    veh = rospy.get_namespace().strip("/").split("/")[0]
+    veh = vehicle()
     path = robot_file(veh) if veh else None
     if not path or not os.path.isfile(path):
         return
@@ -160,9 +167,11 @@ class DepthNode(BaseNode):
         merge_robot_file()
         raw = {name: rospy.get_param("~" + name) for name in CHECKS if rospy.has_param("~" + name)}
         self.params = check_params(raw)  # ParameterError names every bad parameter
+        self.metric = check_calibration(self.params, vehicle(), self.warn)  # None when off; CalibrationError
+        frame = self.params["ground_frame"]
+        self.ground_frame = frame if "/" in frame or not vehicle() else "%s/%s" % (vehicle(), frame)
         self.pipeline, self.health = start_pipeline(self.params)  # loaded and run once: fails now if at all
         estimator = self.pipeline.estimator
-        self.slot = LatestSlot()
         self.gate = FrameGate()
         self.set_frequency(self.params["process_frequency"])
         self.camera_infos = CameraInfoPairing()
@@ -172,9 +181,10 @@ class DepthNode(BaseNode):
             for name in RUNTIME:
                 DTParam("~" + name, help="changes at run time",
                         param_type=ParamType.guess_type(self.params[name]))
-        self._advertise()
-        self.worker = threading.Thread(target=self.run, name="depth_worker", daemon=True)
-        self.worker.start()
+        self.stream = FrameStream(self.pipeline, self.health, self.publish_result, wants=self.wants,
+                                  active=lambda: self.gate.active, clock=rospy.get_time, warn=self.warn,
+                                  pipelined=self.params["pipelined"]).start()
+        self._advertise()  # publishers before frames can arrive: the stream publishes on them
         rospy.Timer(rospy.Duration(float(self.params["diagnostics_period"])), self.publish_diagnostics)
         rospy.Timer(rospy.Duration(PARAM_POLL), self.reread_params)
         threading.Thread(target=self.watch_master, name="master_watch", daemon=True).start()
@@ -188,12 +198,17 @@ class DepthNode(BaseNode):
         self.pub_jpeg = rospy.Publisher("~depth/colorized/compressed", CompressedImage, queue_size=1)
         self.pub_info = rospy.Publisher("~depth/camera_info", CameraInfo, queue_size=1)
         self.pub_diag = PlainPublisher("/diagnostics", DiagnosticArray, queue_size=1)
-        rospy.Subscriber("~camera_info", CameraInfo, self.on_camera_info, queue_size=10)
+        if self.metric is not None:  # metric off: no publishers, no cost
+            self.pub_metric, self.pub_metric_info, self.pub_scan, self.pub_range, self.pub_points = (
+                rospy.Publisher(topic, kind, queue_size=1) for topic, kind in (
+                    ("~depth/metric", Image), ("~depth/metric/camera_info", CameraInfo), ("~scan", LaserScan),
+                    ("~obstacle_distance", Range), ("~points", PointCloud2)))
+            if self.metric.warning:
+                rospy.logwarn("depth_node: %s", self.metric.warning)
+        rospy.Subscriber("~camera_info", CameraInfo, queue_size=10,
+                         callback=lambda msg: self.camera_infos.store(msg.header.stamp.to_nsec(), msg))
         rospy.Subscriber("~image/compressed", CompressedImage, self.on_image, queue_size=1,
                          buff_size=BUFF_SIZE)
-
-    def on_camera_info(self, msg):
-        self.camera_infos.store(msg.header.stamp.to_nsec(), msg)
 
     def on_image(self, msg):
         now = rospy.get_time()
@@ -202,61 +217,61 @@ class DepthNode(BaseNode):
         if skipped:
             self.health.frame_skipped(now, skipped, msg.header.seq)
         else:
-            self.health.frame_in(now, self.slot.put(msg), msg.header.seq)
+            self.stream.submit(Frame(msg.data, msg.format, stamp, msg.header), msg.header.seq)
 
     def on_switch_off(self):
         """~switch false (Duckietown's FSM): no inference, no output; the queued frame is not processed."""
         self.gate.pause()
         self.health.set_paused(True, rospy.get_time())
-        if self.slot.take(timeout=0) is not None:
-            self.health.frame_withheld()
+        self.stream.withhold_queued()
 
     def on_switch_on(self):
         self.health.set_paused(False, rospy.get_time())
         self.gate.resume()
 
     def on_shutdown(self):
-        if getattr(self, "slot", None) is not None:  # a shutdown while the model loads comes before it
-            self.slot.close()
+        if getattr(self, "stream", None) is not None:  # a shutdown while the model loads comes before it
+            self.stream.close(timeout=0)
 
-    def run(self):
-        while not rospy.is_shutdown():
-            msg = self.slot.take(timeout=0.5)
-            if msg is None:
-                continue
-            if not self.gate.active:  # switched off after it was queued
-                self.health.frame_withheld()
-                continue
-            try:
-                self.process(msg)
-            except RejectedFrame as exc:
-                self.health.frame_rejected(exc.kind)
-                self.warn(exc.kind, "dropped a bad input frame (%s); %d rejected so far",
-                          exc, self.health.frames_rejected)
-            except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the stream
-                if rospy.is_shutdown():
-                    break
-                self.health.inference_error(error_line(exc))
-                rospy.logerr_throttle(WARN_EVERY, "depth_node: processing a frame failed (%s); %d failures "
-                                      "so far, going on with the next frame"
-                                      % (error_line(exc), self.health.inference_errors))
+    def wants(self):
+        """(colorized, jpeg): make the colour images only while someone subscribes to them."""
+        return self.pub_color.get_num_connections() > 0, self.pub_jpeg.get_num_connections() > 0
 
-    def process(self, msg):
-        want_color = self.pub_color.get_num_connections() > 0
-        want_jpeg = self.pub_jpeg.get_num_connections() > 0
-        result = self.pipeline.process(msg.data, msg.format, colorized=want_color, jpeg=want_jpeg)
-        if not self.gate.active:  # switched off during the inference: nothing more goes out
-            self.health.frame_withheld()
-            return
+    def publish_result(self, frame, result):
+        """The output stage of the stream: one frame's depth (and colour images) as ROS messages."""
+        header = frame.meta
         height, width = result.depth.shape
-        self.pub_depth.publish(to_image(msg.header, result.depth, "32FC1"))
-        if want_color:
-            self.pub_color.publish(to_image(msg.header, result.colorized, "bgr8"))
-        if want_jpeg:
-            self.pub_jpeg.publish(CompressedImage(header=header_like(msg.header), data=result.colorized_jpeg,
+        self.pub_depth.publish(to_image(header, result.depth, "32FC1"))
+        if result.colorized is not None and self.pub_color.get_num_connections() > 0:
+            self.pub_color.publish(to_image(header, result.colorized, "bgr8"))
+        if result.colorized_jpeg is not None:
+            self.pub_jpeg.publish(CompressedImage(header=header_like(header), data=result.colorized_jpeg,
                                                   format="bgr8; jpeg compressed bgr8"))
-        self.publish_camera_info(msg.header, height, width)
-        self.health.frame_out(rospy.get_time(), msg.header.stamp.to_sec())
+        self.publish_camera_info(header, height, width)
+        if self.metric is not None:
+            self.publish_metric(header, result.depth)
+
+    def publish_metric(self, header, disparity):
+        """Metres: depth (with the camera_info it is in), scan, obstacle distance and points; nothing
+        while the ground fit is not confident (state NONE) or there is no camera_info."""
+        info = self.camera_infos.find(header.stamp.to_nsec())
+        out = self.metric.process(disparity, header.stamp.to_sec(), info)
+        if out is None or out.frame.depth_m is None:
+            return
+        self.pub_metric.publish(to_image(header, out.frame.depth_m, "32FC1"))
+        self.pub_metric_info.publish(info_with(info, header))
+        ground, p, scan = Header(stamp=header.stamp, frame_id=self.ground_frame), self.params, out.scan
+        self.pub_scan.publish(LaserScan(header=ground, angle_min=scan.angle_min, angle_max=scan.angle_max,
+                                        angle_increment=scan.angle_increment, range_min=scan.range_min,
+                                        range_max=scan.range_max, ranges=scan.ranges.tolist()))
+        self.pub_range.publish(Range(header=header_like(ground), radiation_type=Range.INFRARED,
+                                     field_of_view=2 * math.atan2(p["corridor_width"] / 2,
+                                                                  p["obstacle_max_range"]),
+                                     min_range=0.0, max_range=p["obstacle_max_range"], range=out.distance))
+        if out.points is not None:  # x, y, z float32 in the camera's optical frame
+            n = len(out.points)
+            self.pub_points.publish(PointCloud2(header=header_like(header), height=1, width=n, fields=XYZ,
+                                                point_step=12, row_step=12 * n, data=out.points.tobytes()))
 
     def publish_camera_info(self, header, height, width):
         info = self.camera_infos.find(header.stamp.to_nsec())
@@ -267,15 +282,13 @@ class DepthNode(BaseNode):
             self.health.camera_info_mismatch(problem)
             self.warn("camera_info", "%s: depth is published without camera_info", problem)
             return
-        info_out = copy.copy(info)  # the stored message keeps its own header
-        info_out.header = header_like(header)
-        self.pub_info.publish(info_out)
+        self.pub_info.publish(info_with(info, header))
 
     def warn(self, kind, text, *args):
         now = rospy.get_time()
         if now - self.warned.get(kind, -1e9) >= WARN_EVERY:  # once per kind, then every 30 s at most
             self.warned[kind] = now
-            rospy.logwarn("depth_node: " + text, *args)
+            (rospy.logerr if kind == "error" else rospy.logwarn)("depth_node: " + text, *args)
 
     def set_frequency(self, frequency):
         """``~process_frequency``: the gate admits at most that many frames per second, and the stall
@@ -310,6 +323,11 @@ class DepthNode(BaseNode):
         values["process_frequency"] = "%g" % self.gate.frequency
         for key, value in self.pipeline.estimator.memory_stats().items():  # rss_mb, gpu_mem_mb
             values[key] = "nan" if value is None else "%.1f" % value
+        if self.metric is not None:
+            metric_values, warning = self.metric.report(rospy.get_time())
+            values.update(metric_values)
+            if warning and level == OK:
+                level, message = WARN, warning
         if level != self.reported_level:  # DTROS: the node's health in Duckietown's diagnostics
             self.reported_level = level
             self.set_health(DT_HEALTH[level], message if level != OK else None)
@@ -359,6 +377,9 @@ def start():
         for problem in exc.problems:
             rospy.logfatal("depth_node: %s", problem)
         exit_now(2)
+    except CalibrationError as exc:
+        rospy.logfatal("depth_node: metric depth cannot use its calibration: %s", exc)
+        exit_now(2)
     except ModelNotFound as exc:
         rospy.logfatal("depth_node: %s", exc)
         exit_now(1)
@@ -370,7 +391,7 @@ def start():
 def main():
     node = start()  # DepthNode initializes the ROS node (DTROS or PlainNode)
     rospy.spin()
-    node.worker.join(timeout=1.0)
+    node.stream.close(timeout=1.0)
     exit_now(node.exit_code)
 
 

@@ -1,7 +1,8 @@
 """The node's health for diagnostics: frame accounting, rates, latencies and the level to report.
 
 Every camera frame ends in exactly one of: published (``frames_out``), replaced before the worker
-took it (``frames_dropped``), refused as bad input (``frames_rejected``, by kind), failed in
+took it or replaced between two stages of the stream (``frames_dropped``, by stage in
+``frames_dropped_by_stage``), refused as bad input (``frames_rejected``, by kind), failed in
 inference (``inference_errors``), not processed because the node was switched off
 (``frames_paused``) or skipped to keep ``~process_frequency`` (``frames_throttled``); so
 ``frames_in = out + dropped + rejected + errors + paused + throttled`` (+ the frame in flight).
@@ -42,6 +43,7 @@ class NodeHealth:
         self.last_error = self.last_camera_info_problem = ""
         self._last_seq: Optional[int] = None
         self.rejected_kinds: Counter = Counter()
+        self.dropped_stages: Counter = Counter()  # drops between stages, by the stage the frame had left
         self.input_rate, self.output_rate = RateMeter(), RateMeter()
         self.end_to_end = Rolling(window)
         self.last_in: Optional[float] = None
@@ -55,6 +57,14 @@ class NodeHealth:
         with self._lock:
             self._arrived(now, seq)
             self.frames_dropped += int(dropped_previous)
+            self.dropped_stages["queue"] += int(dropped_previous)
+
+    def frame_dropped(self, stage: str) -> None:
+        """A frame replaced between two stages of the stream (the next stage was busy): counted as
+        dropped, and by the stage that had finished it (``frames_dropped_by_stage``)."""
+        with self._lock:
+            self.frames_dropped += 1
+            self.dropped_stages[stage] += 1
 
     def frame_skipped(self, now: float, reason: str, seq: Optional[int] = None) -> None:
         """A camera frame arrived and was not queued: ``reason`` is gate.PAUSED or gate.THROTTLED."""
@@ -145,6 +155,8 @@ class NodeHealth:
             "paused": "true" if self.paused else "false",
             "last_error": self.last_error, "camera_info_mismatches": str(self.camera_info_mismatches),
             "rejected_kinds": ",".join("%s=%d" % kv for kv in sorted(self.rejected_kinds.items())),
+            "frames_dropped_by_stage": ",".join("%s=%d" % kv for kv in sorted(self.dropped_stages.items())
+                                                if kv[1]),
         }
 
     def _judge(self, now: float, new: Counter) -> Tuple[int, str]:

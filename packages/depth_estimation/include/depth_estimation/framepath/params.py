@@ -104,6 +104,23 @@ CHECKS: Dict[str, Callable[[Any], Any]] = {
     "process_frequency": _in_range(0.0, 1000.0),
     "engine_dir": lambda v: "" if v in ("", None) else _text(v),
     "workspace_mb": _in_range(16, 65536, int),
+    "pipelined": _boolean,
+    # metric depth from the robot's ground-plane calibration (framepath.metric)
+    "metric": _boolean,
+    "extrinsics_file": lambda v: "" if v in ("", None) else _text(v),
+    "metric_time_constant": _in_range(0.0, 60.0),
+    "metric_hold": _in_range(0.0, 60.0),
+    "metric_min_inliers": _in_range(0.0, 1.0),
+    "metric_max_range": _in_range(0.0, 1000.0, low_open=True),
+    "obstacle_min_height": _in_range(0.0, 10.0),
+    "obstacle_max_height": _in_range(0.0, 10.0, low_open=True),
+    "obstacle_max_range": _in_range(0.0, 1000.0, low_open=True),
+    "corridor_width": _in_range(0.0, 10.0, low_open=True),
+    "scan_bins": _in_range(2, 100000, int),
+    "scan_fov_deg": _in_range(0.0, 359.0, low_open=True),
+    "points": _boolean,
+    "points_step": _in_range(1, 256, int),
+    "ground_frame": _text,
 }
 
 # Safe to change while the node runs (read again about twice a second); the others need a restart.
@@ -137,6 +154,10 @@ def _relations(params: Dict[str, Any]) -> List[str]:
             and not params["color_vmin"] < params["color_vmax"]:
         problems.append("parameter ~color_vmin %g must be below ~color_vmax %g with color_range fixed"
                         % (params["color_vmin"], params["color_vmax"]))
+    if "obstacle_min_height" in params and "obstacle_max_height" in params \
+            and not params["obstacle_min_height"] < params["obstacle_max_height"]:
+        problems.append("parameter ~obstacle_min_height %g must be below ~obstacle_max_height %g"
+                        % (params["obstacle_min_height"], params["obstacle_max_height"]))
     return problems
 
 

@@ -18,7 +18,7 @@ from depth_estimation.framepath import frames
 from depth_estimation.framepath.colorize import Colorizer
 from depth_estimation.framepath.health import NodeHealth
 from depth_estimation.framepath.params import check_params
-from depth_estimation.runtime.estimator import DepthEstimator
+from depth_estimation.runtime.estimator import DepthEstimator, Prepared
 from depth_estimation.runtime.timing import StageTimer
 
 
@@ -94,11 +94,23 @@ class DepthPipeline:
                                        % (width, height, in_w, in_h, self.max_input_pixels))
 
     def process(self, data: bytes, fmt: str = "", colorized: bool = True, jpeg: bool = True) -> DepthResult:
+        """The whole frame path in the caller's thread (:class:`~.stream.FrameStream` runs the same
+        three steps, :meth:`prepare`, the network and :meth:`finish`, in threads of their own)."""
+        prepared = self.prepare(data, fmt)
+        return self.finish(prepared, self.estimator.run(prepared), colorized, jpeg)
+
+    def prepare(self, data: bytes, fmt: str = "") -> Prepared:
+        """Compressed frame bytes -> the network's input (RejectedFrame for bad frames)."""
         with self.timer.stage("decode"):
             bgr = frames.decode(data, fmt, self.min_side, self.max_side, self.max_aspect)
             self.check_size(*bgr.shape[:2])
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        depth = self.estimator.infer(rgb)
+        return self.estimator.prepare(rgb)
+
+    def finish(self, prepared: Prepared, prediction: np.ndarray, colorized: bool = True,
+               jpeg: bool = True) -> DepthResult:
+        """The network's prediction -> depth at the frame's size, its colour image and JPEG."""
+        depth = self.estimator.finish(prepared, prediction)
         color = color_jpeg = None
         colorizer, quality = self.colorizer, self.jpeg_quality  # configure() may swap them meanwhile
         if colorizer is not None and (colorized or jpeg):

@@ -34,7 +34,18 @@ class LatestSlot:
             if self._item is None and not self._closed:
                 self._cond.wait(timeout)
             item, self._item = self._item, None
+            self._cond.notify_all()  # wait_empty()
             return item
+
+    def wait_empty(self, timeout: Optional[float] = None) -> bool:
+        """Wait until the consumer has taken the item (or the slot is closed); True when it is empty."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._item is None or self._closed, timeout)
+            return self._item is None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def close(self) -> None:
         with self._cond:

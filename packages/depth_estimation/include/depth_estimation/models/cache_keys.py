@@ -7,7 +7,8 @@ anything that changes the result does:
   the size and modification time of its weight files, so a copy elsewhere or rewritten (even
   only touched) weights get their own entry; released weights by the Hugging Face snapshot they
   resolve to (its folder names the commit); ``random:<arch>`` by the architecture and seed;
-* the settings (bits, group size, input size, opset), given by the caller;
+* a derived file's source file (:func:`file_fingerprint`: an int8 ONNX from its fp32 export);
+* the settings (bits, group size, input size, opset, ONNX export target), given by the caller;
 * the versions of the libraries that make the result (:func:`versions`).
 
 Imports neither torch nor huggingface_hub at module level (the ``.onnx`` paths import this).
@@ -45,6 +46,12 @@ def _file_stats(path: str) -> List[str]:
         if os.path.isfile(os.path.join(folder, name)):
             stats.append("%s:%d:%d" % (name, st.st_size, st.st_mtime_ns))
     return stats
+
+
+def file_fingerprint(path: str) -> str:
+    """What a file (or folder) on disk is: its absolute path and the size and modification time of
+    its weight files, so a rewritten (even only touched) file gets its own cache entry."""
+    return "|".join(_file_stats(path))
 
 
 def weights_fingerprint(spec: ModelSpec) -> str:

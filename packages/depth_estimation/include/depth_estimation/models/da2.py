@@ -8,12 +8,21 @@ random (``random:<arch>``).
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 from typing import Iterator, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from depth_estimation.models.specs import ARCHS, Da2Arch, ModelNotFound
+
+# The DINOv2 backbone's attention runs through torch's scaled_dot_product_attention (fused kernels on
+# CPU and CUDA; the ONNX export rewrites it per target). transformers 4.46 and 5.x pick it for Dinov2
+# by default; the DPT head has no attention (the top-level config says "eager"), and
+# ``from_pretrained(attn_implementation="sdpa")`` is refused for DepthAnything, so it is checked on
+# the backbone: :func:`use_sdpa`.
+ATTENTION = "sdpa"
 
 
 def make_config(hidden_size: int, num_layers: int, num_heads: int, out_indices: Sequence[int],
@@ -39,12 +48,31 @@ def arch_config(arch: Da2Arch):
                        arch.neck_hidden_sizes, arch.fusion_hidden_size)
 
 
+def attention_implementation(model) -> str:
+    """The attention implementation of a Depth-Anything-V2's backbone (``"sdpa"``, ``"eager"``...)."""
+    config = getattr(getattr(model, "backbone", None), "config", None)
+    return getattr(config, "_attn_implementation", None) or "eager"
+
+
+def use_sdpa(model):
+    """``model`` with its backbone's attention on :data:`ATTENTION`, where transformers picks the
+    attention per call from the config (its ``ALL_ATTENTION_FUNCTIONS`` dispatch, 5.x); 4.46 builds
+    the attention modules once, with sdpa by default, and is left as it is."""
+    backbone = getattr(model, "backbone", None)
+    module = sys.modules.get(type(backbone).__module__)
+    if (backbone is not None and getattr(backbone, "_supports_sdpa", False)
+            and hasattr(module, "ALL_ATTENTION_FUNCTIONS") and hasattr(F, "scaled_dot_product_attention")
+            and attention_implementation(model) != ATTENTION):
+        backbone.config._attn_implementation = ATTENTION
+    return model
+
+
 def random_model(arch_name: str, seed: Optional[int] = 0):
     """The architecture ``arch_name`` with random weights (deterministic for a given seed)."""
     from transformers import DepthAnythingForDepthEstimation  # heavy: only when a model is built
     if seed is not None:
         torch.manual_seed(seed)
-    return DepthAnythingForDepthEstimation(arch_config(ARCHS[arch_name]))
+    return use_sdpa(DepthAnythingForDepthEstimation(arch_config(ARCHS[arch_name])))
 
 
 def from_hf_dir(path: str):
@@ -57,7 +85,7 @@ def from_hf_dir(path: str):
         raise ModelNotFound("model %s: no .safetensors weights in that directory (only safetensors "
                             "are loaded; convert pickled weights with save_pretrained)" % path)
     with unreadable(path):
-        return DepthAnythingForDepthEstimation.from_pretrained(path, use_safetensors=True)
+        return use_sdpa(DepthAnythingForDepthEstimation.from_pretrained(path, use_safetensors=True))
 
 
 @contextmanager

@@ -38,6 +38,9 @@ def load_net(spec: ModelSpec, dequantize: bool = False):
     an ONNX export can hold (ONNX has no HQQ kernels)."""
     if spec.family == "onnx":
         raise ValueError("model %s is an ONNX file: use backend onnxruntime or tensorrt" % spec.text)
+    if spec.quant is not None and spec.quant.method != "hqq":  # @int8: made from the export, not in torch
+        raise ValueError("model %s: %s quantizes the ONNX export for backend onnxruntime; in torch (or to "
+                         "export) use %s" % (spec.text, spec.quant.suffix, spec.base))
     if spec.family == "fastdepth":
         return _load_student(spec).eval()
     if spec.kind == "quantized_dir":

@@ -8,6 +8,15 @@ A spec is one of
   benchmarks and offline demos);
 * a Hugging Face hub id (``owner/name``), a local directory in Hugging Face format, or an
   original ``depth_anything_v2_vit{s,b,l}.pth`` checkpoint of the authors.
+
+A Depth-Anything-V2 spec takes at most one quantization suffix:
+
+* ``@hqqN`` / ``@hqqN-dq`` (N = 8, 4, 3, 2, 1): HQQ weights of the backbone's linears, packed
+  (dequantized layer by layer in every forward) or dequantized at load; any backend (ONNX and
+  TensorRT get the dequantized values). On a CPU this saves memory and disk, not time.
+* ``@int8``: ONNX Runtime's dynamic int8 quantization of the exported model's backbone MatMul
+  weights (per output channel; activations quantized per frame), made from the fp32 export and
+  cached (:mod:`depth_estimation.runtime.ort_quant`); backend ``onnxruntime`` only.
 """
 from __future__ import annotations
 
@@ -56,19 +65,31 @@ class ModelNotFound(RuntimeError):
 
 STUDENTS = ("fastdepth-mnv3",)
 HQQ_BITS = (8, 4, 3, 2, 1)
+# ONNX Runtime quantizations of the exported file: suffix -> bits (runtime/ort_quant.py makes them)
+ORT_QUANTS: Dict[str, int] = {"int8": 8}
 
 
 @dataclass(frozen=True)
 class Quant:
-    """``@hqq4`` (packed: dequantized layer by layer in the forward) or ``@hqq4-dq`` (expanded at load)."""
+    """``@hqq4`` (packed: dequantized layer by layer in the forward), ``@hqq4-dq`` (expanded at load)
+    or ``@int8`` (``method`` "ort": ONNX Runtime's int8 of the export, per output channel:
+    ``group_size`` 0)."""
 
     bits: int
     dequantize: bool
     group_size: int = 64
+    method: str = "hqq"  # "hqq" | "ort"
 
     @property
     def suffix(self) -> str:
+        if self.method == "ort":
+            return "@int%d" % self.bits
         return "@hqq%d%s" % (self.bits, "-dq" if self.dequantize else "")
+
+    @property
+    def backend(self) -> Optional[str]:
+        """The one backend that runs this quantization; None: any."""
+        return "onnxruntime" if self.method == "ort" else None
 
 
 @dataclass(frozen=True)
@@ -101,10 +122,14 @@ class ModelSpec:
 
 
 def _parse_quant(text: str, option: str) -> Quant:
+    if option in ORT_QUANTS:
+        return Quant(ORT_QUANTS[option], False, 0, "ort")
     match = re.fullmatch(r"hqq(\d)(-dq)?", option)
     if not match or int(match.group(1)) not in HQQ_BITS:
+        ort = "/".join("@" + q for q in ORT_QUANTS)
         raise ValueError("model spec %r: unknown suffix @%s; use @hqqN (packed) or @hqqN-dq (dequantized "
-                         "at load), N in %s" % (text, option, "/".join(map(str, HQQ_BITS))))
+                         "at load), N in %s, or %s (ONNX Runtime)"
+                         % (text, option, "/".join(map(str, HQQ_BITS)), ort))
     return Quant(int(match.group(1)), bool(match.group(2)))
 
 
@@ -120,8 +145,8 @@ def parse_spec(text: str) -> ModelSpec:
     if options:
         quant = _parse_quant(text, options[0])
         if spec.family != "da2" or spec.kind == "quantized_dir":
-            raise ValueError("model spec %r: HQQ quantizes Depth-Anything-V2 backbones, not %s"
-                             % (text, base))
+            raise ValueError("model spec %r: %s quantizes Depth-Anything-V2 backbones, not %s"
+                             % (text, "ONNX Runtime's @int8" if quant.method == "ort" else "HQQ", base))
         spec = ModelSpec(text, spec.kind, spec.arch, spec.path, spec.hub_id, quant)
     return spec
 
@@ -173,7 +198,8 @@ def _arch_from_filename(path: str) -> Optional[str]:
 SPEC_HELP = ("use one of: %s, %s, random:<arch>, a Hugging Face id (owner/name), a local Hugging Face, "
              "student or quantized folder, an original depth_anything_v2_vit{s,b,l}.pth or an exported "
              ".onnx; "
-             "Depth-Anything-V2 specs take @hqqN or @hqqN-dq (N = 8, 4, 3, 2, 1)"
+             "Depth-Anything-V2 specs take @hqqN or @hqqN-dq (N = 8, 4, 3, 2, 1), or @int8 "
+             "(ONNX Runtime int8, backend onnxruntime only)"
              % (", ".join(sorted(ARCHS)), ", ".join(STUDENTS)))
 
 

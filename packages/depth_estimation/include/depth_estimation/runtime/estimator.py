@@ -9,7 +9,7 @@ import collections
 import logging
 import os
 import threading
-from typing import Optional, Tuple
+from typing import Any, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -17,7 +17,7 @@ from depth_estimation.io.paths import cache_dir
 from depth_estimation.models import cache_keys
 from depth_estimation.models.specs import ModelSpec, parse_spec, safe_name
 from depth_estimation.options import BACKENDS, DEVICES, input_size_value
-from depth_estimation.runtime import memory, preprocess
+from depth_estimation.runtime import memory, ort_quant, preprocess
 from depth_estimation.runtime.engine_cache import DEFAULT_WORKSPACE_MB
 from depth_estimation.runtime.ort_runner import OrtRunner
 from depth_estimation.runtime.tensorrt_runner import TensorRTRunner
@@ -33,18 +33,38 @@ MAX_RUNNERS = 4
 # dequantizes quantized specs, onnx checks (and may upgrade) it. ONNX Runtime only runs the file
 # (TensorRT's engines are keyed next to it, see tensorrt_runner).
 EXPORT_VERSIONS = ("torch", "transformers", "onnx")
+# the export target each backend runs (runtime.onnx_export.TARGETS): TensorRT 7.1's opset-11 file, or
+# ONNX Runtime's fused one (its transformer optimizer makes that file: its version is in the key)
+TARGET_VERSIONS = {"tensorrt": (), "onnxruntime": ("onnxruntime",)}
 
 
-def onnx_cache_path(spec: ModelSpec, hw: Tuple[int, int], opset: int) -> str:
-    """Where the export of ``spec`` at input ``hw`` and ``opset`` is cached:
-    ``<spec sanitised>-<h>x<w>-<hash>.onnx``, the hash of the weights' content
-    (:func:`.cache_keys.weights_fingerprint`), the quantization, input size, opset and the versions
-    that make the file, so that changed weights or libraries export again."""
-    versions = EXPORT_VERSIONS + (("hqq",) if spec.quant is not None or spec.kind == "quantized_dir" else ())
+def onnx_target(backend: str) -> str:
+    """The export target of a backend: ``tensorrt`` for TensorRT, ``onnxruntime`` otherwise."""
+    return "tensorrt" if backend == "tensorrt" else "onnxruntime"
+
+
+def onnx_cache_path(spec: ModelSpec, hw: Tuple[int, int], opset: int, target: str = "tensorrt") -> str:
+    """Where the export of ``spec`` at input ``hw``, ``opset`` and for ``target`` is cached:
+    ``<spec sanitised>-<h>x<w>[-ort]-<hash>.onnx``, the hash of the weights' content
+    (:func:`.cache_keys.weights_fingerprint`), the quantization, input size, opset, target and the
+    versions that make the file, so that changed weights or libraries export again."""
+    versions = EXPORT_VERSIONS + TARGET_VERSIONS[target] + (
+        ("hqq",) if spec.quant is not None or spec.kind == "quantized_dir" else ())
     key = cache_keys.short_hash(cache_keys.weights_fingerprint(spec), spec.quant and spec.quant.suffix,
-                                spec.quant and spec.quant.group_size, tuple(hw), opset,
+                                spec.quant and spec.quant.group_size, tuple(hw), opset, target,
                                 cache_keys.versions(*versions))
-    return cache_dir("onnx", "%s-%dx%d-%s.onnx" % (safe_name(spec.text), hw[0], hw[1], key))
+    tag = "-ort" if target == "onnxruntime" else ""
+    return cache_dir("onnx", "%s-%dx%d%s-%s.onnx" % (safe_name(spec.text), hw[0], hw[1], tag, key))
+
+
+class Prepared(NamedTuple):
+    """A frame made ready for the network by :meth:`DepthEstimator.prepare`."""
+
+    x: np.ndarray  # float32 [1, 3, h, w]
+    window: Any  # where the frame sits in a letterboxed input (None: not letterboxed)
+    hw: Tuple[int, int]  # network input
+    frame_hw: Tuple[int, int]
+    runner: Any
 
 
 class DepthEstimator:
@@ -88,6 +108,7 @@ class DepthEstimator:
         self.spec: ModelSpec = parse_spec(model)
         if self.spec.family == "onnx" and backend == "torch":
             raise ValueError("model %s is an ONNX file: use backend onnxruntime or tensorrt" % model)
+        ort_quant.check_backend(self.spec, backend)  # @int8: ONNX Runtime only
         self.input_size = input_size
         self.backend, self.requested_device = backend, device
         self.threads, self.half = int(threads), bool(half)
@@ -139,7 +160,7 @@ class DepthEstimator:
         self.device = "cuda" if self.requested_device == "cuda" or (
             self.requested_device == "auto" and torch.cuda.is_available()) else "cpu"
         # ONNX has no HQQ kernels: exports hold the dequantized weights (the same values)
-        self.net = loading.load_net(self.spec, dequantize=self.backend != "torch")
+        self.net = loading.load_net(ort_quant.export_spec(self.spec), dequantize=self.backend != "torch")
         self.multiple = self.net.multiple
         self._round_input_size(self.net.default_input_size)
         if self.backend == "torch":
@@ -167,6 +188,14 @@ class DepthEstimator:
         return preprocess.bucket_shape(height, width, self.input_size, self.multiple)
 
     def infer(self, rgb: np.ndarray) -> np.ndarray:
+        """Depth (float32, the frame's size) of an RGB uint8 frame: :meth:`prepare`, :meth:`run`,
+        :meth:`finish` in turn (the node's stream runs the three in separate threads)."""
+        prepared = self.prepare(rgb)
+        return self.finish(prepared, self.run(prepared))
+
+    def prepare(self, rgb: np.ndarray) -> "Prepared":
+        """The network input for an RGB uint8 frame (resized, normalised, letterboxed for a fixed-size
+        runner) and what :meth:`finish` needs to map the prediction back to the frame."""
         if self.device is None:
             raise RuntimeError("call load() before infer()")
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
@@ -179,10 +208,17 @@ class DepthEstimator:
                 x, window = preprocess.normalize(rgb, *hw), None
             else:
                 x, window = preprocess.letterbox(rgb, hw, self._content_hw(height, width, hw))
+        return Prepared(x, window, tuple(hw), (height, width), runner)
+
+    def run(self, prepared: "Prepared") -> np.ndarray:
+        """The network on a prepared input: its raw prediction."""
         with self.timer.stage("infer"):
-            prediction = runner(x)
+            return prepared.runner(prepared.x)
+
+    def finish(self, prepared: "Prepared", prediction: np.ndarray) -> np.ndarray:
+        """A raw prediction back at the frame's size (float32 HxW)."""
         with self.timer.stage("postprocess"):
-            return preprocess.unletterbox(prediction, window, hw, height, width)
+            return preprocess.unletterbox(prediction, prepared.window, prepared.hw, *prepared.frame_hw)
 
     def _content_hw(self, height: int, width: int, box: Tuple[int, int]) -> Tuple[int, int]:
         """The frame's size inside a fixed ``box`` input: the model's own shape at the box's short
@@ -228,11 +264,14 @@ class DepthEstimator:
 
     def _onnx_for(self, hw: Tuple[int, int]) -> str:
         """The ONNX export of this model at input ``hw``, made once and cached."""
-        from depth_estimation.runtime.onnx_export import DEFAULT_OPSET, export_onnx  # heavy (torch)
+        from depth_estimation.runtime.onnx_export import TARGET_OPSETS, export_onnx  # heavy (torch)
 
-        path = onnx_cache_path(self.spec, hw, DEFAULT_OPSET)
+        target = onnx_target(self.backend)
+        spec = ort_quant.export_spec(self.spec)  # @int8: its base's export
+        path = onnx_cache_path(spec, hw, TARGET_OPSETS[target], target)
         if not os.path.isfile(path):
-            log.warning("exporting %s to ONNX at %dx%d once: %s", self.name, hw[0], hw[1], path)
+            log.warning("exporting %s to ONNX for %s at %dx%d once: %s", self.name, target, hw[0], hw[1],
+                        path)
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            export_onnx(self.net, hw[0], hw[1], path)
-        return path
+            export_onnx(self.net, hw[0], hw[1], path, target=target)
+        return ort_quant.derive(path, self.spec)  # @int8: the int8 copy, made once

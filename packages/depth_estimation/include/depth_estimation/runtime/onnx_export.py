@@ -1,9 +1,16 @@
-"""ONNX export for ONNX Runtime and TensorRT on a Jetson (CLI: ``python3 -m depth_estimation.export``).
+"""ONNX export for TensorRT on a Jetson and for ONNX Runtime (CLI: ``python3 -m depth_estimation.export``).
 
-:func:`export_onnx` uses opset 11 and the TorchScript exporter so that TensorRT 7.1 (JetPack
-4.4/4.5; it reads opsets <= 11) and 8.x (JetPack 4.6; opsets <= 13) can parse the file; the newer
-dynamo exporter starts at opset 18. :func:`tensorrt_issues` lists what TensorRT 7.1's parser would
-refuse in an ONNX model. The steps on the robot are in :mod:`depth_estimation.runtime.tensorrt_runner`.
+:func:`export_onnx` writes one of two :data:`TARGETS`, both with the TorchScript exporter (the
+newer dynamo exporter starts at opset 18):
+
+* ``tensorrt``: opset 11 with only plain operators, so that TensorRT 7.1 (JetPack 4.4/4.5; it
+  reads opsets <= 11) and 8.x (JetPack 4.6; opsets <= 13) can parse the file. The steps on the
+  robot are in :mod:`depth_estimation.runtime.tensorrt_runner`;
+* ``onnxruntime``: opset 17 (LayerNormalization) then ONNX Runtime's transformer fusions
+  (:mod:`.ort_optimize`: MultiHeadAttention, SkipLayerNormalization, BiasGelu contrib operators),
+  for ONNX Runtime on CPU or CUDA only.
+
+:func:`tensorrt_issues` lists what TensorRT 7.1's parser would refuse in an ONNX model.
 """
 from __future__ import annotations
 
@@ -13,7 +20,7 @@ import math
 import os
 import time
 import warnings
-from typing import Any, Callable, Dict, Iterator, List
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
@@ -30,7 +37,10 @@ from depth_estimation.runtime.torch_runner import depth_output
 # attention as MatMul/Softmax (ONNX's fused attention export needs opset 14), LayerNorm
 # decomposed (ReduceMean/Sub/Pow/Sqrt/Div; LayerNormalization is opset 17), GELU as Erf, and the
 # bicubic position-embedding interpolation folded to a constant (a fixed input size).
-DEFAULT_OPSET = 11
+DEFAULT_OPSET = 11  # the tensorrt target's
+TARGETS = ("tensorrt", "onnxruntime")
+DEFAULT_TARGET = "tensorrt"  # what export_onnx writes unless told: the file every runtime reads
+TARGET_OPSETS = {"tensorrt": DEFAULT_OPSET, "onnxruntime": 17}  # 17: LayerNormalization is an operator
 INPUT_NAME = "pixel_values"
 OUTPUT_NAME = "depth"
 CHECK_TOLERANCE = 1e-3  # max |onnxruntime - torch| relative to max |torch|
@@ -68,6 +78,18 @@ def _sdpa_as_matmul(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=
     return torch.matmul(scores.softmax(-1), value)
 
 
+def _sdpa_for_fusion(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                     enable_gqa=False):
+    """``scaled_dot_product_attention`` as ``softmax(q k^T / sqrt(d)) v``, the pattern ONNX Runtime's
+    transformer optimizer fuses into its attention operators (which scale by 1/sqrt(d)); other
+    attention (a mask, causal, another scale) as :func:`_sdpa_as_matmul`."""
+    root = math.sqrt(int(query.shape[-1]))
+    other_scale = scale is not None and abs(scale * root - 1) > 1e-6
+    if attn_mask is not None or is_causal or enable_gqa or other_scale:
+        return _sdpa_as_matmul(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
+    return torch.matmul((torch.matmul(query, key.transpose(-2, -1)) / root).softmax(-1), value)
+
+
 def _interpolate_with_sizes(*args: Any, **kwargs: Any) -> torch.Tensor:
     """``F.interpolate``, with ``scale_factor=..., align_corners=True`` given as the equivalent
     ``size=...`` (TensorRT 7.1 accepts align_corners only for Resize with sizes)."""
@@ -84,20 +106,24 @@ def _interpolate_with_sizes(*args: Any, **kwargs: Any) -> torch.Tensor:
     return F.interpolate(*bound.args, **bound.kwargs)
 
 
-class TensorRTExportMode(TorchFunctionMode):
-    """Rewrites torch calls into what TensorRT 7.1 reads, without changing their numbers, for the
-    calls made on this thread inside ``with TensorRTExportMode(opset):`` only (torch keeps its
-    function modes per thread; ``torch.nn.functional`` itself is not touched):
+class ExportRewrites(TorchFunctionMode):
+    """Rewrites torch calls into what the export target reads best, without changing their
+    numbers, for the calls made on this thread inside ``with ExportRewrites(opset, target):`` only
+    (torch keeps its function modes per thread; ``torch.nn.functional`` itself is not touched):
 
-    * ``F.interpolate(scale_factor=..., align_corners=True)`` becomes the equivalent ``size=...``;
-    * below opset 14, ``F.scaled_dot_product_attention`` becomes MatMul/Softmax.
+    * ``F.interpolate(scale_factor=..., align_corners=True)`` becomes the equivalent ``size=...``
+      (TensorRT 7.1);
+    * ``F.scaled_dot_product_attention`` becomes MatMul/Softmax below opset 14 for ``tensorrt``,
+      and the pattern ONNX Runtime fuses (:func:`_sdpa_for_fusion`) for ``onnxruntime``.
     """
 
-    def __init__(self, opset: int):
+    def __init__(self, opset: int, target: str = DEFAULT_TARGET):
         super().__init__()
         self.rewrites: Dict[Callable, Callable] = {F.interpolate: _interpolate_with_sizes}
         sdpa = getattr(F, "scaled_dot_product_attention", None)
-        if sdpa is not None and opset < 14:
+        if sdpa is not None and target == "onnxruntime":
+            self.rewrites[sdpa] = _sdpa_for_fusion
+        elif sdpa is not None and opset < 14:
             self.rewrites[sdpa] = _sdpa_as_matmul
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -132,12 +158,14 @@ def _frozen_position_embeddings(module: torch.nn.Module, example: torch.Tensor) 
             owner.__dict__.pop("interpolate_pos_encoding", None)
 
 
-def _trace_to_onnx(wrapper: torch.nn.Module, example: torch.Tensor, path: str, opset: int) -> None:
+def _trace_to_onnx(wrapper: torch.nn.Module, example: torch.Tensor, path: str, opset: int,
+                   target: str = DEFAULT_TARGET) -> None:
     kwargs: Dict[str, Any] = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset,
                                   do_constant_folding=True)
     if "dynamo" in inspect.signature(torch.onnx.export).parameters:
         kwargs["dynamo"] = False  # the TorchScript exporter: the dynamo one starts at opset 18
-    with _frozen_position_embeddings(wrapper, example), TensorRTExportMode(opset), warnings.catch_warnings():
+    with _frozen_position_embeddings(wrapper, example), ExportRewrites(opset, target), \
+            warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer and deprecation warnings of the TorchScript exporter
         torch.onnx.export(wrapper, (example,), path, **kwargs)
 
@@ -189,23 +217,43 @@ def _compare_with_torch(wrapper: torch.nn.Module, onnx_path: str,
     return {"max_abs_diff": diff, "rel_diff": rel}
 
 
-def export_onnx(model, height: int, width: int, path: str, opset: int = DEFAULT_OPSET,
-                check: bool = True) -> Dict[str, Any]:
-    """Export ``model`` for a fixed ``height`` x ``width`` input (multiples of 14 for DA2) to ONNX.
+def _optimized(wrapper: torch.nn.Module, raw: str, out: str) -> Dict[str, Any]:
+    """The ``onnxruntime`` target's fusions of the export ``raw``, written to ``out``."""
+    from depth_estimation.runtime.ort_optimize import attention_dims, optimize_for_onnxruntime
+
+    try:
+        return optimize_for_onnxruntime(raw, out, **attention_dims(wrapper))
+    except ImportError as exc:
+        raise ExportError("the onnxruntime export target needs onnxruntime's transformer optimizer "
+                          "(pip3 install onnxruntime): %s" % exc) from exc
+
+
+def export_onnx(model, height: int, width: int, path: str, opset: Optional[int] = None, check: bool = True,
+                target: str = DEFAULT_TARGET) -> Dict[str, Any]:
+    """Export ``model`` for a fixed ``height`` x ``width`` input (multiples of 14 for DA2) to ONNX for
+    ``target`` (one of :data:`TARGETS`; ``opset`` None: the target's, :data:`TARGET_OPSETS`).
 
     Input ``pixel_values`` [1,3,H,W] float32, output ``depth`` [1,H,W]. The file appears at
-    ``path`` only when complete and (``check=True``) accepted by ``onnx.checker`` and matching the
+    ``path`` only when complete and (``check=True``) accepted by ``onnx.checker`` (before the
+    ``onnxruntime`` target's fusions, whose operators are ONNX Runtime's own) and matching the
     torch output on a random input in ONNX Runtime within :data:`CHECK_TOLERANCE` relative to the
     output's scale; otherwise :class:`ExportError`. The model is put in eval mode; it may be on
-    any device. torch is not patched: the rewrites (:class:`TensorRTExportMode`) apply to this
+    any device. torch is not patched: the rewrites (:class:`ExportRewrites`) apply to this
     thread's calls during the trace only; the model's position-embedding method is replaced on
     its instances during the export, so do not run the same model instance elsewhere meanwhile.
 
-    Returns ``{"path", "opset", "input_hw", "max_abs_diff", "rel_diff", "bytes", "seconds",
-    "tensorrt_issues"}`` (diffs ``None`` without check).
+    Returns ``{"path", "target", "opset", "input_hw", "max_abs_diff", "rel_diff", "bytes",
+    "seconds", "tensorrt_issues", "fused_ops"}`` (diffs ``None`` without check; ``fused_ops``: the
+    fused operators and their counts, see :func:`.ort_optimize.fused_op_counts`) and, for
+    ``onnxruntime``, ``"rewrites"`` (:func:`.ort_optimize.optimize_for_onnxruntime`).
     """
     import onnx  # optional: only exporting needs it
 
+    from depth_estimation.runtime.ort_optimize import fused_op_counts
+
+    if target not in TARGETS:
+        raise ValueError("export target %r; use one of %s" % (target, ", ".join(TARGETS)))
+    opset = int(opset) if opset is not None else TARGET_OPSETS[target]
     height, width = int(height), int(width)
     if height <= 0 or width <= 0:
         raise ValueError("export size %dx%d" % (height, width))
@@ -215,13 +263,17 @@ def export_onnx(model, height: int, width: int, path: str, opset: int = DEFAULT_
     example = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(0)).to(device)
     with atomic_path(path) as tmp:  # renamed onto path only when everything below succeeded
         start = time.monotonic()
-        _trace_to_onnx(wrapper, example, tmp, int(opset))
-        seconds = time.monotonic() - start
+        raw = tmp if target == "tensorrt" else tmp + ".raw.onnx"  # beside tmp: removed with it
+        _trace_to_onnx(wrapper, example, raw, opset, target)
+        onnx.checker.check_model(onnx.load(raw))
+        result: Dict[str, Any] = {"path": path, "target": target, "opset": opset, "input_hw": [height, width],
+                                  "max_abs_diff": None, "rel_diff": None}
+        if target == "onnxruntime":
+            result.update(_optimized(wrapper, raw, tmp))
+        result["seconds"] = round(time.monotonic() - start, 2)
         proto = onnx.load(tmp)
-        onnx.checker.check_model(proto)
-        result: Dict[str, Any] = {"path": path, "opset": int(opset), "input_hw": [height, width],
-                                  "max_abs_diff": None, "rel_diff": None, "bytes": os.path.getsize(tmp),
-                                  "seconds": round(seconds, 2), "tensorrt_issues": tensorrt_issues(proto)}
+        result.update(bytes=os.path.getsize(tmp), tensorrt_issues=tensorrt_issues(proto),
+                      fused_ops=fused_op_counts(proto))
         del proto
         if check:
             result.update(_compare_with_torch(wrapper, tmp, example))

@@ -1,20 +1,31 @@
 """``depth-bench``: how fast, how big and how faithful each model variant is, in one run.
 
-For every variant x backend x input size it measures, after warm-up, over ``--runs`` frames:
-the bare forward (``path=bare``: the backend on a prepared input), the node's full path
-(``path=node``: decode, preprocess, infer, postprocess, colorize, JPEG encode, on real camera
-frames as JPEG bytes) and, for Depth-Anything-V2 on torch, transformers'
-``pipeline("depth-estimation")`` on the same frames and size (``path=pipeline``). Each cell runs
-in a fresh process, so ``peak_rss_bytes`` is that cell's own. Quantized variants get
-``fidelity_abs_rel`` against the same model in fp32 (scale-and-shift aligned).
+For every variant x backend x input size it measures, after warm-up, over ``--runs`` frames
+(``--paths``, default all four):
+
+* ``bare``: the backend alone on a prepared input;
+* ``node``: the node's whole frame path in series in one thread (decode, preprocess, network,
+  postprocess, colorize, JPEG encode) on real camera frames as JPEG bytes;
+* ``stream``: the node's own threaded stream (decode | network | colorize+encode, latest-frame
+  slots; :mod:`.bench_stream`) fed at ``--stream-hz`` (default 30, the DB21M camera; 0 = as fast as
+  it takes frames): output fps, end-to-end p50/p95, frames dropped (by stage);
+* ``pipeline``: for Depth-Anything-V2 on torch, transformers' ``pipeline("depth-estimation")`` on
+  the same frames and size;
+* ``metric``: once per run, what ``metric: true`` adds per 640x480 frame after the network (ground
+  fit, metric depth, laser scan, obstacle distance, points; :func:`.bench_stream.metric_stats`).
+
+Every row also carries its speed as ratios from the same run: ``vs_bare``, ``vs_torch`` (torch
+eager), ``vs_pipeline`` (transformers) and ``matmul_fraction`` (of the fp32 matmul rate measured at
+the start). Each cell runs in a fresh process, so ``peak_rss_bytes`` is that cell's own. Quantized
+variants get ``fidelity_abs_rel`` against the same model in fp32 (scale-and-shift aligned).
 
     depth-bench --variants random:da2-small,random:da2-small@hqq4 --backends torch,onnxruntime \\
         --input-size 266 --runs 10 --json b.json --csv b.csv --plot b.png
+    depth-bench --variants random:fastdepth-mnv3 --backends onnxruntime --paths bare,stream --stream-hz 0
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
 import glob
 import multiprocessing
@@ -33,20 +44,17 @@ from depth_estimation.evaluation.metrics import fit_scale_shift
 from depth_estimation.framepath.colorize import Colorizer
 from depth_estimation.framepath.frames import decode
 from depth_estimation.framepath.pipeline import DepthPipeline
-from depth_estimation.io.atomic import atomic_file, write_json
 from depth_estimation.io.paths import ASSETS_DIR
 from depth_estimation.io.paths import file_bytes as stored_bytes
 from depth_estimation.models import hub
 from depth_estimation.models.specs import ModelNotFound, ModelSpec, parse_spec
 from depth_estimation.runtime import preprocess
 from depth_estimation.runtime.estimator import DepthEstimator
+from depth_estimation.tools.bench_report import FIELDS, add_ratios, print_table, write_outputs  # noqa: F401
+from depth_estimation.tools.bench_stream import metric_stats, stream_stats
 
 DEFAULT_FRAMES = os.path.join(ASSETS_DIR, "frames")
-FIELDS = ["variant", "path", "backend", "input_size", "input_hw", "frame_hw", "runs", "latency_ms_p50",
-          "latency_ms_p95", "fps", "weight_bytes", "file_bytes", "peak_rss_bytes", "gflops", "gflops_per_s",
-          "matmul_gflops_per_s", "fidelity_abs_rel", "threads", "note"]
-TABLE_COLUMNS = ["variant", "path", "backend", "input_hw", "latency_ms_p50", "latency_ms_p95", "fps",
-                 "weight_bytes", "gflops", "fidelity_abs_rel"]
+PATHS = ("bare", "node", "stream", "pipeline", "metric")
 WEIGHT_SUFFIXES = (".safetensors", ".json", ".onnx")  # in a model folder, the files that hold the model
 
 
@@ -83,10 +91,13 @@ def matmul_gflops_per_s(n: int = 2048, repeats: int = 5) -> float:
 
 def count_gflops(net, hw) -> Optional[float]:
     import torch  # heavy
+    from torch.nn.attention import SDPBackend, sdpa_kernel  # heavy
     from torch.utils.flop_counter import FlopCounterMode  # heavy
 
-    try:
-        with FlopCounterMode(display=False) as counter, torch.inference_mode():
+    try:  # attention on torch's math backend: the counter has no formula for the CPU flash kernel (it
+        # would miss a third of Depth-Anything-V2-Small's FLOPs at 518)
+        with FlopCounterMode(display=False) as counter, torch.inference_mode(), \
+                sdpa_kernel([SDPBackend.MATH]):
             net(torch.zeros(1, 3, hw[0], hw[1]))
         return counter.get_total_flops() / 1e9
     except Exception:  # an op the counter cannot trace
@@ -176,12 +187,19 @@ def run_cell(cell: Dict) -> List[Dict]:
               "input_hw": "%dx%d" % hw, "frame_hw": "%dx%d" % frame_hw, "runs": runs,
               "threads": torch.get_num_threads(), "matmul_gflops_per_s": cell["matmul_gflops_per_s"]}
     common.update(_cell_sizes(est, hw))
-    ms, outs = timed(est.runner_for(hw), [preprocess.normalize(r, *hw) for r in rgbs], runs, warmup)
-    rows = [dict(common, path="bare", **_stats(ms))]
-    ms, _ = timed(functools.partial(_node_depth, DepthPipeline(est, Colorizer())), frames, runs, warmup)
-    rows.append(dict(common, path="node", **_stats(ms)))
+    paths, rows = cell["paths"], []
+    ms, outs = timed(est.runner_for(hw), [preprocess.normalize(r, *hw) for r in rgbs],
+                     runs if "bare" in paths else len(rgbs), warmup if "bare" in paths else 0)
+    if "bare" in paths:
+        rows.append(dict(common, path="bare", **_stats(ms)))
+    if "node" in paths:
+        ms, _ = timed(functools.partial(_node_depth, DepthPipeline(est, Colorizer())), frames, runs, warmup)
+        rows.append(dict(common, path="node", **_stats(ms)))
+    if "stream" in paths:
+        stats = stream_stats(DepthPipeline(est, Colorizer()), frames, cell["stream_hz"], runs, warmup)
+        rows.append(dict(common, path="stream", stream_hz=cell["stream_hz"], **stats))
     spec = est.spec
-    if cell["backend"] == "torch" and spec.family == "da2" and spec.quant is None and cell["with_pipeline"]:
+    if cell["backend"] == "torch" and spec.family == "da2" and spec.quant is None and "pipeline" in paths:
         rows.append(dict(common, path="pipeline", **_pipeline_stats(est, rgbs, hw, runs, warmup)))
     for row in rows:
         if row.get("gflops"):
@@ -189,6 +207,7 @@ def run_cell(cell: Dict) -> List[Dict]:
     peak = _peak_rss()
     for row in rows:
         row["peak_rss_bytes"] = peak
+    rows = rows or [dict(common, path="none")]
     rows[0]["_outputs"] = outs
     return rows
 
@@ -237,6 +256,16 @@ def check_backends(backends: Sequence[str]) -> List[str]:
     return list(backends)
 
 
+def path_list(text: str) -> List[str]:
+    """``--paths``: a comma-separated list, each one of :data:`PATHS`."""
+    paths = options.comma_list(text)
+    unknown = [p for p in paths if p not in PATHS]
+    if unknown or not paths:
+        raise argparse.ArgumentTypeError("%s; use a comma-separated list of %s" % (
+            "unknown path " + ", ".join(map(repr, unknown)) if unknown else "no path given", ",".join(PATHS)))
+    return paths
+
+
 def backend_list(text: str) -> List[str]:
     """``--backends``: a comma-separated list, each one of :data:`options.BACKENDS`."""
     try:
@@ -252,7 +281,7 @@ def _reference_cells(cells: List[Dict], frames: List[bytes]) -> List[Dict]:
     refs = {(parse_spec(c["variant"]).base, c["backend"], c["input_size"]) for c in cells
             if parse_spec(c["variant"]).quant is not None}
     return [dict(cells[0], variant=v, backend=b, input_size=s, runs=len(frames), warmup=0,
-                 with_pipeline=False)
+                 paths=("bare",))
             for v, b, s in sorted(refs, key=str) if (v, b, s) not in have]
 
 
@@ -272,14 +301,15 @@ def _add_fidelity(rows: List[Dict], outputs: Dict) -> None:
 
 
 def run(variants: Sequence[str], backends: Sequence[str], sizes: Sequence[Optional[int]], frames: List[bytes],
-        runs: int, warmup: int, threads: int = 0, with_pipeline: bool = True) -> List[Dict]:
+        runs: int, warmup: int, threads: int = 0, paths: Sequence[str] = PATHS,
+        stream_hz: float = 30.0) -> List[Dict]:
     """Every variant x backend x size, each cell in a fresh process; ValueError / ModelNotFound on a
     bad spec or backend before any work."""
     check_variants(variants)
     check_backends(backends)
     gf = matmul_gflops_per_s()
     cells = [dict(variant=v, backend=b, input_size=s, frames=frames, runs=runs, warmup=warmup,
-                  threads=threads, matmul_gflops_per_s=gf, with_pipeline=with_pipeline)
+                  threads=threads, matmul_gflops_per_s=gf, paths=tuple(paths), stream_hz=float(stream_hz))
              for v in variants for b in backends for s in sizes]
     rows, outputs = [], {}
     ctx = multiprocessing.get_context("spawn")
@@ -292,67 +322,13 @@ def run(variants: Sequence[str], backends: Sequence[str], sizes: Sequence[Option
             key = (cell["variant"], cell["backend"], cell["input_size"])
             outputs[key] = cell_rows[0].pop("_outputs", None)
             if cell in cells:
-                rows.extend(cell_rows)
+                rows.extend(r for r in cell_rows if r.get("path") != "none")
     _add_fidelity(rows, outputs)
+    if "metric" in paths:  # the metric outputs' added cost per camera frame: one row, model-independent
+        rows.append(dict(variant="metric-outputs", path="metric", backend="numpy", runs=max(runs, 20),
+                         **metric_stats(max(runs, 20), warmup)))
+    add_ratios(rows)
     return rows
-
-
-def write_outputs(rows: List[Dict], json_path: Optional[str], csv_path: Optional[str],
-                  plot_path: Optional[str], meta: Dict) -> None:
-    if json_path:
-        write_json(json_path, {"meta": meta, "rows": rows})
-    if csv_path:
-        with atomic_file(csv_path, newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-    if plot_path:
-        plot(rows, plot_path)
-
-
-def plot(rows: List[Dict], path: str) -> None:
-    """Latency (bare and node paths) and weight size per variant/backend/size."""
-    import matplotlib  # heavy
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # heavy; after choosing the Agg backend
-
-    bare = [r for r in rows if r.get("path") == "bare" and r.get("latency_ms_p50")]
-    node = {(r["variant"], r["backend"], r["input_size"]): r for r in rows if r.get("path") == "node"}
-    labels = ["%s\n%s %s" % (r["variant"], r["backend"], r["input_hw"]) for r in bare]
-    x = np.arange(len(bare))
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(bare) + 4), 5))
-    ax1.bar(x - 0.2, [r["latency_ms_p50"] for r in bare], 0.4, label="bare forward")
-    ax1.bar(x + 0.2, [node.get((r["variant"], r["backend"], r["input_size"]), {}).get("latency_ms_p50", 0)
-                      for r in bare], 0.4, label="node path")
-    ax1.set_yscale("log")  # the student and Depth-Anything-V2 differ by 40x
-    ax1.set_ylabel("latency p50 (ms, log scale)")
-    ax1.set_title("latency per frame (lower is better)")
-    ax1.legend()
-    ax2.bar(x, [(r.get("weight_bytes") or 0) / 2 ** 20 for r in bare], 0.5, color="tab:green")
-    ax2.set_ylabel("weights in memory (MiB)")
-    ax2.set_title("weight_bytes")
-    for ax in (ax1, ax2):
-        ax.set_xticks(x)
-        ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
-    fig.tight_layout()
-    with atomic_file(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
-
-
-def format_value(value: Any) -> str:
-    """A table cell: floats with 4 decimals below 1, else 1; None empty."""
-    if isinstance(value, float):
-        return "%.4f" % value if value < 1 else "%.1f" % value
-    return "" if value is None else str(value)
-
-
-def print_table(rows: List[Dict]) -> None:
-    table = [TABLE_COLUMNS] + [[format_value(r.get(c)) for c in TABLE_COLUMNS] for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(TABLE_COLUMNS))]
-    for row in table:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -369,7 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=int, default=10, help="timed frames per path (default 10)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed frames first (default 2)")
     parser.add_argument("--frames", default=DEFAULT_FRAMES, help="a folder of images or a bag")
-    parser.add_argument("--no-pipeline", action="store_true", help="skip the transformers pipeline rows")
+    parser.add_argument("--paths", type=path_list, default=",".join(PATHS), metavar="PATH[,PATH...]",
+                        help="which paths to measure, of %s (default all)" % ",".join(PATHS))
+    parser.add_argument("--stream-hz", type=float, default=30.0, metavar="HZ",
+                        help="camera rate of the stream path (default 30, the DB21M's; 0 = as fast as the "
+                        "node's stream takes frames)")
     options.add_json_csv(parser, plot=True)
     return parser
 
@@ -380,7 +360,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         check_variants(args.variants)  # one line on a bad spec, before frames are read or a process starts
         frames = load_frames(args.frames)
         rows = run(args.variants, args.backends, args.input_size, frames, args.runs, args.warmup,
-                   args.threads, not args.no_pipeline)
+                   args.threads, args.paths, args.stream_hz)
     except (ValueError, ModelNotFound, OSError) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 2

@@ -1,7 +1,14 @@
-"""Export a model spec to ONNX at a fixed input size (for ONNX Runtime and TensorRT on a Jetson).
+"""Export a model spec to ONNX at a fixed input size (for TensorRT on a Jetson, or ONNX Runtime).
 
     python3 -m depth_estimation.export da2-small --input-size 308 --frame-size 640x480 \\
-        --out da2-small-308.onnx
+        --out assets/robot/default.onnx
+    python3 -m depth_estimation.export da2-small --input-size 308 --target onnxruntime --out da2s-308.onnx
+
+``--target tensorrt`` (the default: what the robot's image needs in ``assets/robot/default.onnx``)
+writes opset 11 with only operators TensorRT 7.1 parses; it runs in ONNX Runtime too, slower.
+``--target onnxruntime`` writes opset 17 with ONNX Runtime's transformer fusions
+(MultiHeadAttention, SkipLayerNormalization, BiasGelu: ONNX Runtime's own operators, CPU or CUDA;
+TensorRT cannot read them), the file the estimator makes by itself for ``backend onnxruntime``.
 
 The network input size is the one the node uses for frames of ``--frame-size`` (WxH) with
 short side ``--input-size`` (:func:`depth_estimation.runtime.preprocess.input_shape`; 0, the
@@ -22,7 +29,7 @@ from depth_estimation.io.atomic import write_bytes
 from depth_estimation.models.loading import load_net
 from depth_estimation.models.specs import ModelNotFound, parse_spec
 from depth_estimation.runtime import preprocess
-from depth_estimation.runtime.onnx_export import DEFAULT_OPSET, export_onnx
+from depth_estimation.runtime.onnx_export import DEFAULT_TARGET, TARGET_OPSETS, TARGETS, export_onnx
 from depth_estimation.runtime.runners import ExportError
 
 
@@ -46,9 +53,10 @@ def load_network(spec_text: str):
 
 
 def export_spec(spec_text: str, out: str, input_size: Optional[int] = 0, frame_size: str = "640x480",
-                opset: int = DEFAULT_OPSET, force: bool = False, check: bool = True) -> Dict[str, Any]:
-    """Export ``spec_text`` to ``out`` (+ ``out.json``); the export dict plus spec and sizes.
-    ``input_size`` 0 or None = the model's own short side."""
+                opset: Optional[int] = None, force: bool = False, check: bool = True,
+                target: str = DEFAULT_TARGET) -> Dict[str, Any]:
+    """Export ``spec_text`` to ``out`` (+ ``out.json``) for ``target``; the export dict plus spec and
+    sizes. ``input_size`` 0 or None = the model's own short side; ``opset`` None = the target's."""
     if os.path.exists(out) and not force:
         raise FileExistsError("%s exists; pass --force to replace it" % out)
     frame_hw = parse_frame_size(frame_size)
@@ -57,7 +65,7 @@ def export_spec(spec_text: str, out: str, input_size: Optional[int] = 0, frame_s
     short = size if size is not None else getattr(net, "default_input_size", 518)
     multiple = getattr(net, "multiple", preprocess.PATCH)
     height, width = preprocess.input_shape(frame_hw[0], frame_hw[1], short, multiple)
-    result = export_onnx(net, height, width, out, opset=opset, check=check)
+    result = export_onnx(net, height, width, out, opset=opset, check=check, target=target)
     result.update(spec=spec_text, input_size=short, frame_size=[frame_hw[1], frame_hw[0]])
     write_bytes(out + ".json", (json.dumps(result, indent=2) + "\n").encode())
     return result
@@ -69,9 +77,11 @@ def summary(result: Dict[str, Any]) -> str:
              % (result["max_abs_diff"], result["rel_diff"]) if result["max_abs_diff"] is not None
              else "not checked")
     trt = "; ".join(result["tensorrt_issues"]) or "ok"
-    return ("exported %s at %dx%d (HxW, opset %d) to %s: %.1f MB in %.1f s; %s; TensorRT 7.1: %s"
-            % (result["spec"], h, w, result["opset"], result["path"], result["bytes"] / 1e6,
-               result["seconds"], check, trt))
+    fused = ", ".join("%d %s" % (n, op) for op, n in sorted(result.get("fused_ops", {}).items()))
+    target = result.get("target", DEFAULT_TARGET)
+    return ("exported %s for %s at %dx%d (HxW, opset %d) to %s: %.1f MB in %.1f s; %s; fused: %s; "
+            "TensorRT 7.1: %s" % (result["spec"], target, h, w, result["opset"], result["path"],
+                                  result["bytes"] / 1e6, result["seconds"], check, fused or "none", trt))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -81,15 +91,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       "da2-small, random:da2-small, da2-small@hqq8-dq, a model folder or an original .pth")
     options.add_input_size(parser)
     parser.add_argument("--frame-size", default="640x480", help="camera frame WIDTHxHEIGHT (default 640x480)")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
-                        help="ONNX opset (default %d: TensorRT 7.1 reads <= 11, 8.x <= 13)" % DEFAULT_OPSET)
+    parser.add_argument("--target", choices=TARGETS, default=DEFAULT_TARGET,
+                        help="tensorrt (default): opset %d, only operators TensorRT 7.1 parses: the robot's "
+                        "assets/robot/default.onnx (runs in ONNX Runtime too); onnxruntime: opset %d with "
+                        "ONNX Runtime's fused MultiHeadAttention, SkipLayerNormalization and BiasGelu (CPU "
+                        "or CUDA), what backend onnxruntime exports by itself; TensorRT cannot read it"
+                        % (TARGET_OPSETS["tensorrt"], TARGET_OPSETS["onnxruntime"]))
+    parser.add_argument("--opset", type=int, default=None,
+                        help="ONNX opset (default: the target's, %s; TensorRT 7.1 reads <= 11, 8.x <= 13)"
+                        % ", ".join("%d for %s" % (v, k) for k, v in TARGET_OPSETS.items()))
     parser.add_argument("--out", required=True, help="the ONNX file to write")
     options.add_force(parser, "OUT")
     parser.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime comparison")
     args = parser.parse_args(argv)
     try:
         result = export_spec(args.spec, args.out, args.input_size, args.frame_size, args.opset, args.force,
-                             check=not args.no_check)
+                             check=not args.no_check, target=args.target)
     except (FileExistsError, ModelNotFound, ValueError, ExportError) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 1

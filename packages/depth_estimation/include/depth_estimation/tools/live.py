@@ -31,6 +31,7 @@ from depth_estimation.framepath.health import NodeHealth, error_line
 from depth_estimation.framepath.params import ParameterError, check_params
 from depth_estimation.framepath.pipeline import DepthPipeline, DepthResult, start_pipeline
 from depth_estimation.framepath.slot import LatestSlot
+from depth_estimation.framepath.stream import handle_frame
 from depth_estimation.io.paths import PACKAGE_DIR
 from depth_estimation.tools.live_output import Recorder, Window, display_available, side_by_side
 from depth_estimation.tools.live_sdk import ROBOT_TYPES, SIM_ROBOT, CameraError, SdkCamera
@@ -79,17 +80,9 @@ class LiveLoop:
             self.drained = closed
             return None
         data, fmt, arrived = item
-        try:
-            result = self.pipeline.process(data, fmt, colorized=True, jpeg=False)
-        except frames.RejectedFrame as exc:
-            self.health.frame_rejected(exc.kind)
-            self._warn(exc.kind, "dropped a bad camera frame (%s); %d rejected so far"
-                       % (exc, self.health.frames_rejected))
-            return None
-        except Exception as exc:  # noqa: BLE001 - one failing frame must not stop the stream
-            self.health.inference_error(error_line(exc))
-            self._warn("error", "processing a frame failed (%s); %d failures so far"
-                       % (error_line(exc), self.health.inference_errors))
+        result = handle_frame(self.health, lambda: self.pipeline.process(data, fmt, colorized=True,
+                                                                         jpeg=False), self._warn)
+        if result is None:  # a bad or failing frame, counted
             return None
         self.health.frame_out(self.clock(), arrived)
         return data, fmt, result

@@ -1,8 +1,12 @@
-"""``python3 -m depth_estimation.quantize``: quantize a Depth-Anything-V2 once into a folder.
+"""``python3 -m depth_estimation.quantize``: quantize a Depth-Anything-V2 once, with HQQ into a folder,
+or an exported ONNX file with ONNX Runtime's int8 into another ONNX file.
 
     python3 -m depth_estimation.quantize SPEC --bits 4 [--group-size 64] [--out DIR] [--force]
+    python3 -m depth_estimation.quantize MODEL.onnx --int8 [--out MODEL-int8.onnx] [--force]
 
-The quantization itself is :mod:`depth_estimation.models.hqq`.
+The quantizations themselves are :mod:`depth_estimation.models.hqq` and
+:mod:`depth_estimation.runtime.ort_quant` (what the ``@int8`` spec suffix runs; the int8 file runs
+with ``--backend onnxruntime`` only).
 """
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ from depth_estimation.io.paths import file_bytes
 from depth_estimation.models import hqq
 from depth_estimation.models.loading import load_da2
 from depth_estimation.models.specs import ModelNotFound, ModelSpec, parse_spec
+from depth_estimation.runtime import ort_quant
+from depth_estimation.runtime.runners import ExportError
 
 SPEC_HELP = ("base model spec: a Depth-Anything-V2 without @hqq suffix: da2-small|da2-base|da2-large, "
              "random:da2-<size>, a Hugging Face id or folder, or an original .pth")
@@ -26,7 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python3 -m depth_estimation.quantize", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     options.add_model(parser, flag="spec", help=SPEC_HELP)
-    parser.add_argument("--bits", type=int, required=True, choices=hqq.BITS, help="bits per backbone weight")
+    parser.add_argument("--bits", type=int, choices=hqq.BITS, help="HQQ bits per backbone weight")
+    parser.add_argument("--int8", action="store_true",
+                        help="ONNX Runtime dynamic int8 of an exported .onnx SPEC instead (the @int8 "
+                        "suffix's quantization; default --out: SPEC with -int8 before .onnx)")
     parser.add_argument("--group-size", type=int, default=64,
                         help="weights per scale and zero; must divide the inputs of every backbone linear "
                         "(default 64)")
@@ -49,8 +58,32 @@ def base_spec(text: str) -> ModelSpec:
     return spec
 
 
+def quantize_onnx_file(src: str, out: Optional[str], force: bool) -> int:
+    """``--int8``: ONNX Runtime's int8 of the exported file ``src`` into ``out``."""
+    out = out or os.path.splitext(src)[0] + "-int8.onnx"
+    try:
+        if not (src.endswith(".onnx") and os.path.isfile(src)):
+            raise ValueError("--int8 quantizes an exported .onnx file; %s is none (export one with "
+                             "'python3 -m depth_estimation.export SPEC --out FILE.onnx')" % src)
+        if os.path.exists(out) and not force:
+            raise FileExistsError("%s exists; use --force to replace it" % out)
+        result = ort_quant.quantize_onnx(src, out)
+    except (ValueError, FileExistsError, ExportError) as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return 1
+    print("%s -> int8 (%s, %d nodes) in %.1f s: %.2f MB -> %.2f MB on disk, output moved %.3g "
+          "(relative L2)\n%s" % (src, result["weight_type"], result["quantized_nodes"], result["seconds"],
+                                 result["src_bytes"] / 1e6, result["bytes"] / 1e6, result["rel_diff"], out))
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.int8 == (args.bits is not None):
+        parser.error("give one of --bits N (HQQ) or --int8 (ONNX Runtime, an .onnx SPEC)")
+    if args.int8:
+        return quantize_onnx_file(args.spec, args.out, args.force)
     out = args.out or hqq.default_dir(args.spec, args.bits, args.group_size)
     try:
         spec = base_spec(args.spec)

@@ -1,0 +1,157 @@
+"""The node's metric outputs: relative depth + camera_info + the robot's calibration -> metres.
+
+:class:`MetricOutputs` is built from the node's checked parameters (``metric`` true): it reads the
+robot's extrinsic calibration once at start (``extrinsics_file``, by default Duckietown's
+``/data/config/calibrations/camera_extrinsic/<veh>.yaml``; a missing file falls back to the package's
+default with a warning, a malformed one stops the node with one line naming it), and per frame,
+with that frame's camera_info, aligns the network's relative disparity to the ground plane
+(:class:`~depth_estimation.geometry.ground.MetricAligner`) and reads the laser scan, the obstacle
+distance ahead and a decimated point cloud off the metric depth
+(:mod:`depth_estimation.geometry.obstacles`). While the fit is not confident it holds the last
+estimate for ``metric_hold`` seconds, then publishes nothing metric (state NONE) rather than wrong
+metres. Its diagnostics (``metric_state``, ``metric_scale``, ``metric_shift``, ``metric_inliers``,
+``ground_rmse``) and its warning join the node's. Nothing here needs ROS.
+"""
+from __future__ import annotations
+
+import math
+import os
+import threading
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+
+import numpy as np
+
+from depth_estimation.geometry import obstacles
+from depth_estimation.geometry.calibration import (DEFAULT_EXTRINSICS, Extrinsics, ground_plane,
+                                                   load_extrinsics)
+from depth_estimation.geometry.camera import Intrinsics, intrinsics_from_camera_info, read_intrinsics
+from depth_estimation.geometry.files import CalibrationError
+from depth_estimation.geometry.ground import MetricAligner, MetricFrame, ground_depth_map
+from depth_estimation.geometry.plane import GroundPlane
+
+CALIBRATIONS = "/data/config/calibrations"  # where a Duckiebot keeps its calibrations
+NONE_WARN_AFTER = 2.0  # seconds in state NONE before the node's diagnostics say WARN
+
+
+def extrinsics_path(params: Dict[str, Any], veh: str) -> str:
+    """``extrinsics_file``, or the robot's own Duckietown file when it is empty."""
+    own = os.path.join(CALIBRATIONS, "camera_extrinsic", "%s.yaml" % (veh or "default"))
+    return params["extrinsics_file"] or own
+
+
+def own_intrinsics(veh: str, folder: str = CALIBRATIONS) -> Optional[Intrinsics]:
+    """The robot's own intrinsic calibration (Duckietown's ``camera_intrinsic/<veh>.yaml``), to check
+    the extrinsics against at start; None when it has none (then the first camera_info checks them)."""
+    own = os.path.join(folder, "camera_intrinsic", "%s.yaml" % veh)
+    return read_intrinsics(own) if veh and os.path.isfile(own) else None
+
+
+class MetricProducts(NamedTuple):
+    frame: MetricFrame  # depth_m None in state NONE
+    intrinsics: Intrinsics
+    plane: GroundPlane
+    scan: Optional[obstacles.Scan]
+    distance: float  # metres ahead to the closest obstacle in the corridor, inf when none, nan in NONE
+    points: Optional[np.ndarray]  # N x 3 float32 in the camera's optical frame
+
+
+class MetricOutputs:
+    """Per frame: metric depth, scan, obstacle distance and points (see the module docstring)."""
+
+    def __init__(self, params: Dict[str, Any], veh: str = "",
+                 warn: Optional[Callable[[str, str], None]] = None, calibrations: str = CALIBRATIONS):
+        self.params = params
+        self.path = extrinsics_path(params, veh)
+        self.extrinsics, self.warning = load_extrinsics(self.path, DEFAULT_EXTRINSICS)  # CalibrationError
+        self.source = self.extrinsics.path or self.path
+        intrinsics = own_intrinsics(veh, calibrations)
+        if intrinsics is not None:  # a plane behind the robot's camera fails now, not on the first frame
+            plane = ground_plane(self.extrinsics, intrinsics)
+            ground_depth_map(plane, intrinsics, intrinsics.height, intrinsics.width)  # ~0.4 s once, cached
+        self.warn = warn
+        self._camera: Tuple[Any, Optional[MetricAligner]] = (None, None)
+        self.last: Optional[MetricFrame] = None
+        self.problem = ""
+        self.none_since: Optional[float] = None
+        self._lock = threading.Lock()
+
+    def aligner_for(self, camera_info: Any) -> MetricAligner:
+        """The aligner of this camera (a new one when the camera_info's calibration changes)."""
+        intrinsics = intrinsics_from_camera_info(camera_info)
+        key = (intrinsics.width, intrinsics.height, tuple(intrinsics.K.ravel()), tuple(intrinsics.D))
+        if self._camera[0] != key:
+            p = self.params
+            plane = ground_plane(self.extrinsics, intrinsics)
+            aligner = MetricAligner(plane, intrinsics, time_constant_s=p["metric_time_constant"],
+                                    hold_s=p["metric_hold"], min_inlier_share=p["metric_min_inliers"],
+                                    max_range_m=p["metric_max_range"])
+            self._camera = (key, aligner)
+        return self._camera[1]
+
+    def process(self, disparity: np.ndarray, stamp_s: float, camera_info: Any) -> Optional[MetricProducts]:
+        """The metric products of one frame (``disparity``: the network's relative output at the frame's
+        size), or None when there is no camera_info for it or the calibration does not fit the camera
+        (``problem`` says why)."""
+        if camera_info is None:
+            return self._fail("no camera_info for the frame: metric depth needs the camera's intrinsics")
+        try:
+            aligner = self.aligner_for(camera_info)
+        except (CalibrationError, ValueError) as exc:
+            return self._fail("calibration %s does not fit this camera: %s" % (self.source, exc))
+        height, width = disparity.shape
+        intrinsics = aligner.intrinsics.for_frame(height, width)
+        frame = aligner.update(disparity, stamp_s)
+        scan, distance, points = None, math.nan, None
+        if frame.depth_m is not None:
+            scan, distance, points = self._outputs(frame.depth_m, aligner.plane, intrinsics)
+        with self._lock:
+            self.last, self.problem = frame, ""
+            self.none_since = (self.none_since or stamp_s) if frame.state == "NONE" else None
+        return MetricProducts(frame, intrinsics, aligner.plane, scan, distance, points)
+
+    def _outputs(self, depth_m: np.ndarray, plane: GroundPlane, intrinsics: Intrinsics):
+        p = self.params
+        half_fov = math.radians(p["scan_fov_deg"]) / 2.0
+        heights = dict(min_height_m=p["obstacle_min_height"], max_height_m=p["obstacle_max_height"])
+        scan = obstacles.laser_scan(depth_m, plane, intrinsics, angle_min=-half_fov, angle_max=half_fov,
+                                    n_bins=p["scan_bins"], range_max=p["metric_max_range"], **heights)
+        distance = obstacles.obstacle_distance(depth_m, plane, intrinsics, p["corridor_width"],
+                                               max_range_m=p["obstacle_max_range"], **heights)
+        points = obstacles.points_camera(depth_m, intrinsics, p["points_step"]) if p["points"] else None
+        return scan, distance, points
+
+    def _fail(self, problem: str) -> None:
+        with self._lock:
+            self.problem = problem
+        if self.warn is not None:
+            self.warn("metric", "metric depth: %s; publishing nothing metric" % problem)
+        return None
+
+    def report(self, now: float) -> Tuple[Dict[str, str], Optional[str]]:
+        """(diagnostic values, warning or None) for the node's diagnostics."""
+        with self._lock:
+            frame, problem, none_since = self.last, self.problem, self.none_since
+        values = {"metric_calibration": self.source, "metric_state": frame.state if frame else "NONE",
+                  "metric_scale": "%.6g" % (frame.scale if frame else math.nan),
+                  "metric_shift": "%.6g" % (frame.shift if frame else math.nan),
+                  "metric_inliers": "%.3f" % (frame.inlier_share if frame else math.nan),
+                  "ground_rmse": "%.4g" % (frame.ground_rmse if frame else math.nan)}
+        if problem:
+            return values, "metric depth: " + problem
+        if self.warning:
+            return values, self.warning
+        if frame is not None and frame.state == "NONE" and none_since is not None \
+                and now - none_since >= NONE_WARN_AFTER:
+            return values, ("metric depth: no confident ground fit for %.1f s (ground not visible, or the "
+                            "calibration does not match); publishing nothing metric" % (now - none_since))
+        return values, None
+
+
+def check_calibration(params: Dict[str, Any], veh: str,
+                      warn: Optional[Callable[[str, str], None]] = None) -> Optional[MetricOutputs]:
+    """The node's :class:`MetricOutputs` when ``metric`` is on (None when off: no cost at all);
+    CalibrationError with one line naming the file when the calibration cannot be used."""
+    return MetricOutputs(params, veh, warn) if params["metric"] else None
+
+
+__all__ = ["MetricOutputs", "MetricProducts", "CalibrationError", "Extrinsics", "check_calibration"]

@@ -1,0 +1,166 @@
+"""The node's frame path as a pipeline: decode | network | output, each stage in a thread of its own.
+
+While the network works on frame *n*, frame *n+1* is decoded and prepared and frame *n-1* is
+mapped back to the frame, colorized, encoded and published, so the output rate is that of the
+slowest stage, not of their sum. Between two stages sits a :class:`~.slot.LatestSlot`: a stage
+that is busy never builds a backlog, the frame it had not taken is replaced and counted as dropped
+(``frames_dropped_by_stage``: ``queue`` before decoding, ``decode`` and ``infer`` after those).
+Every frame ends in exactly one of the :class:`~.health.NodeHealth` counts: published, dropped,
+rejected (bad input, at decoding), an error (in any stage; the stream goes on with the next frame)
+or withheld (the node was switched off meanwhile).
+
+The ROS node, ``depth-live`` and ``depth-bench``'s ``stream`` path all run this class; only the
+``publish`` callback differs (ROS messages, a window, a latency record). Nothing here needs ROS.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable, List, NamedTuple, Optional, Tuple
+
+from depth_estimation.framepath import frames
+from depth_estimation.framepath.health import NodeHealth, error_line
+from depth_estimation.framepath.pipeline import DepthPipeline, DepthResult
+from depth_estimation.framepath.slot import LatestSlot
+
+STAGES = ("decode", "infer", "output")
+POLL = 0.2  # seconds a stage waits for a frame before it looks at the stop flag again
+
+
+class Frame(NamedTuple):
+    """One camera frame as it enters the stream."""
+
+    data: bytes  # compressed (JPEG/PNG)
+    fmt: str  # the message's format string ("jpeg", "rgb8; jpeg compressed bgr8", ...)
+    stamp: float  # seconds of the caller's clock (the camera's time): the end-to-end latency's start
+    meta: Any = None  # whatever the publisher needs (the ROS header), passed through untouched
+
+
+def always(*_args: Any) -> bool:
+    return True
+
+
+def handle_frame(health: NodeHealth, step: Callable[[], Any],
+                 warn: Callable[[str, str], None]) -> Optional[Any]:
+    """``step()`` for one frame, its failure counted: a bad frame as rejected (by kind), anything
+    else as an error; ``warn(kind, text)`` gets one line. Returns what ``step`` returned, or None."""
+    try:
+        return step()
+    except frames.RejectedFrame as exc:
+        health.frame_rejected(exc.kind)
+        warn(exc.kind, "dropped a bad input frame (%s); %d rejected so far" % (exc, health.frames_rejected))
+    except Exception as exc:  # noqa: BLE001 - one failing frame must not stop the stream
+        health.inference_error(error_line(exc))
+        warn("error", "processing a frame failed (%s); %d failures so far, going on with the next frame"
+             % (error_line(exc), health.inference_errors))
+    return None
+
+
+class FrameStream:
+    """Frames in (:meth:`submit`, any thread), depth out through ``publish(frame, result)``.
+
+    ``wants()`` -> (colorized, jpeg) says per frame which images the output stage makes;
+    ``active()`` False (switched off) withholds frames at every stage; ``clock`` is the clock of the
+    frames' stamps (ROS time in the node); ``warn(kind, text)`` receives the per-frame problems.
+    ``pipelined=False`` runs the three stages in series in one thread (the previous node).
+    """
+
+    def __init__(self, pipeline: DepthPipeline, health: NodeHealth,
+                 publish: Callable[[Frame, DepthResult], None],
+                 wants: Callable[[], Tuple[bool, bool]] = lambda: (True, True),
+                 active: Callable[[], bool] = always, clock: Callable[[], float] = time.monotonic,
+                 warn: Callable[[str, str], None] = lambda kind, text: None, pipelined: bool = True):
+        self.pipeline, self.health, self.publish = pipeline, health, publish
+        self.wants, self.active, self.clock, self.warn = wants, active, clock, warn
+        self.pipelined = pipelined
+        self.slots = [LatestSlot() for _ in (STAGES if pipelined else STAGES[:1])]
+        self._stop = threading.Event()
+        self._count_lock = threading.Lock()
+        self.submitted = self.finished = 0
+        self.threads: List[threading.Thread] = []
+
+    def start(self) -> "FrameStream":
+        steps = [self._decode, self._infer, self._output] if self.pipelined else [self._serial]
+        for index, step in enumerate(steps):
+            thread = threading.Thread(target=self._loop, args=(index, step), daemon=True,
+                                      name="depth_" + (STAGES[index] if self.pipelined else "worker"))
+            thread.start()
+            self.threads.append(thread)
+        return self
+
+    def submit(self, frame: Frame, seq: Optional[int] = None) -> None:
+        """A new camera frame: it replaces (drops) the one the decode stage has not taken yet."""
+        with self._count_lock:
+            self.submitted += 1
+        replaced = self.slots[0].put(frame)
+        if replaced:
+            self._done()
+        self.health.frame_in(self.clock(), replaced, seq)
+
+    def withhold_queued(self) -> None:
+        """Switched off: the frame waiting for the decode stage is not processed (counted as paused)."""
+        if self.slots[0].take(timeout=0) is not None:
+            self.health.frame_withheld()
+            self._done()
+
+    def wait_for_room(self, timeout: Optional[float] = None) -> bool:
+        """Wait until the decode stage has taken the last frame submitted (``--stream-hz 0``)."""
+        return self.slots[0].wait_empty(timeout)
+
+    def idle(self) -> bool:
+        """Every frame submitted has ended (published, dropped, rejected, failed or withheld)."""
+        with self._count_lock:
+            return self.finished == self.submitted
+
+    def close(self, timeout: float = 1.0) -> None:
+        self._stop.set()
+        for slot in self.slots:
+            slot.close()
+        for thread in self.threads:
+            thread.join(timeout)
+
+    def _done(self) -> None:
+        with self._count_lock:
+            self.finished += 1
+
+    def _loop(self, index: int, step: Callable[[Any], Any]) -> None:
+        source = self.slots[index]
+        target = self.slots[index + 1] if index + 1 < len(self.slots) else None
+        while not self._stop.is_set():
+            item = source.take(timeout=POLL)
+            if item is None:
+                continue
+            if not self.active():  # switched off after the frame was queued
+                self.health.frame_withheld()
+                self._done()
+                continue
+            result = handle_frame(self.health, lambda: step(item), self.warn)
+            if target is None or result is None:  # published, or it failed (counted)
+                self._done()
+            elif target.put(result):
+                self.health.frame_dropped(STAGES[index])
+                self._done()
+
+    def _decode(self, frame: Frame) -> Tuple[Frame, Any]:
+        return frame, self.pipeline.prepare(frame.data, frame.fmt)
+
+    def _infer(self, item: Tuple[Frame, Any]) -> Tuple[Frame, Any, Any]:
+        frame, prepared = item
+        return frame, prepared, self.pipeline.estimator.run(prepared)
+
+    def _output(self, item: Tuple[Frame, Any, Any]) -> None:
+        frame, prepared, prediction = item
+        colorized, jpeg = self.wants()
+        result = self.pipeline.finish(prepared, prediction, colorized, jpeg)
+        self._publish(frame, result)
+
+    def _serial(self, frame: Frame) -> None:
+        colorized, jpeg = self.wants()
+        self._publish(frame, self.pipeline.process(frame.data, frame.fmt, colorized, jpeg))
+
+    def _publish(self, frame: Frame, result: DepthResult) -> None:
+        if not self.active():  # switched off during the work: nothing more goes out
+            self.health.frame_withheld()
+            return
+        self.publish(frame, result)
+        self.health.frame_out(self.clock(), frame.stamp)
