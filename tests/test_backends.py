@@ -527,3 +527,16 @@ def test_torch_runner_runs_convolutions_channels_last_on_the_cpu():
                    for m in plain.module.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[-1] > 1)
     x = _input()
     assert _rel(runner(x), plain(x)) < 1e-5
+
+
+def test_flop_count_includes_the_attention_of_sdpa_models():
+    """depth-bench's GFLOP/s: the count of a model on torch's CPU flash attention equals that of the
+    same model on explicit MatMul/Softmax attention (torch's counter has no formula for that kernel)."""
+    from depth_estimation.tools.bench import count_gflops
+
+    model = _scaled_tiny_da2()
+    sdpa = count_gflops(model, (56, 70))
+    model.backbone.config._attn_implementation = "eager"
+    if "ALL_ATTENTION_FUNCTIONS" not in vars(sys.modules[type(model.backbone).__module__]):
+        pytest.skip("this transformers fixes the attention when the model is built")
+    assert sdpa == pytest.approx(count_gflops(model, (56, 70)), rel=1e-6)

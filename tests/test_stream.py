@@ -186,3 +186,23 @@ def test_serial_and_pipelined_streams_publish_the_same_depth(tiny_dir, real_jpeg
         stream.close()
     assert len(got) == 1 and np.array_equal(got[0].depth, expected)
     assert got[0].colorized_jpeg is not None and isinstance(health, NodeHealth)
+
+
+def test_wait_for_network_paces_a_camera_to_the_network(stream_parts):
+    pipeline, health = stream_parts
+    held, out = HeldNetwork(pipeline.estimator), Recorder()
+    stream = FrameStream(pipeline, health, out).start()
+    try:
+        stream.submit(Frame(jpeg(48, 64, 0), "jpeg", 0.0, 0))
+        assert held.entered.acquire(timeout=WAIT) and stream.wait_for_network(WAIT)  # frame 0 in the network
+        stream.submit(Frame(jpeg(48, 64, 1), "jpeg", 1.0, 1))
+        # decoded, it waits for the busy network: the next camera frame would only be dropped
+        assert wait_until(lambda: not stream.wait_for_network(0))
+        held.release.release()
+        assert held.entered.acquire(timeout=WAIT) and stream.wait_for_network(WAIT)
+        held.release.release()
+        assert out.wait(2) and wait_until(stream.idle)
+    finally:
+        held.release.release()
+        stream.close()
+    assert health.frames_dropped == 0 and [p[0] for p in out.published] == [0, 1]

@@ -104,8 +104,19 @@ class FrameStream:
             self._done()
 
     def wait_for_room(self, timeout: Optional[float] = None) -> bool:
-        """Wait until the decode stage has taken the last frame submitted (``--stream-hz 0``)."""
+        """Wait until the decode stage has taken the last frame submitted."""
         return self.slots[0].wait_empty(timeout)
+
+    def wait_for_network(self, timeout: Optional[float] = None) -> bool:
+        """Wait until the decode stage has taken the last frame submitted and the network the last one
+        decoded (``depth-bench --stream-hz 0``: a camera exactly as fast as the stream, so no frame is
+        decoded only to be dropped)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for slot in self.slots[:2]:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            if not slot.wait_empty(left):
+                return False
+        return True
 
     def idle(self) -> bool:
         """Every frame submitted has ended (published, dropped, rejected, failed or withheld)."""

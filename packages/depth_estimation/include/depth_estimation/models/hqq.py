@@ -11,6 +11,15 @@ Two ways to run a quantized model:
 * *dequantized* (:func:`dequantize_model`): plain ``nn.Linear`` modules holding exactly the
   quantized values (fp32 speed and memory; the file on disk stays small).
 
+On a CPU, HQQ saves memory and disk, not time: hqq 0.2.8's CPU backends dequantize every weight
+in every forward. Measured here (random:da2-small at 266x350, 2 threads, interleaved with fp32):
+packed ``@hqq8``/``@hqq4``/``@hqq2`` run at 0.85-0.91x fp32 with the default ``PYTORCH`` backend
+and 0.91-0.92x with ``PYTORCH_COMPILE`` (torch.compile, works offline), holding 38/27/22 MB of
+weights instead of 99 MB; ``-dq`` runs at fp32 speed with fp32 memory (only the folder on disk is
+small). hqq's faster backends (torchao int4, gemlite, bitblas, marlin, ATEN) are CUDA-only (the
+torchao one fails on the CPU: no ``_convert_weight_to_int4pack`` kernel). For speed on a CPU use
+ONNX Runtime's ``@int8`` (:mod:`depth_estimation.runtime.ort_quant`).
+
 ``python3 -m depth_estimation.quantize SPEC --bits 4 [--group-size 64] [--out DIR] [--force]``
 quantizes offline and writes a folder with ``model.safetensors`` (packed weights, scale/zero and
 all other tensors; no pickle) and ``quantization.json`` (bits, base spec, transformers config and

@@ -3,9 +3,10 @@
 :func:`stream_stats` feeds :class:`~depth_estimation.framepath.stream.FrameStream` (decode | network
 | colorize+encode, each in its thread, latest-frame slots between them: exactly what the node
 runs) with real frames as JPEG bytes at ``hz`` frames per second (the DB21M camera sends 30), or,
-with ``hz=0``, each frame as soon as the decode stage has taken the previous one (the most the
-stream can take). It reports the output rate, the end-to-end latency (frame in -> depth and its
-colour JPEG out, p50/p95) and the frames dropped, in all and by stage, over the timed outputs.
+with ``hz=0``, each frame as soon as the network has taken the previous one (the most the stream
+can take without decoding frames only to drop them). It reports the output rate, the end-to-end
+latency (frame in -> depth and its colour JPEG out, p50/p95) and the frames dropped, in all and by
+stage, over the timed outputs.
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def _drive(stream: FrameStream, outputs: _Outputs, frames: Sequence[bytes], hz: 
             delay = start + index / hz - outputs.clock()
             if delay > 0:
                 time.sleep(delay)
-        elif not stream.wait_for_room(0.5):
+        elif not stream.wait_for_network(0.5):
             continue
         stream.submit(Frame(frames[index % len(frames)], "jpeg", outputs.clock(), index))
         index += 1
