@@ -38,6 +38,19 @@ def tiny_da2(seed: int = 0):
     return DepthAnythingForDepthEstimation(make_config(**TINY)).eval()
 
 
+def scaled_tiny_da2():
+    """:func:`tiny_da2` with weights large enough that its output is not ~1e-7 (the init's scale), and
+    a layer scale that is not all ones (as in trained DINOv2)."""
+    import torch
+
+    model = tiny_da2()
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    return model
+
+
 def save_tiny_da2(path: str, seed: int = 0) -> str:
     """A tiny random model saved in Hugging Face format (config.json + model.safetensors)."""
     tiny_da2(seed).save_pretrained(path, safe_serialization=True)

@@ -18,21 +18,11 @@ from depth_estimation.runtime.runners import BackendUnavailable, available_backe
 from depth_estimation.runtime.tensorrt_runner import TensorRTRunner
 from depth_estimation.runtime.torch_runner import DepthOutput, TorchRunner, depth_output
 from depth_estimation.tools import export
-from depth_fixtures import tiny_da2
+from depth_fixtures import scaled_tiny_da2
 
 from conftest import INCLUDE
 
 HW = (70, 98)  # 640x480 frames at short side 70
-
-
-def _scaled_tiny_da2():
-    """Tiny DA2 with weights large enough that its output is not ~1e-7 (the init's scale)."""
-    model = tiny_da2()
-    gen = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
-    return model
 
 
 def _input(hw=HW, seed=0):
@@ -52,7 +42,7 @@ def _python(code, arg):
 
 @pytest.fixture(scope="module")
 def model():
-    return _scaled_tiny_da2()
+    return scaled_tiny_da2()
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +118,7 @@ def test_depth_output_adapts_transformers_and_plain_models(model):
 
 
 def test_export_leaves_torch_and_the_model_as_they_were(tmp_path):
-    model = _scaled_tiny_da2()
+    model = scaled_tiny_da2()
     x = torch.from_numpy(_input())
     with torch.no_grad():
         before = model(pixel_values=x).predicted_depth
@@ -519,7 +509,7 @@ def test_torch_runner_runs_in_inference_mode():
 def test_torch_runner_runs_convolutions_channels_last_on_the_cpu():
     """On the CPU the runner converts the convolutions to NHWC (measured faster here) and the depth
     stays the same; channels_last=False keeps the model as it was."""
-    runner, plain = TorchRunner(_scaled_tiny_da2()), TorchRunner(_scaled_tiny_da2(), channels_last=False)
+    runner, plain = TorchRunner(scaled_tiny_da2()), TorchRunner(scaled_tiny_da2(), channels_last=False)
     assert runner.channels_last and not plain.channels_last
     convs = [m for m in runner.module.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
@@ -534,7 +524,7 @@ def test_flop_count_includes_the_attention_of_sdpa_models():
     same model on explicit MatMul/Softmax attention (torch's counter has no formula for that kernel)."""
     from depth_estimation.tools.bench import count_gflops
 
-    model = _scaled_tiny_da2()
+    model = scaled_tiny_da2()
     sdpa = count_gflops(model, (56, 70))
     model.backbone.config._attn_implementation = "eager"
     if "ALL_ATTENTION_FUNCTIONS" not in vars(sys.modules[type(model.backbone).__module__]):

@@ -12,22 +12,11 @@ from depth_estimation.runtime.onnx_export import CHECK_TOLERANCE, TARGET_OPSETS,
 from depth_estimation.runtime.ort_runner import OrtRunner
 from depth_estimation.runtime.torch_runner import TorchRunner
 from depth_estimation.tools import export
-from depth_fixtures import TINY, tiny_da2
+from depth_fixtures import TINY, scaled_tiny_da2
 
 onnx = pytest.importorskip("onnx")
 HW = (70, 98)
 LAYERS = TINY["num_layers"]
-
-
-def _scaled_tiny_da2():
-    """Tiny DA2 with weights large enough that its output is not ~1e-7 (the init's scale), and a
-    layer scale that is not all ones (as in trained DINOv2)."""
-    model = tiny_da2()
-    gen = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
-    return model
 
 
 def _opset(proto):
@@ -40,7 +29,7 @@ def _input(hw=HW, seed=5):
 
 @pytest.fixture(scope="module")
 def model():
-    return _scaled_tiny_da2()
+    return scaled_tiny_da2()
 
 
 @pytest.fixture(scope="module")

@@ -43,10 +43,6 @@ class LatestSlot:
             self._cond.wait_for(lambda: self._item is None or self._closed, timeout)
             return self._item is None
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def close(self) -> None:
         with self._cond:
             self._closed = True
