@@ -93,7 +93,7 @@ def _checked_frame(i: int, rgb, depth, size: Optional[Tuple[int, int]]) -> Tuple
     return rgb, depth
 
 
-def _encode(i: int, rgb: np.ndarray, jpeg: bool) -> Tuple[str, bytes]:
+def encode_rgb(i: int, rgb: np.ndarray, jpeg: bool) -> Tuple[str, bytes]:
     """(format, bytes) of an RGB frame: lossless PNG, or JPEG quality :data:`JPEG_QUALITY`."""
     ext, params, fmt = ((".jpg", [int(cv2.IMWRITE_JPEG_QUALITY), JPEG_QUALITY], "jpeg") if jpeg
                         else (".png", [], "png"))
@@ -103,7 +103,7 @@ def _encode(i: int, rgb: np.ndarray, jpeg: bool) -> Tuple[str, bytes]:
     return fmt, buf.tobytes()
 
 
-def _progress_bar(progress: bool, total: Optional[int], desc: str):
+def progress_bar(progress: bool, total: Optional[int], desc: str):
     if not progress:
         return None
     from tqdm import tqdm  # optional: only for the progress bar
@@ -127,7 +127,7 @@ def write_rgbd_bag(frames: Iterable[Tuple[object, object]], out: str, intrinsics
     frame_id = frame_id if frame_id is not None else "%s/camera_optical_frame" % ns
     start_ns, period_ns = int(round(start * 1e9)), int(round(period * 1e9))
     size, count = None, 0
-    bar = _progress_bar(progress, total, desc)
+    bar = progress_bar(progress, total, desc)
     try:
         with write_bag(out, topics, build.store) as write:
             write(dataset_topic(depth_topic), start_ns, build.string(dataset))
@@ -136,7 +136,7 @@ def write_rgbd_bag(frames: Iterable[Tuple[object, object]], out: str, intrinsics
                 size = depth.shape
                 stamp = start_ns + i * period_ns
                 header = build.header(i, stamp, frame_id)
-                write(image_topic, stamp, build.compressed_image(header, *_encode(i, rgb, jpeg)))
+                write(image_topic, stamp, build.compressed_image(header, *encode_rgb(i, rgb, jpeg)))
                 write(depth_topic, stamp, build.depth_image(header, depth))
                 write(info_topic, stamp, build.camera_info(header, size[1], size[0], intrinsics))
                 count += 1

@@ -31,6 +31,11 @@ END_TOPIC = "/stream_end"
 IMAGE_SUFFIX = "/camera_node/image/compressed"
 INFO_SUFFIX = "/camera_node/camera_info"
 DEPTH_SUFFIX = "/depth_gt/image_raw"
+RANGE_TYPE = "sensor_msgs/msg/Range"
+#: Simulated bags (depth-sim2bag) add the closest obstacle ahead (sensor_msgs/Range, +inf = none) and
+#: a mono8 obstacle mask (255 = object, 0 = road, ground or sky) to the RGB-D layout.
+OBSTACLE_SUFFIX = "/obstacle_gt"
+MASK_SUFFIX = "/depth_gt/obstacle_mask"
 
 Write = Callable[[str, int, object], None]
 
@@ -54,6 +59,11 @@ def rgbd_topics(ns: str) -> Tuple[str, str, str]:
     return image_topic, "/%s%s" % (ns, DEPTH_SUFFIX), info_topic
 
 
+def obstacle_topics(ns: str) -> Tuple[str, str]:
+    """(obstacle distance, obstacle mask) ground-truth topics of a simulated bag."""
+    return "/%s%s" % (ns, OBSTACLE_SUFFIX), "/%s%s" % (ns, MASK_SUFFIX)
+
+
 class MessageBuilder:
     """The messages this package writes into bags, all from one typestore."""
 
@@ -71,16 +81,18 @@ class MessageBuilder:
         payload = np.frombuffer(bytes(data), np.uint8)
         return self.store.types[IMAGE_TYPE](header=header, format=fmt, data=payload)
 
-    def camera_info(self, header, width: int, height: int, intrinsics: Sequence[float]):
-        """A ``plumb_bob`` sensor_msgs/CameraInfo with zero distortion, K / P from ``intrinsics``
-        (fx, fy, cx, cy) and R = identity."""
+    def camera_info(self, header, width: int, height: int, intrinsics: Sequence[float],
+                    D: Optional[Sequence[float]] = None):
+        """A ``plumb_bob`` sensor_msgs/CameraInfo, K / P from ``intrinsics`` (fx, fy, cx, cy), R =
+        identity, distortion ``D`` (5 numbers; None = zero distortion)."""
         fx, fy, cx, cy = (float(v) for v in intrinsics)
+        D = np.zeros(5, np.float64) if D is None else np.asarray(D, np.float64).reshape(-1)
         types = self.store.types
         roi = types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0,
                                                         do_rectify=False)
         return types[INFO_TYPE](
             header=header, height=int(height), width=int(width), distortion_model="plumb_bob",
-            D=np.zeros(5, np.float64), K=np.array([fx, 0, cx, 0, fy, cy, 0, 0, 1], np.float64),
+            D=D, K=np.array([fx, 0, cx, 0, fy, cy, 0, 0, 1], np.float64),
             R=np.eye(3, dtype=np.float64).reshape(-1),
             P=np.array([fx, 0, cx, 0, 0, fy, cy, 0, 0, 0, 1, 0], np.float64),
             binning_x=0, binning_y=0, roi=roi)
@@ -92,6 +104,20 @@ class MessageBuilder:
         return self.store.types[DEPTH_TYPE](
             header=header, height=height, width=width, encoding="32FC1", is_bigendian=0, step=width * 4,
             data=np.frombuffer(depth.tobytes(), np.uint8))
+
+    def mono8(self, header, image: np.ndarray):
+        """A ``mono8`` sensor_msgs/Image (HxW uint8)."""
+        image = np.ascontiguousarray(image, dtype=np.uint8)
+        height, width = image.shape
+        return self.store.types[DEPTH_TYPE](
+            header=header, height=height, width=width, encoding="mono8", is_bigendian=0, step=width,
+            data=image.reshape(-1))
+
+    def range(self, header, distance: float, field_of_view: float, min_range: float, max_range: float):
+        """A sensor_msgs/Range (INFRARED, as the DB21's time-of-flight sensor); ``distance`` inf = none."""
+        return self.store.types[RANGE_TYPE](header=header, radiation_type=1,
+                                            field_of_view=float(field_of_view), min_range=float(min_range),
+                                            max_range=float(max_range), range=float(distance))
 
     def empty(self):
         return self.store.types[EMPTY_TYPE]()

@@ -1,0 +1,161 @@
+"""depth-sim2bag renders Duckietown's simulator into RGB-D bags whose depth, calibration files and
+obstacle ground truth agree with each other and with the simulator's own camera: checked here on a
+few small frames, headless (the tool starts its own Xvfb), independently of the writer's code where
+it matters (the simulator's camera values are read from a fresh simulator; depth from the bag; the
+plane from the written files through the project's ``geometry``)."""
+import json
+import math
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gym_duckietown", reason="duckietown-gym-daffy is not installed (requirements.txt)")
+if not os.environ.get("DISPLAY") and shutil.which("Xvfb") is None:
+    pytest.skip("no X display and no Xvfb (Debian's xvfb)", allow_module_level=True)
+
+from depth_estimation.evaluation import evaluate, sim2bag, sim_display  # noqa: E402
+from depth_estimation.geometry.calibration import ground_plane, read_extrinsics  # noqa: E402
+from depth_estimation.geometry.camera import read_intrinsics  # noqa: E402
+from depth_estimation.geometry.ground import ground_depth_map  # noqa: E402
+from depth_estimation.io.bags import iter_messages, obstacle_topics, rgbd_topics  # noqa: E402
+
+W, H = 320, 240
+MAP, SEED, FRAMES = "loop_obstacles", 7, 6
+SCALE, SHIFT = 0.37, 0.8  # the oracle's unknown affine map of true disparity (1/m)
+
+
+def _render(tmp, name, *extra):
+    out, calib = str(tmp / (name + ".bag")), str(tmp / ("calib_" + name))
+    argv = ["--out", out, "--maps", MAP, "--frames", str(FRAMES), "--seed", str(SEED), "--width", str(W),
+            "--height", str(H), "--calibration-dir", calib, "--no-progress"] + list(extra)
+    assert sim2bag.main(argv) == 0
+    return out, calib
+
+
+def _read(bag):
+    """Per topic suffix, the bag's messages in order."""
+    image, depth, info = rgbd_topics("simbot")
+    obstacle, mask = obstacle_topics("simbot")
+    names = {image: "image", depth: "depth", info: "info", obstacle: "obstacle", mask: "mask"}
+    out = {k: [] for k in names.values()}
+    for topic, _t, msg in iter_messages(bag):
+        if topic in names:
+            out[names[topic]].append(msg)
+    return out
+
+
+def _depth(msg):
+    return np.frombuffer(bytes(msg.data), "<f4").reshape(msg.height, msg.width)
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sim")
+    return {"nominal": _render(tmp, "nominal"), "again": _render(tmp, "again"),
+            "rand": _render(tmp, "rand", "--domain-rand", "--mode", "random"),
+            "lens": _render(tmp, "lens", "--domain-rand", "--distortion", "--mode", "mixed", "--episode-frames", "3")}
+
+
+def _simulator_camera(domain_rand):
+    """The simulator's own camera for the bag's first map and seed (a fresh simulator, not the writer's)."""
+    simulator = sim_display.import_simulator()
+    sim = simulator.Simulator(map_name=MAP, seed=SEED * 1000, domain_rand=domain_rand, camera_width=W,
+                              camera_height=H)
+    return (float(np.asarray(sim.cam_height).reshape(-1)[0]), float(np.asarray(sim.cam_angle[0]).reshape(-1)[0]))
+
+
+def _plane_depth(calib):
+    intrinsics = read_intrinsics(os.path.join(calib, "camera_intrinsic", "simbot.yaml"))
+    plane = ground_plane(read_extrinsics(os.path.join(calib, "camera_extrinsic", "simbot.yaml")), intrinsics)
+    return plane, intrinsics, ground_depth_map(plane, intrinsics, H, W)
+
+
+@pytest.mark.parametrize("case, share", [("nominal", 1.0), ("rand", 1.0), ("lens", 0.98)])
+def test_road_depth_is_the_plane_of_the_written_extrinsic_file(rendered, case, share):
+    bag, calib = rendered[case]
+    _plane, _intr, plane_depth = _plane_depth(calib)
+    msgs = _read(bag)
+    assert len(msgs["depth"]) == FRAMES and len(msgs["mask"]) == FRAMES and len(msgs["obstacle"]) == FRAMES
+    for msg in msgs["depth"]:
+        depth = _depth(msg)
+        bottom = slice(2 * H // 3, H)  # the road right in front of the robot
+        d, g = depth[bottom], plane_depth[bottom]
+        rel = np.abs(d - g) / g
+        assert np.all(d > 0)
+        # every pixel, or with the lens all but the few where the bottom third meets an object's edge
+        assert np.mean(rel <= 1e-3) >= share and np.median(rel) < 1e-4, (case, np.percentile(rel, [50, 99, 100]))
+
+
+@pytest.mark.parametrize("case, domain_rand", [("nominal", False), ("rand", True), ("lens", True)])
+def test_geometry_reads_the_files_back_to_the_simulator_camera(rendered, case, domain_rand):
+    height, tilt = _simulator_camera(domain_rand)
+    plane, intrinsics, _ = _plane_depth(rendered[case][1])
+    assert abs(plane.height_m - height) < 1e-3 and abs(plane.pitch_deg - tilt) < 0.05, (plane, height, tilt)
+    assert abs(plane.roll_deg) < 0.05
+    info = _read(rendered[case][0])["info"][0]
+    assert (info.width, info.height) == (W, H)
+    assert np.allclose(info.K, intrinsics.K.reshape(-1)) and np.allclose(info.D, intrinsics.D)
+    assert any(abs(v) > 0 for v in intrinsics.D) == (case == "lens")
+    if domain_rand:  # a randomized robot is not the nominal one
+        assert abs(height - 0.108) > 1e-5 or abs(tilt - 19.15) > 1e-4
+
+
+def test_one_seed_gives_one_bag(rendered):
+    with open(rendered["nominal"][0], "rb") as a, open(rendered["again"][0], "rb") as b:
+        assert a.read() == b.read()
+
+
+def test_mask_and_obstacle_distance_follow_the_depth(rendered):
+    bag, calib = rendered["lens"]
+    plane, intrinsics, plane_depth = _plane_depth(calib)
+    msgs = _read(bag)
+    for depth_msg, mask_msg, obstacle in zip(msgs["depth"], msgs["mask"], msgs["obstacle"]):
+        depth = _depth(depth_msg)
+        mask = np.frombuffer(bytes(mask_msg.data), np.uint8).reshape(H, W)
+        assert set(np.unique(mask)) <= {0, 255} and mask_msg.encoding == "mono8"
+        on_road = (mask == 0) & (depth > 0) & np.isfinite(plane_depth)
+        # off the objects, everything seen is on the ground plane (to the lens' resampling)
+        assert np.median(np.abs(depth[on_road] - plane_depth[on_road]) / plane_depth[on_road]) < 1e-3
+        if mask.any():  # objects stand in front of the ground the plane would give there
+            hidden = (mask > 0) & np.isfinite(plane_depth)
+            assert np.mean(depth[hidden] < plane_depth[hidden] * 0.999) > 0.9
+        assert obstacle.range == math.inf or 0.0 < obstacle.range <= obstacle.max_range
+        assert obstacle.header.frame_id == "simbot/footprint"
+
+
+def test_oracle_through_depth_eval_ground_alignment(rendered, tmp_path):
+    bag, calib = rendered["rand"]
+    pred_dir = tmp_path / "pred"
+    pred_dir.mkdir()
+    for k, msg in enumerate(_read(bag)["depth"]):
+        depth = _depth(msg)
+        with np.errstate(divide="ignore"):
+            disparity = np.where(depth > 0, 1.0 / depth, np.nan)
+        np.save(str(pred_dir / ("%06d.npy" % k)), (SCALE * disparity + SHIFT).astype(np.float32))
+    out = tmp_path / "eval.json"
+    assert evaluate.main(["--bag", bag, "--predictions", str(pred_dir), "--align", "ground", "--extrinsics",
+                          os.path.join(calib, "camera_extrinsic", "simbot.yaml"), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["frames"] == FRAMES and result["dataset"] == sim2bag.SIM_DATASET
+    assert result["metrics"]["abs_rel"] <= 0.03, result["metrics"]
+
+
+def test_no_display_and_no_xvfb_is_one_line(monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.setattr(sim_display, "_server", None)
+    monkeypatch.setattr(sim_display.shutil, "which", lambda name: None)
+    assert sim2bag.main(["--out", str(tmp_path / "x.bag"), "--maps", MAP, "--frames", "2", "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "apt-get install xvfb" in err[0], err
+    assert not (tmp_path / "x.bag").exists()
+
+
+def test_bad_arguments_are_one_line(tmp_path, capsys):
+    assert sim2bag.main(["--out", str(tmp_path / "x.bag"), "--maps", "no_such_map", "--frames", "2",
+                         "--no-progress"]) == 1
+    assert "no_such_map" in capsys.readouterr().err
+    assert sim2bag.main(["--out", str(tmp_path / "x.bag"), "--maps", "a,b,c", "--frames", "2"]) == 1
+    assert "fewer than one frame per map" in capsys.readouterr().err
+    assert not (tmp_path / "x.bag").exists()
