@@ -13,6 +13,17 @@ SHARED_REAL = os.path.join(os.path.dirname(ROOT), "shared", "data", "real")
 REAL_BAG = os.path.join(ROOT, "assets", "recordings", "raspicam_aruco_marker.bag")
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from threads, and OpenMP spinning is slow on a busy machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
     """A tiny random Depth-Anything-V2 saved in Hugging Face format."""

@@ -17,15 +17,7 @@ from conftest import REAL_BAG
 SIZE = 28  # teacher input short side: fast
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny model gains nothing from threads, and OpenMP spinning is slow on a busy machine."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -24,9 +24,9 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
 from depth_estimation.evaluation import metrics
-from depth_estimation.evaluation.scoring import (ALL_INVALID, depth_from_msg, pick_dataset_topic, score_frame,
-                                                 write_csv)
+from depth_estimation.evaluation.scoring import ALL_INVALID, pick_dataset_topic, score_frame, write_csv
 from depth_estimation.io.atomic import write_json
+from depth_estimation.io.rgbd import depth_from_msg
 
 
 def stamp_ns(msg):

@@ -4,9 +4,10 @@ The image is resized to its label's size; for training a random crop (0.5-1 of t
 with the training aspect ``W/H`` times a +-10 % jitter), a horizontal flip and a colour jitter
 (brightness, contrast, saturation +-20 %, image only), then a resize to the training size and the
 ImageNet normalization. Validation: a centre crop to the training aspect (the whole image when
-the aspect already matches) and a plain resize. The mask is "label finite": the teacher's zeros
-(the sky, far away) are valid targets. The split is by a hash of the cache key (stable across
-runs).
+the aspect already matches) and a plain resize. Labels are resized over their valid pixels
+(:func:`.label_cache.resize_label`). The mask is "label finite": the teacher's zeros (the sky,
+far away) are valid targets, the NaN of ground-truth labels (no measurement) are not. The split
+is by a hash of the cache key (stable across runs).
 
 Data order and augmentation depend only on the seed and the step (the DistributedSampler's
 epoch permutations, an RNG seeded by seed/step/rank/slot: :class:`StepSampler`), so a resumed
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Iterator, List, Sequence, Tuple
+from typing import Iterator, List, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -26,9 +27,15 @@ from depth_estimation.distill import label_cache
 from depth_estimation.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 
-def cache_keys(cache: str) -> List[str]:
-    """The keys of the labelled items of ``cache``, in index order."""
-    return [entry["key"] for entry in label_cache.iter_cache(cache)]
+def caches(cache: Union[str, Sequence[str]]) -> List[str]:
+    """One cache folder or several (a mix, e.g. teacher labels of real frames and ground truth of
+    simulated ones) as a list."""
+    return [cache] if isinstance(cache, str) else [str(c) for c in cache]
+
+
+def cache_keys(cache: Union[str, Sequence[str]]) -> List[str]:
+    """The keys of the labelled items of ``cache`` (one folder or several), in index order, each once."""
+    return list(dict.fromkeys(entry["key"] for c in caches(cache) for entry in label_cache.iter_cache(c)))
 
 
 def _unit(key: str) -> float:
@@ -73,16 +80,21 @@ def _colour_jitter(img: np.ndarray, rng, strength: float = 0.2) -> np.ndarray:
 
 
 class DistillDataset(torch.utils.data.Dataset):
-    """Items of the label cache as (x float32 [3,H,W] normalized, y float32 [H,W] teacher
-    inverse depth, mask bool [H,W] = y finite). Index with an int (no augmentation) or, for
-    training, with ``(index, seed)`` (augmentation drawn from ``seed``; an int index uses ``index``)."""
+    """Items of the label cache (one folder or several: every cache holding a key gives an item)
+    as (x float32 [3,H,W] normalized, y float32 [H,W] inverse depth, 0 where masked, mask bool
+    [H,W] = label finite). Index with an int (no augmentation) or, for training, with
+    ``(index, seed)`` (augmentation drawn from ``seed``; an int index uses ``index``)."""
 
     def __init__(self, cache, keys: Sequence[str], train: bool = True, size: Tuple[int, int] = (192, 256)):
-        entries = {e["key"]: e for e in label_cache.iter_cache(cache)}
+        entries = {}  # type: dict
+        for c in caches(cache):
+            for e in label_cache.iter_cache(c):
+                entries.setdefault(e["key"], []).append((c, e))
         missing = [k for k in keys if k not in entries]
         if missing:
             raise KeyError("%d keys not in the cache, e.g. %r" % (len(missing), missing[0]))
-        self.cache, self.entries, self.train = cache, [entries[k] for k in keys], train
+        self.entries = [item for k in keys for item in entries[k]]
+        self.train = train
         self.size = (int(size[0]), int(size[1]))
 
     def __len__(self) -> int:
@@ -90,7 +102,7 @@ class DistillDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, item):
         index, seed = item if isinstance(item, tuple) else (item, item)
-        rgb, label = label_cache.load_item(self.cache, self.entries[index])
+        rgb, label = label_cache.load_item(*self.entries[index])
         label = np.asarray(label, dtype=np.float32)
         h, w = label.shape
         img = _resize(np.asarray(rgb), h, w).astype(np.float32) * (1.0 / 255.0)
@@ -109,7 +121,7 @@ class DistillDataset(torch.utils.data.Dataset):
         if flip:
             img, label = img[:, ::-1], label[:, ::-1]
         img = (_resize(np.ascontiguousarray(img), out_h, out_w) - IMAGENET_MEAN) / IMAGENET_STD
-        label = _resize(np.ascontiguousarray(label), out_h, out_w)
+        label = label_cache.resize_label(np.ascontiguousarray(label), out_h, out_w)
         mask = np.isfinite(label)
         return (torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)),
                 torch.from_numpy(np.where(mask, label, 0).astype(np.float32)), torch.from_numpy(mask))

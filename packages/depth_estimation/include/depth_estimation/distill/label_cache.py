@@ -8,9 +8,11 @@ Layout (``key`` = SHA-1 hex of the item's encoded bytes):
 * ``<cache>/items/<key[:2]>/<key>.img``: the encoded image bytes as found (JPEG or PNG).
 * ``<cache>/items/<key[:2]>/<key>.npy``: float16 h x w relative inverse depth (larger = closer),
   the teacher's output at the image's size resized (bilinear) to the image's aspect with short
-  side ``min(label_size, image short side)`` (:func:`label_hw`). Written atomically (a unique
-  temporary file, renamed: :mod:`depth_estimation.io.atomic`): it exists whole or not at all,
-  and an item whose ``.npy`` exists is never labelled again.
+  side ``min(label_size, image short side)`` (:func:`label_hw`). Ground-truth labels (teacher
+  ``ground-truth``: :mod:`depth_estimation.distill.ground_truth`) are 1 / metres with NaN where
+  the ground truth has no value; every reader resizes labels with :func:`resize_label`. Written
+  atomically (a unique temporary file, renamed: :mod:`depth_estimation.io.atomic`): it exists
+  whole or not at all, and an item whose ``.npy`` exists is never labelled again.
 * ``<cache>/index.jsonl``: one JSON line per labelled item, appended after its ``.npy`` is in
   place: ``{"key", "source", "width", "height", "label_hw": [h, w], "teacher"}``, ``source``
   being the image's path or ``<bag>:<topic>:<index on that topic>``. Readers skip lines whose
@@ -43,13 +45,31 @@ def label_hw(height: int, width: int, label_size: int) -> Tuple[int, int]:
     return max(1, int(round(height * short / float(width)))), short
 
 
+def resize_label(label: np.ndarray, h: int, w: int) -> np.ndarray:
+    """``label`` (float32, NaN = no value) at h x w: area interpolation when shrinking, bilinear
+    when growing, averaged over the valid pixels only; NaN where less than half the support is
+    valid. Without NaN it is plain ``cv2.resize``."""
+    if label.shape[:2] == (h, w):
+        return label
+    shrink = h * w < label.shape[0] * label.shape[1]
+    interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    valid = np.isfinite(label)
+    if valid.all():
+        return cv2.resize(label, (w, h), interpolation=interp)
+    weight = cv2.resize(valid.astype(np.float32), (w, h), interpolation=interp)
+    total = cv2.resize(np.where(valid, label, 0).astype(np.float32), (w, h), interpolation=interp)
+    out = np.full((h, w), np.nan, np.float32)
+    keep = weight >= 0.5
+    out[keep] = total[keep] / weight[keep]
+    return out
+
+
 def read_teacher(cache: str) -> Optional[Dict]:
     try:
         with open(os.path.join(cache, "teacher.json")) as f:
             return json.load(f)
     except FileNotFoundError:
         return None
-
 
 
 def write_teacher(cache: str, teacher: str, backend: str, input_size: int) -> None:

@@ -1,4 +1,5 @@
 """Teacher labels for distillation: run a teacher once over unlabeled images, cache its depth.
+``--teacher ground-truth`` takes the depth of RGB-D bags instead (:mod:`.ground_truth`).
 
 Sources are a folder of images (``.jpg``/``.jpeg``/``.png``, searched recursively) or ROS 1 bags
 (their ``sensor_msgs/CompressedImage`` frames, read with rosbags): :mod:`.sources`. Items are
@@ -25,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from depth_estimation import options
-from depth_estimation.distill import label_cache, sources
+from depth_estimation.distill import ground_truth, label_cache, sources
 from depth_estimation.framepath.frames import RejectedFrame, decode
 from depth_estimation.io.atomic import atomic_file, write_bytes
 from depth_estimation.models.specs import ModelNotFound
@@ -230,13 +231,19 @@ def label(teacher: str, cache: str, images: Optional[str] = None, bags: Optional
           label_size: int = 384, shard: Tuple[int, int] = (0, 1), topic: Optional[str] = None,
           progress: bool = True, threads: int = 0) -> Dict[str, int]:
     """Label this shard's items into ``cache`` (layout: :mod:`.label_cache`). ``input_size``
-    None = the teacher's own (or, on a cache holding labels, the one recorded there).
+    None = the teacher's own (or, on a cache holding labels, the one recorded there). Teacher
+    ``ground-truth``: the depth of the RGB-D bags ``bags`` (:mod:`.ground_truth`; no model runs).
 
     Returns counts: ``seen`` (unique items of this shard) = ``labelled`` + ``skipped`` (already
     cached) + ``failed`` (unreadable or undecodable; warned about, never fatal)."""
     if images is None and bags is None:
         raise ValueError("give a folder of images or a bag glob")
     i_shard, n_shard = _check_shard(shard)
+    if teacher.strip() == ground_truth.GROUND_TRUTH:
+        if images is not None or bags is None:
+            raise ValueError("teacher %s labels RGB-D bags with their own depth: give --bags, not --images"
+                             % ground_truth.GROUND_TRUTH)
+        return ground_truth.label_ground_truth(cache, bags, label_size, (i_shard, n_shard), topic, progress)
     if int(label_size) < 1 or int(batch_size) < 1:
         raise ValueError("label_size and batch_size must be positive")
     teacher = _normalize_teacher(teacher)
@@ -272,7 +279,8 @@ def label(teacher: str, cache: str, images: Optional[str] = None, bags: Optional
 
 def add_label_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     add = parser.add_argument
-    add("--teacher", required=True, help="model spec of the teacher, e.g. da2-large")
+    add("--teacher", required=True, help="the label source: a teacher's model spec (e.g. da2-large), or "
+        "%s: the depth of RGB-D bags (--bags; 1/metres, no depth = masked)" % ground_truth.GROUND_TRUTH)
     add("--images", help="a folder of .jpg/.jpeg/.png images (searched recursively)")
     add("--bags", help="a glob of ROS 1 bags; their CompressedImage frames are labelled")
     add("--topic", help="only this CompressedImage topic of the bags")

@@ -1,12 +1,15 @@
-"""``depth-distill train``: fit the FastDepth student (``fastdepth-mnv3``) to cached teacher labels.
+"""``depth-distill train``: fit the FastDepth student (``fastdepth-mnv3``) to cached labels.
 
     depth-distill train --cache cache/ --out runs/s1 --steps 20000 --batch-size 16
+    depth-distill train --cache cache/real cache/sim --out runs/mix   # several caches: a mix
     torchrun --nproc_per_node 4 -m depth_estimation.distill train --cache cache/ --out runs/s1
     tensorboard --logdir runs/s1/tb
 
 Loss: MiDaS scale-and-shift-invariant ``ssi + alpha * grad`` on relative inverse depth
-(:mod:`depth_estimation.distill.losses`). Data: the label cache, augmented, split by a hash of the
-cache key (:mod:`depth_estimation.distill.data`).
+(:mod:`depth_estimation.distill.losses`), whatever the labels' source: a teacher's output or the
+inverse of RGB-D ground truth (its missing pixels masked), so the ground-plane alignment makes
+the student metric like any other model. Data: the label caches, augmented, split by a hash of
+the cache key (:mod:`depth_estimation.distill.data`).
 
 Data order and augmentation depend only on ``seed`` and the step, so ``--resume`` (same settings
 and number of processes) continues exactly like an uninterrupted run. Under ``torchrun``
@@ -36,7 +39,7 @@ from tqdm import tqdm
 
 from depth_estimation import options
 from depth_estimation.distill.checkpoints import load_checkpoint, save_checkpoint
-from depth_estimation.distill.data import DistillDataset, StepSampler, cache_keys, split_keys
+from depth_estimation.distill.data import DistillDataset, StepSampler, cache_keys, caches, split_keys
 from depth_estimation.distill.losses import distill_loss
 from depth_estimation.framepath.colorize import Colorizer
 from depth_estimation.io.atomic import write_json
@@ -115,7 +118,8 @@ class Trainer:
     def _load_data(self, cache) -> None:
         keys = cache_keys(cache)
         if not keys:
-            raise ValueError("no labelled images in %s; run 'depth-distill label' first" % cache)
+            raise ValueError("no labelled images in %s; run 'depth-distill label' first"
+                             % ", ".join(caches(cache)))
         size = tuple(self.config["size"])
         train_keys, val_keys = split_keys(keys, self.config["val_fraction"])
         self.train_set = DistillDataset(cache, train_keys, train=True, size=size)
@@ -286,11 +290,11 @@ def train(cache, out: str, steps: int = 1000, batch_size: int = 16, lr: float = 
           val_fraction: float = 0.05, val_every: int = 100, ckpt_every: int = 100, seed: int = 0,
           workers: int = 0, resume: bool = False, log_dir: Optional[str] = None, progress: bool = True,
           alpha: float = 0.5) -> Dict:
-    """Train a random-initialized student on ``cache``; write ``out/`` (see the module doc) and
-    return the history {"config", "train": [...], "val": [...], "images_per_s", ...}."""
+    """Train a random-initialized student on ``cache`` (a folder or several); write ``out/`` (see
+    the module doc) and return the history {"config", "train": [...], "val": [...], "images_per_s", ...}."""
     size = (int(size[0]), int(size[1]))
     _check_settings(size, schedule, steps, batch_size, val_every, ckpt_every, val_fraction)
-    settings = {"cache": str(cache), "steps": steps, "batch_size": batch_size, "lr": lr,
+    settings = {"cache": caches(cache), "steps": steps, "batch_size": batch_size, "lr": lr,
                 "weight_decay": weight_decay, "schedule": schedule, "size": list(size), "alpha": alpha,
                 "val_fraction": val_fraction, "val_every": val_every, "ckpt_every": ckpt_every, "seed": seed}
     trainer = Trainer(cache, out, settings, workers=workers, resume=resume, log_dir=log_dir)
@@ -311,7 +315,8 @@ def parse_size(text: str) -> Tuple[int, int]:
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     add = parser.add_argument
-    add("--cache", required=True, help="label cache written by 'depth-distill label'")
+    add("--cache", required=True, nargs="+", help="label cache(s) written by 'depth-distill label' "
+        "(several: trained on all of them, e.g. teacher labels and ground truth)")
     add("--out", required=True, help="run folder: student/, checkpoint/, history.json, tb/")
     add("--steps", type=int, default=1000, help="optimizer steps (default 1000)")
     add("--batch-size", type=int, default=16, help="images per step and process (default 16)")

@@ -2,7 +2,8 @@
 
 The bag holds camera frames on ``/<ns>/camera_node/image/compressed`` (sensor_msgs/CompressedImage,
 PNG or JPEG) and ground truth on ``/<ns>/depth_gt/image_raw`` (sensor_msgs/Image, 32FC1 metres;
-16UC1 millimetres also read) with the same header stamps. Frames are paired by header stamp, in
+16UC1 millimetres also read) with the same header stamps (read by :mod:`depth_estimation.io.rgbd`).
+Frames are paired by header stamp, in
 the order their pair completes in the bag (that order numbers ``--save-predictions`` files);
 frames without a partner are reported as unmatched. Each frame's prediction is aligned to its
 ground truth (``--align``, default ``lsq-disparity``; see depth_estimation.evaluation.metrics),
@@ -34,120 +35,42 @@ import argparse
 import logging
 import os
 import sys
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
 
 from depth_estimation import options
 from depth_estimation.evaluation import ground_align, metrics
-from depth_estimation.evaluation.scoring import (ALL_INVALID, STRING_TYPE, add_source_arguments,
-                                                 depth_from_msg, frame_list, load_estimator, model_record,
-                                                 pick_dataset_topic, score_frame, write_csv)
+from depth_estimation.evaluation.scoring import (ALL_INVALID, STRING_TYPE, add_source_arguments, frame_list,
+                                                 load_estimator, model_record, pick_dataset_topic,
+                                                 score_frame, write_csv)
 from depth_estimation.framepath import frames
 from depth_estimation.io import bags
 from depth_estimation.io.atomic import atomic_file, write_json
 from depth_estimation.io.images import image_size
+from depth_estimation.io.rgbd import depth_from_msg, detect_topics, paired_frames, topics_by_type
 
 log = logging.getLogger(__name__)
 
-COMPRESSED_TYPE = bags.IMAGE_TYPE
-IMAGE_TYPE = bags.DEPTH_TYPE
-IMAGE_SUFFIX = bags.IMAGE_SUFFIX
-DEPTH_SUFFIX = bags.DEPTH_SUFFIX
 CROP_CHOICES = ("auto", "eigen", "garg", "none")
 DEFAULT_ALIGN = "lsq-disparity"
 ALIGN_CHOICES = metrics.ALIGN_MODES + (ground_align.GROUND,)
 
 
-def _topics_by_type(path: str) -> Dict[str, List[str]]:
-    from rosbags.rosbag1 import Reader  # optional: only bag readers need it
-
-    found: Dict[str, List[str]] = {}
-    with Reader(path) as reader:
-        for conn in reader.connections:
-            topics = found.setdefault(conn.msgtype, [])
-            if conn.topic not in topics:
-                topics.append(conn.topic)
-    return found
-
-
-def _depth_encoding(path: str, topic: str) -> Optional[str]:
-    for _topic, _t, msg in bags.iter_messages(path, [topic]):
-        return str(msg.encoding)
-    return None
-
-
-def _pick(path: str, candidates: List[str], suffix: str, what: str) -> str:
-    """The one candidate topic, or the one ending in ``suffix``; ValueError naming the flag otherwise."""
-    if len(candidates) == 1:
-        return candidates[0]
-    preferred = [t for t in candidates if t.endswith(suffix)]
-    if len(preferred) == 1:
-        return preferred[0]
-    raise ValueError("%s has %s %s topics (%s); choose one with --%s-topic" % (
-        path, "no" if not candidates else "several", what, ", ".join(candidates) or "-",
-        "image" if what == "CompressedImage" else "depth"))
-
-
-def detect_topics(path: str, image_topic: Optional[str] = None,
-                  depth_topic: Optional[str] = None) -> Tuple[str, str]:
-    """The camera and ground-truth topics: as given, else the single CompressedImage topic and
-    the single 32FC1/16UC1 Image topic (``/<ns>/camera_node/image/compressed`` and
-    ``/<ns>/depth_gt/image_raw`` preferred when there are several)."""
-    found = _topics_by_type(path)
-    all_topics = {t for ts in found.values() for t in ts}
-    for given in (image_topic, depth_topic):
-        if given is not None and given not in all_topics:
-            raise ValueError("topic %s is not in %s (topics: %s)"
-                             % (given, path, ", ".join(sorted(all_topics))))
-    if image_topic is None:
-        image_topic = _pick(path, found.get(COMPRESSED_TYPE, []), IMAGE_SUFFIX, "CompressedImage")
-    if depth_topic is None:
-        images = found.get(IMAGE_TYPE, [])
-        depth = [t for t in images if t.endswith(DEPTH_SUFFIX)]
-        if len(depth) != 1:
-            depth = [t for t in images if _depth_encoding(path, t) in ("32FC1", "16UC1")]
-        depth_topic = _pick(path, depth, DEPTH_SUFFIX, "32FC1 Image")
-    return image_topic, depth_topic
-
-
 def bag_dataset(path: str, depth_topic: str) -> Optional[str]:
     """The dataset ``path`` records for ``depth_topic`` (std_msgs/String on ``/<ns>/dataset``, written
     by the converters), or None for a bag without that record."""
-    topic = pick_dataset_topic(_topics_by_type(path).get(STRING_TYPE, []), depth_topic)
+    topic = pick_dataset_topic(topics_by_type(path).get(STRING_TYPE, []), depth_topic)
     if topic is not None:
         for _topic, _t, msg in bags.iter_messages(path, [topic]):
             return str(msg.data)
     return None
 
 
-def _stamp_ns(msg) -> int:
-    return int(msg.header.stamp.sec) * 10 ** 9 + int(msg.header.stamp.nanosec)
-
-
 def rgb_from_msg(msg) -> np.ndarray:
     bgr = frames.decode(bytes(msg.data), str(msg.format))
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def paired_frames(path: str, image_topic: str, depth_topic: str,
-                  unmatched: Dict[str, List[int]]) -> Iterator:
-    """(stamp_ns, CompressedImage, depth Image) for every stamp seen on both topics, in bag order.
-    Stamps seen on one topic only end up in ``unmatched["images"]`` / ``unmatched["depths"]``."""
-    pending = {image_topic: {}, depth_topic: {}}  # type: Dict[str, Dict[int, object]]
-    for topic, _t, msg in bags.iter_messages(path, [image_topic, depth_topic]):
-        stamp = _stamp_ns(msg)
-        other = depth_topic if topic == image_topic else image_topic
-        partner = pending[other].pop(stamp, None)
-        if partner is None:
-            if stamp in pending[topic]:  # a repeated stamp: the earlier message stays unpaired
-                unmatched["images" if topic == image_topic else "depths"].append(stamp)
-            pending[topic][stamp] = msg
-            continue
-        yield (stamp, msg, partner) if topic == image_topic else (stamp, partner, msg)
-    unmatched["images"].extend(sorted(pending[image_topic]))
-    unmatched["depths"].extend(sorted(pending[depth_topic]))
 
 
 def frame_size(msg) -> Tuple[int, int]:

@@ -1,4 +1,5 @@
-"""Scoring one frame: ground-truth messages to metres, crops, alignment and metrics.
+"""Scoring one frame: crops, alignment and metrics (ground-truth messages to metres:
+:func:`depth_estimation.io.rgbd.depth_from_msg`).
 
 Shared by ``depth-eval`` (bags read without ROS) and ``evaluator_node`` (live topics); no ROS or
 bag library needed. Also the source options depth-eval and depth-da2k share (a model to run or a
@@ -26,31 +27,6 @@ DATASET_SUFFIX = "/dataset"
 NYU = "nyu"  # the dataset name depth-nyu2bag records: --crop auto uses the Eigen crop
 NO_GROUND_TRUTH = "no valid ground-truth pixels"
 ALL_INVALID = "all prediction pixels invalid"
-
-
-def depth_from_msg(msg) -> np.ndarray:
-    """A sensor_msgs/Image (32FC1 metres or 16UC1 millimetres) as float32 HxW metres (0 = no data)."""
-    encoding = str(msg.encoding)
-    if encoding == "32FC1":
-        dtype, scale = np.dtype(np.float32), 1.0
-    elif encoding == "16UC1":
-        dtype, scale = np.dtype(np.uint16), 1e-3
-    else:
-        raise ValueError("ground truth encoding %s; expected 32FC1 (metres) or 16UC1 (millimetres)"
-                         % encoding)
-    dtype = dtype.newbyteorder(">" if msg.is_bigendian else "<")
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    data = msg.data  # bytes from rospy, a uint8 array from rosbags
-    if isinstance(data, (bytes, bytearray)):
-        raw = np.frombuffer(data, np.uint8)
-    else:
-        raw = np.asarray(data, np.uint8)
-    if raw.size < height * step or step < width * dtype.itemsize:
-        raise ValueError("ground truth image of %d bytes does not hold %dx%d %s (step %d)"
-                         % (raw.size, height, width, encoding, step))
-    rows = raw[: height * step].reshape(height, step)[:, : width * dtype.itemsize]
-    depth = np.ascontiguousarray(rows).view(dtype).reshape(height, width).astype(np.float32)
-    return depth * np.float32(scale) if scale != 1.0 else depth
 
 
 def dataset_topic(depth_topic: str) -> str:

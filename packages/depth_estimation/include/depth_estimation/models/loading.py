@@ -79,8 +79,9 @@ def _load_student(spec: ModelSpec):
         return fastdepth.random_student()
     if spec.kind == "student_dir":
         return fastdepth.load_student(spec.path)
-    raise ModelNotFound("model %s: there are no released weights of the student; train one with "
-                        "'depth-distill' and run model:=<its folder>, or use model:=random:%s"
+    raise ModelNotFound("model %s is the student's architecture, not weights: use "
+                        "model:=fastdepth-duckietown (shipped, trained in the Duckietown simulator), train "
+                        "one with 'depth-distill' and run model:=<its folder>, or use model:=random:%s"
                         % (spec.text, spec.arch))
 
 

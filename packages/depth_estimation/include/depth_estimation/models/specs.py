@@ -6,6 +6,9 @@ A spec is one of
   (Hugging Face id in :data:`ARCHS`), taken from the local cache (see :mod:`.weights`);
 * ``random:<arch>``: the same architecture with random weights (untrained; for tests,
   benchmarks and offline demos);
+* ``fastdepth-duckietown``: the FastDepth student trained on the Duckietown simulator, a model
+  folder shipped in the repository (``assets/models/fastdepth-duckietown``: config, safetensors,
+  model card), so it needs no download;
 * a Hugging Face hub id (``owner/name``), a local directory in Hugging Face format, or an
   original ``depth_anything_v2_vit{s,b,l}.pth`` checkpoint of the authors.
 
@@ -26,6 +29,8 @@ import os
 import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
+
+from depth_estimation.io.paths import ASSETS_DIR
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,9 @@ class ModelNotFound(RuntimeError):
 
 
 STUDENTS = ("fastdepth-mnv3",)
+# student folders shipped in the repository: spec -> folder (the architecture is STUDENTS[0])
+SHIPPED = {"fastdepth-duckietown": os.path.join(ASSETS_DIR, "models", "fastdepth-duckietown")}
+SHIPPED_FILES = ("config.json", "model.safetensors")
 HQQ_BITS = (8, 4, 3, 2, 1)
 # ONNX Runtime quantizations of the exported file: suffix -> bits (runtime/ort_quant.py makes them)
 ORT_QUANTS: Dict[str, int] = {"int8": 8}
@@ -162,6 +170,8 @@ def _parse_base(text: str, base: str) -> ModelSpec:
         return ModelSpec(text, "arch", arch=base, hub_id=ARCHS[base].hub_id)
     if base in STUDENTS:
         return ModelSpec(text, "student", arch=base)
+    if base in SHIPPED:
+        return _shipped(text, base)
     expanded = os.path.expanduser(base)
     if os.path.isdir(expanded):
         return ModelSpec(text, _folder_kind(expanded), path=expanded)
@@ -176,6 +186,16 @@ def _parse_base(text: str, base: str) -> ModelSpec:
         arch = next((a.name for a in ARCHS.values() if a.hub_id == base), None)
         return ModelSpec(text, "hub", arch=arch, hub_id=base)
     raise ModelNotFound("model %r: no such file or directory, and not a known spec; %s" % (text, SPEC_HELP))
+
+
+def _shipped(text: str, base: str) -> ModelSpec:
+    folder = SHIPPED[base]
+    missing = [name for name in SHIPPED_FILES if not os.path.isfile(os.path.join(folder, name))]
+    if missing:
+        restore = os.path.relpath(folder, os.path.dirname(ASSETS_DIR))
+        raise ModelNotFound("model %s: its folder %s lacks %s (a partial checkout or image?); restore it "
+                            "with 'git checkout -- %s'" % (base, folder, " and ".join(missing), restore))
+    return ModelSpec(text, "student_dir", arch=STUDENTS[0], path=folder)
 
 
 def _folder_kind(path: str) -> str:
@@ -195,12 +215,12 @@ def _arch_from_filename(path: str) -> Optional[str]:
     return next((a.name for a in ARCHS.values() if a.original_file == name), None)
 
 
-SPEC_HELP = ("use one of: %s, %s, random:<arch>, a Hugging Face id (owner/name), a local Hugging Face, "
+SPEC_HELP = ("use one of: %s, %s, %s, random:<arch>, a Hugging Face id (owner/name), a local Hugging Face, "
              "student or quantized folder, an original depth_anything_v2_vit{s,b,l}.pth or an exported "
              ".onnx; "
              "Depth-Anything-V2 specs take @hqqN or @hqqN-dq (N = 8, 4, 3, 2, 1), or @int8 "
              "(ONNX Runtime int8, backend onnxruntime only)"
-             % (", ".join(sorted(ARCHS)), ", ".join(STUDENTS)))
+             % (", ".join(sorted(ARCHS)), ", ".join(STUDENTS), ", ".join(SHIPPED)))
 
 
 def safe_name(text: str) -> str:
@@ -215,4 +235,5 @@ def announce_untrained(text: str) -> None:
 
 
 def known_specs() -> List[str]:
-    return sorted(ARCHS) + list(STUDENTS) + [RANDOM_PREFIX + a for a in sorted(ARCHS) + list(STUDENTS)]
+    randoms = [RANDOM_PREFIX + a for a in sorted(ARCHS) + list(STUDENTS)]
+    return sorted(ARCHS) + list(STUDENTS) + list(SHIPPED) + randoms

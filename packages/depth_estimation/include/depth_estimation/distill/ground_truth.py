@@ -1,0 +1,131 @@
+"""Ground truth as the label source: ``depth-distill label --teacher ground-truth --bags 'sim/*.bag'``.
+
+The RGB-D bags of ``depth-sim2bag``, ``depth-rgbd2bag`` and ``depth-nyu2bag`` (camera frames as
+CompressedImage, depth in metres as a 32FC1 or 16UC1 Image on the same stamp; topics found as
+``depth-eval`` finds them) become label-cache items like a teacher's (layout:
+:mod:`depth_estimation.distill.label_cache`): the frame's encoded bytes and, as the label, its
+inverse depth ``1 / metres`` (relative inverse depth with scale 1; the loss is scale and shift
+invariant either way), float16 at short side ``--label-size``, resized over the valid pixels
+only. Depth 0 (or negative, NaN: no measurement) is NaN in the label, which training masks;
+``+inf`` (a ray that hits nothing) is 0, far away, as a teacher labels the sky.
+
+Items are named, de-duplicated, sharded (``--shard i/n``) and resumed exactly as teacher labels
+are; a cache holds one source only (ground truth or one teacher): mix them by training on
+several caches (``depth-distill train --cache cache/real cache/sim``).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+from tqdm import tqdm
+
+from depth_estimation.distill import label_cache, sources
+from depth_estimation.io.atomic import atomic_file, write_bytes
+from depth_estimation.io.images import ImageHeaderError, image_size
+from depth_estimation.io.rgbd import depth_from_msg, detect_topics, paired_frames
+
+log = logging.getLogger(__name__)
+
+GROUND_TRUTH = "ground-truth"  # the --teacher value that names the bags' own depth as the labels
+
+
+def inverse_depth_label(depth: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
+    """float32 ``hw`` label of a depth map in metres: 1/depth, 0 for +inf, NaN where no value."""
+    depth = np.asarray(depth, dtype=np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = np.where(depth > 0, 1.0 / depth, np.nan).astype(np.float32)  # +inf -> 0, NaN stays NaN
+    return label_cache.resize_label(inv, int(hw[0]), int(hw[1]))
+
+
+def rgbd_frames(bag: str, topic: Optional[str] = None) -> Iterator[Tuple[str, bytes, object]]:
+    """(``<bag>:<image topic>:<index>``, encoded image bytes, depth Image message) of every frame
+    of an RGB-D bag whose image and depth share a stamp, in bag order."""
+    image_topic, depth_topic = detect_topics(bag, image_topic=topic)
+    unmatched: Dict[str, List[int]] = {"images": [], "depths": []}
+    for index, (_stamp, image, depth) in enumerate(paired_frames(bag, image_topic, depth_topic, unmatched)):
+        yield "%s:%s:%d" % (bag, image_topic, index), bytes(image.data), depth
+    if unmatched["images"] or unmatched["depths"]:
+        log.warning("%s: %d images and %d depth maps without a partner were left out", bag,
+                    len(unmatched["images"]), len(unmatched["depths"]))
+
+
+class GroundTruthWriter:
+    """Writes (source, key, image bytes, depth message) items into ``cache``, counting them."""
+
+    def __init__(self, cache: str, label_size: int, counts: Dict[str, int]):
+        self.cache, self.label_size, self.counts = cache, int(label_size), counts
+        self.indexed = label_cache.indexed_keys(cache)
+
+    def write(self, source: str, key: str, data: bytes, depth_msg) -> None:
+        npy = label_cache.item_path(self.cache, key, ".npy")
+        try:
+            height, width = image_size(data)
+            if os.path.isfile(npy):  # labelled before; index it if a run stopped before its index line
+                self.counts["skipped"] += 1
+                if key not in self.indexed:
+                    hw = np.load(npy, mmap_mode="r").shape
+                    self._index(key, source, (height, width), hw)
+                return
+            depth = depth_from_msg(depth_msg)
+        except (ImageHeaderError, ValueError, OSError) as exc:
+            self.counts["failed"] += 1
+            log.warning("skipping %s: %s", source, exc)
+            return
+        hw = label_cache.label_hw(height, width, self.label_size)
+        img = label_cache.item_path(self.cache, key, ".img")
+        if not os.path.isfile(img):
+            write_bytes(img, data)
+        with atomic_file(npy, "wb") as f:
+            np.save(f, inverse_depth_label(depth, hw).astype(np.float16))
+        self._index(key, source, (height, width), hw)
+        self.counts["labelled"] += 1
+
+    def _index(self, key: str, source: str, rgb_hw: Tuple[int, int], hw: Tuple[int, int]) -> None:
+        label_cache.append_index(self.cache, [label_cache.index_line(key, source, rgb_hw, hw, GROUND_TRUTH)])
+        self.indexed.add(key)
+
+
+def _check_cache(cache: str) -> None:
+    recorded = label_cache.read_teacher(cache)
+    if recorded and label_cache.has_labels(cache) and recorded.get("teacher") != GROUND_TRUTH:
+        raise ValueError("cache %s holds labels of teacher %s, not ground truth; use another --cache (train "
+                         "on both with --cache A B)" % (cache, recorded.get("teacher")))
+    os.makedirs(cache, exist_ok=True)
+    if not recorded:
+        label_cache.write_teacher(cache, GROUND_TRUTH, "", 0)
+
+
+def label_ground_truth(cache: str, bags: str, label_size: int = 384, shard: Sequence[int] = (0, 1),
+                       topic: Optional[str] = None, progress: bool = True) -> Dict[str, int]:
+    """Label this shard's frames of the RGB-D bags ``bags`` (a glob) with their own depth into
+    ``cache``. Returns counts like the teacher's :func:`.labels.label`: ``seen`` (unique frames of
+    this shard) = ``labelled`` + ``skipped`` (already cached) + ``failed`` (warned about)."""
+    i_shard, n_shard = int(shard[0]), int(shard[1])
+    if not 0 <= i_shard < n_shard:
+        raise ValueError("shard %d/%d: need 0 <= i < n" % (i_shard, n_shard))
+    if int(label_size) < 1:
+        raise ValueError("label_size must be positive")
+    cache = os.path.abspath(os.path.expanduser(cache))
+    bag_paths = sources.list_bags(bags)
+    _check_cache(cache)
+    counts = {"seen": 0, "labelled": 0, "skipped": 0, "failed": 0}
+    writer = GroundTruthWriter(cache, label_size, counts)
+    seen, position = set(), 0
+    with tqdm(desc="ground truth", unit="frame", disable=not progress) as bar:
+        for bag in bag_paths:
+            for source, data, depth_msg in rgbd_frames(bag, topic):
+                key = hashlib.sha1(data).hexdigest()
+                if key in seen:
+                    continue
+                seen.add(key)
+                position += 1
+                if (position - 1) % n_shard != i_shard:
+                    continue
+                counts["seen"] += 1
+                writer.write(source, key, data, depth_msg)
+                bar.update(1)
+    return counts
