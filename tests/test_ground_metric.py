@@ -10,7 +10,8 @@ import pytest
 
 from depth_estimation.geometry.calibration import ground_plane, read_extrinsics, read_intrinsics
 from depth_estimation.geometry.camera import pixel_rays
-from depth_estimation.geometry.ground import MetricAligner, fit_ground, ground_candidates, ground_depth_map
+from depth_estimation.geometry.ground import (FitOptions, MetricAligner, fit_ground, ground_candidates,
+                                              ground_depth_map, sample_grid)
 from depth_estimation.geometry.obstacles import laser_scan, obstacle_distance, points_camera
 
 from conftest import ROOT
@@ -80,6 +81,40 @@ def test_fit_ignores_an_obstacle_on_the_ground(camera):
     assert fit.inliers.any() and not (fit.inliers & box).any()
     naive = np.polyfit(pred.reshape(-1)[candidates], gd.reshape(-1)[candidates], 1)  # plain least squares
     assert abs(naive[0] * A - 1) > 0.1  # would be fooled by the box
+
+
+def test_candidates_are_a_boolean_mask_or_flat_indices_never_a_guess_from_the_dtype(camera):
+    intrinsics, plane = camera
+    pred = prediction(scene_depth(plane, intrinsics), noise=0.01)
+    gd, index = ground_candidates(plane, intrinsics, 480, 640)
+    mask = np.zeros((480, 640), bool)
+    mask.reshape(-1)[index] = True
+    fits = [fit_ground(pred, gd, c) for c in (mask, index, sample_grid(index, (480, 640)))]
+    assert all(f.ok for f in fits) and len({(f.scale, f.shift) for f in fits}) == 1
+    for ambiguous in (mask.astype(np.int64), mask.astype(np.uint8), index.reshape(1, -1)):
+        with pytest.raises(ValueError, match="boolean 480x640 mask or 1-D flat pixel indices"):
+            fit_ground(pred, gd, ambiguous)  # a 0/1 integer mask is not read as pixels 0 and 1
+    with pytest.raises(ValueError, match="outside"):
+        fit_ground(pred, gd, np.array([480 * 640]))
+    with pytest.raises(ValueError, match="frame"):
+        fit_ground(pred[:240], gd[:240], sample_grid(index, (480, 640)))
+
+
+def test_min_inlier_share_is_a_share_and_min_inliers_a_count(camera):
+    intrinsics, plane = camera
+    pred = prediction(scene_depth(plane, intrinsics), noise=0.01)
+    gd, index = ground_candidates(plane, intrinsics, 480, 640)
+    fit = fit_ground(pred, gd, index)
+    count = int(fit.inliers.sum())
+    assert fit.ok and 100 < count < 2000
+    assert not fit_ground(pred, gd, index, FitOptions(min_inliers=count + 1)).ok
+    assert not fit_ground(pred, gd, index, FitOptions(min_inlier_share=min(1.0, fit.inlier_share + 0.01))).ok
+    for bad in (dict(min_inlier_share=5), dict(min_inliers=0.5), dict(max_behind_share=-0.1)):
+        with pytest.raises(ValueError):
+            FitOptions(**bad)
+    from depth_estimation.framepath.params import CHECKS
+
+    assert "metric_min_inlier_share" in CHECKS and "metric_min_inliers" not in CHECKS  # the node says share
 
 
 def test_aligner_gives_metres_nan_where_unknown_and_the_ground_inliers(camera):

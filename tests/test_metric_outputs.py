@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from depth_estimation.framepath.metric import MetricOutputs, check_calibration
+from depth_estimation.framepath.metric import MetricOptions, MetricOutputs, check_calibration
 from depth_estimation.framepath.params import check_params
 from depth_estimation.geometry.calibration import ground_plane, read_extrinsics
 from depth_estimation.geometry.camera import read_intrinsics
@@ -19,12 +19,17 @@ CONFIG = os.path.join(PACKAGE_DIR, "config", "depth_node", "default.yaml")
 ROBOT = os.path.join(REPO_DIR, "assets", "calibrations", "csc22917")
 
 
-def params(**changes):
+def node_params(**changes):
     with open(CONFIG) as f:
         raw = yaml.safe_load(f)
     raw.update(metric=True, extrinsics_file=os.path.join(ROBOT, "extrinsic.yaml"), metric_time_constant=0.0)
     raw.update(changes)
     return check_params(raw)
+
+
+def params(**changes):
+    """The options the node builds from its parameters (default.yaml + ``changes``)."""
+    return MetricOptions.from_params(node_params(**changes))
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +61,7 @@ def scene(ground, plane=None, intrinsics=None, box_x=None, box=(0.1, 0.1)):
 
 
 def test_off_costs_nothing_and_on_needs_a_usable_calibration(tmp_path):
-    assert check_calibration(params(metric=False), "csc22917") is None
+    assert check_calibration(node_params(metric=False), "csc22917") is None
     broken = tmp_path / "broken.yaml"
     broken.write_text("<<<<<<< HEAD\nhomography: [1, 0, 0, 0, 1, 0, 0, 0, 1]\n=======\n>>>>>>> theirs\n")
     with pytest.raises(CalibrationError, match=str(broken)):
@@ -97,6 +102,16 @@ def test_no_ground_holds_then_publishes_nothing_metric(camera):
     assert outputs.report(4.5)[1] and "no confident ground fit" in outputs.report(4.5)[1]
 
 
+def test_the_outputs_read_options_built_once_not_node_parameter_names(camera):
+    options = params(metric_min_inlier_share=0.3, metric_hold=2.5, scan_bins=7, points=False)
+    assert isinstance(options.fit.min_inlier_share, float) and options.scan_bins == 7
+    outputs = MetricOutputs(options, "csc22917")
+    aligner = outputs.aligner_for(camera[0])
+    assert aligner.fit_options.min_inlier_share == 0.3 and aligner.hold_s == 2.5
+    with pytest.raises(TypeError):
+        MetricOutputs(node_params(), "csc22917")  # a parameter dict is not options
+
+
 def test_no_camera_info_is_a_stated_problem_not_a_guess(camera):
     outputs = MetricOutputs(params(), "csc22917")
     assert outputs.process(np.ones((480, 640), np.float32), 0.0, None) is None
@@ -107,7 +122,7 @@ def test_metric_parameters_are_checked():
     from depth_estimation.framepath.params import ParameterError
 
     with pytest.raises(ParameterError) as caught:
-        params(obstacle_min_height=0.6, obstacle_max_height=0.5, scan_bins=1)
+        node_params(obstacle_min_height=0.6, obstacle_max_height=0.5, scan_bins=1)
     assert len(caught.value.problems) == 2
 
 

@@ -52,9 +52,10 @@ def add_ground_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--ground-plane", metavar="H,PITCH[,ROLL]", type=parse_ground_plane,
                         help="camera height above the ground (m), pitch below the horizontal and roll "
                              "(degrees), for data that is not from a Duckiebot")
-    group.add_argument("--ground-threshold", type=float, default=ground_fit.DEFAULT_THRESHOLD,
+    group.add_argument("--ground-threshold", type=float, default=ground_fit.FitOptions.threshold,
                        help="ground inlier: relative disparity residual below this (default %(default)s)")
-    group.add_argument("--ground-min-inlier-share", type=float, default=ground_fit.DEFAULT_MIN_INLIER_SHARE,
+    group.add_argument("--ground-min-inlier-share", type=float,
+                       default=ground_fit.FitOptions.min_inlier_share,
                        help="a fit is confident with at least this share of ground candidates as inliers "
                             "(default %(default)s)")
     group.add_argument("--ground-max-range", type=float, default=ground_fit.DEFAULT_MAX_RANGE_M,
@@ -97,8 +98,8 @@ class GroundScorer:
 
     def __init__(self, intrinsics: Intrinsics, extrinsics: Optional[str] = None,
                  plane_hpr: Optional[Tuple[float, float, float]] = None,
-                 threshold: float = ground_fit.DEFAULT_THRESHOLD,
-                 min_inlier_share: float = ground_fit.DEFAULT_MIN_INLIER_SHARE,
+                 threshold: float = ground_fit.FitOptions.threshold,
+                 min_inlier_share: float = ground_fit.FitOptions.min_inlier_share,
                  max_range_m: float = ground_fit.DEFAULT_MAX_RANGE_M):
         if (extrinsics is None) == (plane_hpr is None):
             raise ValueError("give exactly one of extrinsics and plane_hpr")
@@ -109,7 +110,7 @@ class GroundScorer:
         else:
             self.plane = plane_from_height_pitch(*plane_hpr)
             self.source = {"ground_plane": list(plane_hpr)}
-        self.options = {"threshold": threshold, "min_inlier_share": min_inlier_share}
+        self.options = ground_fit.FitOptions(threshold=threshold, min_inlier_share=min_inlier_share)
         self.max_range_m = max_range_m
         self.confident = []  # type: List[bool]
 
@@ -124,8 +125,8 @@ class GroundScorer:
         cam = self.intrinsics.for_frame(*pred.shape)
         gd, candidates = ground_fit.ground_candidates(self.plane, cam, pred.shape[0], pred.shape[1],
                                                       self.max_range_m)
-        fit = ground_fit.fit_ground(disparity, gd, candidates, rng=np.random.default_rng(index),
-                                    **self.options)
+        fit = ground_fit.fit_ground(disparity, gd, candidates, self.options,
+                                    rng=np.random.default_rng(index))
         return disparity, gd, candidates, fit
 
     @staticmethod
@@ -154,7 +155,7 @@ class GroundScorer:
         disparity, gd, candidates, fit = self._fit(index, pred, kind)
         depth = self._depth(fit, disparity, max_depth) if fit.scale > 0 else np.full(pred.shape, np.nan)
         inliers = ground_fit.inlier_mask(disparity, gd, candidates, fit.scale, fit.shift,
-                                         self.options["threshold"])
+                                         self.options.threshold)
         title = ("frame %d: camera %.2f m above the ground, pitch %.1f deg; fit %s, ground inliers %.0f %%, "
                  "ground RMSE %.3f m" % (index, self.plane.height_m, self.plane.pitch_deg,
                                           "confident" if fit.ok else "NOT confident", 100 * fit.inlier_share,
@@ -167,7 +168,8 @@ class GroundScorer:
                     roll_deg=self.plane.roll_deg, horizon_row=self.plane.horizon_row(self.intrinsics),
                     frames_fitted=len(self.confident), confident_frames=confident,
                     confident_share=confident / float(len(self.confident)) if self.confident else 0.0,
-                    max_range_m=self.max_range_m, **self.options)
+                    max_range_m=self.max_range_m, threshold=self.options.threshold,
+                    min_inlier_share=self.options.min_inlier_share)
 
 
 def make_scorer(bag: str, image_topic: str, extrinsics: Optional[str], plane_hpr, threshold: float,

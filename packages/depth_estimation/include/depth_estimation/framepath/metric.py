@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
@@ -26,17 +27,50 @@ from depth_estimation.geometry.calibration import (DEFAULT_EXTRINSICS, Extrinsic
                                                    load_extrinsics)
 from depth_estimation.geometry.camera import Intrinsics, intrinsics_from_camera_info, read_intrinsics
 from depth_estimation.geometry.files import CalibrationError
-from depth_estimation.geometry.ground import MetricAligner, MetricFrame, ground_depth_map
+from depth_estimation.geometry.ground import FitOptions, MetricAligner, MetricFrame, ground_depth_map
 from depth_estimation.geometry.plane import GroundPlane
 
 CALIBRATIONS = "/data/config/calibrations"  # where a Duckiebot keeps its calibrations
 NONE_WARN_AFTER = 2.0  # seconds in state NONE before the node's diagnostics say WARN
 
 
-def extrinsics_path(params: Dict[str, Any], veh: str) -> str:
+@dataclass(frozen=True)
+class MetricOptions:
+    """What :class:`MetricOutputs` needs, built once: :meth:`from_params` for the node (its defaults are
+    config/depth_node/default.yaml's, so this class has none). ``extrinsics_file`` "" is the robot's own
+    Duckietown file; ``max_range_m`` is also the scan's range_max."""
+    extrinsics_file: str
+    time_constant_s: float
+    hold_s: float
+    max_range_m: float
+    fit: FitOptions
+    obstacle_min_height_m: float
+    obstacle_max_height_m: float
+    obstacle_max_range_m: float
+    corridor_width_m: float
+    scan_bins: int
+    scan_fov_deg: float
+    points: bool
+    points_step: int
+
+    @classmethod
+    def from_params(cls, params: Dict[str, Any]) -> "MetricOptions":
+        """The options of the depth node's checked parameters (the one place that reads their names)."""
+        p = params
+        return cls(extrinsics_file=p["extrinsics_file"], time_constant_s=p["metric_time_constant"],
+                   hold_s=p["metric_hold"], max_range_m=p["metric_max_range"],
+                   fit=FitOptions(min_inlier_share=p["metric_min_inlier_share"]),
+                   obstacle_min_height_m=p["obstacle_min_height"],
+                   obstacle_max_height_m=p["obstacle_max_height"],
+                   obstacle_max_range_m=p["obstacle_max_range"], corridor_width_m=p["corridor_width"],
+                   scan_bins=p["scan_bins"], scan_fov_deg=p["scan_fov_deg"], points=p["points"],
+                   points_step=p["points_step"])
+
+
+def extrinsics_path(options: MetricOptions, veh: str) -> str:
     """``extrinsics_file``, or the robot's own Duckietown file when it is empty."""
     own = os.path.join(CALIBRATIONS, "camera_extrinsic", "%s.yaml" % (veh or "default"))
-    return params["extrinsics_file"] or own
+    return options.extrinsics_file or own
 
 
 def own_intrinsics(veh: str, folder: str = CALIBRATIONS) -> Optional[Intrinsics]:
@@ -58,10 +92,12 @@ class MetricProducts(NamedTuple):
 class MetricOutputs:
     """Per frame: metric depth, scan, obstacle distance and points (see the module docstring)."""
 
-    def __init__(self, params: Dict[str, Any], veh: str = "",
+    def __init__(self, options: MetricOptions, veh: str = "",
                  warn: Optional[Callable[[str, str], None]] = None, calibrations: str = CALIBRATIONS):
-        self.params = params
-        self.path = extrinsics_path(params, veh)
+        if not isinstance(options, MetricOptions):
+            raise TypeError("MetricOutputs needs MetricOptions (from_params for the node's parameters)")
+        self.options = options
+        self.path = extrinsics_path(options, veh)
         self.extrinsics, self.warning = load_extrinsics(self.path, DEFAULT_EXTRINSICS)  # CalibrationError
         self.source = self.extrinsics.path or self.path
         intrinsics = own_intrinsics(veh, calibrations)
@@ -80,11 +116,9 @@ class MetricOutputs:
         intrinsics = intrinsics_from_camera_info(camera_info)
         key = (intrinsics.width, intrinsics.height, tuple(intrinsics.K.ravel()), tuple(intrinsics.D))
         if self._camera[0] != key:
-            p = self.params
+            o = self.options
             plane = ground_plane(self.extrinsics, intrinsics)
-            aligner = MetricAligner(plane, intrinsics, time_constant_s=p["metric_time_constant"],
-                                    hold_s=p["metric_hold"], min_inlier_share=p["metric_min_inliers"],
-                                    max_range_m=p["metric_max_range"])
+            aligner = MetricAligner(plane, intrinsics, o.time_constant_s, o.hold_s, o.max_range_m, o.fit)
             self._camera = (key, aligner)
         return self._camera[1]
 
@@ -110,14 +144,14 @@ class MetricOutputs:
         return MetricProducts(frame, intrinsics, aligner.plane, scan, distance, points)
 
     def _outputs(self, depth_m: np.ndarray, plane: GroundPlane, intrinsics: Intrinsics):
-        p = self.params
-        half_fov = math.radians(p["scan_fov_deg"]) / 2.0
-        heights = dict(min_height_m=p["obstacle_min_height"], max_height_m=p["obstacle_max_height"])
+        o = self.options
+        half_fov = math.radians(o.scan_fov_deg) / 2.0
+        heights = dict(min_height_m=o.obstacle_min_height_m, max_height_m=o.obstacle_max_height_m)
         scan = obstacles.laser_scan(depth_m, plane, intrinsics, angle_min=-half_fov, angle_max=half_fov,
-                                    n_bins=p["scan_bins"], range_max=p["metric_max_range"], **heights)
-        distance = obstacles.obstacle_distance(depth_m, plane, intrinsics, p["corridor_width"],
-                                               max_range_m=p["obstacle_max_range"], **heights)
-        points = obstacles.points_camera(depth_m, intrinsics, p["points_step"]) if p["points"] else None
+                                    n_bins=o.scan_bins, range_max=o.max_range_m, **heights)
+        distance = obstacles.obstacle_distance(depth_m, plane, intrinsics, o.corridor_width_m,
+                                               max_range_m=o.obstacle_max_range_m, **heights)
+        points = obstacles.points_camera(depth_m, intrinsics, o.points_step) if o.points else None
         return scan, distance, points
 
     def _fail(self, problem: str) -> None:
@@ -151,7 +185,8 @@ def check_calibration(params: Dict[str, Any], veh: str,
                       warn: Optional[Callable[[str, str], None]] = None) -> Optional[MetricOutputs]:
     """The node's :class:`MetricOutputs` when ``metric`` is on (None when off: no cost at all);
     CalibrationError with one line naming the file when the calibration cannot be used."""
-    return MetricOutputs(params, veh, warn) if params["metric"] else None
+    return MetricOutputs(MetricOptions.from_params(params), veh, warn) if params["metric"] else None
 
 
-__all__ = ["MetricOutputs", "MetricProducts", "CalibrationError", "Extrinsics", "check_calibration"]
+__all__ = ["MetricOptions", "MetricOutputs", "MetricProducts", "CalibrationError", "Extrinsics",
+           "check_calibration"]

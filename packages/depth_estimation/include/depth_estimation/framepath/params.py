@@ -110,7 +110,7 @@ CHECKS: Dict[str, Callable[[Any], Any]] = {
     "extrinsics_file": lambda v: "" if v in ("", None) else _text(v),
     "metric_time_constant": _in_range(0.0, 60.0),
     "metric_hold": _in_range(0.0, 60.0),
-    "metric_min_inliers": _in_range(0.0, 1.0),
+    "metric_min_inlier_share": _in_range(0.0, 1.0),
     "metric_max_range": _in_range(0.0, 1000.0, low_open=True),
     "obstacle_min_height": _in_range(0.0, 10.0),
     "obstacle_max_height": _in_range(0.0, 10.0, low_open=True),

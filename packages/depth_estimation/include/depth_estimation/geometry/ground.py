@@ -1,22 +1,20 @@
 """Relative disparity -> metres, every frame, from the ground the camera is known to look at.
 
-Pixels below the horizon see either the ground or something standing on it, and that something is
-closer than the ground behind it. So over candidate ground pixels, the model's disparity p and the
-ground's disparity g = 1 / ground depth (:func:`ground_depth_map`, from the calibration) follow
-g = scale * p + shift on the ground and lie above that line (metric disparity > g) on obstacles.
-:func:`fit_ground` finds the line with RANSAC on a regular grid of about a thousand candidates
-(hypotheses through one nearer and one farther candidate): residuals are relative,
-(scale * p + shift - g) / g, i.e. a depth ratio; a hypothesis scores its inliers (|residual| <
-``threshold``) minus ``behind_penalty`` times the points it would put clearly *behind* the ground
-(residual < -``behind_threshold``: impossible for a surface below the horizon); the best one whose
-inliers reach over a range of distances is refined by weighted least squares on its inliers (a last
-pass on the residuals' own robust scale). The fit is confident when enough candidates are inliers,
-few are put behind the ground, the inliers form regions rather than a scatter, and they reach from
-z to ``min_span`` z: a band of ground at one distance (the foot of a wall) fixes no scale.
-:class:`MetricAligner` adds the
-temporal side: an exponential filter on (scale, shift) with a time constant from the frames' stamps,
-and, when the fit is poor or the ground is hidden, the last good estimate held for ``hold_s`` (state
-HOLD) before giving up (state NONE: no metric depth rather than wrong metres).
+Pixels below the horizon see either the ground or something standing on it, and that something is closer
+than the ground behind it. So over candidate ground pixels, the model's disparity p and the ground's
+disparity g = 1 / ground depth (:func:`ground_depth_map`, from the calibration) follow g = scale * p + shift
+on the ground and lie above that line (metric disparity > g) on obstacles. :func:`fit_ground` finds the line
+with RANSAC on a regular grid of about a thousand candidates (hypotheses through one nearer and one farther
+candidate): residuals are relative, (scale * p + shift - g) / g, i.e. a depth ratio; a hypothesis scores its
+inliers (|residual| < ``threshold``) minus ``behind_penalty`` times the points it would put clearly *behind*
+the ground (residual < -``behind_threshold``: impossible for a surface below the horizon); the best one
+whose inliers reach over a range of distances is refined by weighted least squares on its inliers (a last
+pass on the residuals' own robust scale). The fit is confident when enough candidates are inliers, few are
+put behind the ground, the inliers form regions rather than a scatter, and they reach from z to ``min_span``
+z: a band of ground at one distance (the foot of a wall) fixes no scale. :class:`MetricAligner` adds the
+temporal side: an exponential filter on (scale, shift) with a time constant from the frames' stamps, and,
+when the fit is poor or the ground is hidden, the last good estimate held for ``hold_s`` (state HOLD) before
+giving up (state NONE: no metric depth rather than wrong metres).
 """
 from __future__ import annotations
 
@@ -31,18 +29,31 @@ from depth_estimation.geometry.camera import Intrinsics, pixel_rays
 from depth_estimation.geometry.plane import GroundPlane
 
 STATES = ("OK", "HOLD", "NONE")
-#: Defaults shared by the node's parameters and ``depth-eval --align ground``.
-DEFAULT_THRESHOLD = 0.08         # inlier: metric depth within ~8 % of the ground's
-DEFAULT_BEHIND_THRESHOLD = 0.15  # "behind the ground": metric depth > ~1.18x the ground's
-DEFAULT_BEHIND_PENALTY = 1.0
-DEFAULT_MIN_INLIER_SHARE = 0.1
-DEFAULT_MAX_BEHIND_SHARE = 0.2
-DEFAULT_MIN_COHERENCE = 0.6
-DEFAULT_MIN_SPAN = 1.5           # the inliers' ground reaches from z to at least 1.5 z (10th-90th percentile)
-DEFAULT_MIN_INLIERS = 100
 DEFAULT_MAX_RANGE_M = 10.0
 DEFAULT_SAMPLES = 1024
-DEFAULT_ITERATIONS = 128
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """How :func:`fit_ground` fits and when it calls a fit confident (see its docstring); built once
+    (the node from its parameters, ``depth-eval`` from its options) and shared by every frame.
+    ``min_inlier_share`` is a share of the usable candidates, ``min_inliers`` a count of them."""
+    threshold: float = 0.08         # inlier: metric depth within ~8 % of the ground's
+    behind_threshold: float = 0.15  # "behind the ground": metric depth > ~1.18x the ground's
+    behind_penalty: float = 1.0
+    min_inlier_share: float = 0.1
+    max_behind_share: float = 0.2
+    min_inliers: int = 100
+    min_coherence: float = 0.6
+    min_span: float = 1.5           # the inliers' ground reaches from z to at least 1.5 z (10th-90th pct.)
+    iterations: int = 128
+    samples: int = DEFAULT_SAMPLES
+
+    def __post_init__(self):
+        if not 0 <= self.min_inlier_share <= 1 or not 0 <= self.max_behind_share <= 1:
+            raise ValueError("FitOptions: min_inlier_share and max_behind_share are shares in [0, 1]")
+        if int(self.min_inliers) != self.min_inliers or self.min_inliers < 0:
+            raise ValueError("FitOptions: min_inliers is a count of candidates, got %r" % (self.min_inliers,))
 
 
 @functools.lru_cache(maxsize=8)
@@ -108,23 +119,42 @@ def _refine(x: np.ndarray, y: np.ndarray, inliers: np.ndarray) -> Tuple[float, f
     return (su * sww - sw * suw) / det, (sw * suu - su * suw) / det
 
 
-def sample_grid(candidates: np.ndarray, shape: Tuple[int, int], samples: int = DEFAULT_SAMPLES) -> np.ndarray:
-    """The candidates :func:`fit_ground` samples: a regular grid over the frame (stride chosen so that
-    about ``samples`` candidates fall on it), as an int64 grid of flat pixel indices, -1 where the grid
-    point is not a candidate. ``candidates``: a boolean HxW mask or flat pixel indices."""
+@dataclass(frozen=True)
+class CandidateGrid:
+    """The candidates :func:`fit_ground` samples (from :func:`sample_grid`): ``flat`` is an int64 grid of
+    flat pixel indices of a frame of ``shape``, -1 where the grid point is not a candidate."""
+    flat: np.ndarray
+    shape: Tuple[int, int]
+
+
+def candidate_mask(candidates: np.ndarray, shape: Tuple[int, int]) -> np.ndarray:
+    """Boolean HxW mask of ``candidates``: a boolean mask of that size, or 1-D flat pixel indices. Any
+    other form (a 0/1 integer mask, a 2-D index array) is refused: its meaning would be a guess."""
     height, width = int(shape[0]), int(shape[1])
     candidates = np.asarray(candidates)
-    if candidates.dtype == bool:
-        mask = candidates.reshape(height, width)
-    else:
+    if candidates.dtype == bool and candidates.size == height * width:
+        return candidates.reshape(height, width)
+    if candidates.dtype.kind in "iu" and candidates.ndim == 1:
+        if candidates.size and (candidates.min() < 0 or candidates.max() >= height * width):
+            raise ValueError("candidates: flat pixel indices outside a %dx%d frame" % (height, width))
         mask = np.zeros(height * width, bool)
-        mask[candidates.reshape(-1)] = True
-        mask = mask.reshape(height, width)
+        mask[candidates] = True
+        return mask.reshape(height, width)
+    raise ValueError("candidates: a boolean %dx%d mask or 1-D flat pixel indices, got %s of shape %s"
+                     % (height, width, candidates.dtype, candidates.shape))
+
+
+def sample_grid(candidates: np.ndarray, shape: Tuple[int, int],
+                samples: int = DEFAULT_SAMPLES) -> CandidateGrid:
+    """The candidates :func:`fit_ground` samples: a regular grid over the frame (stride chosen so that
+    about ``samples`` candidates fall on it). ``candidates``: see :func:`candidate_mask`."""
+    mask = candidate_mask(candidates, shape)
+    height, width = mask.shape
     stride = max(1, int(math.ceil(math.sqrt(np.count_nonzero(mask) / float(max(1, samples))))))
     offset = stride // 2
     rows, cols = np.arange(offset, height, stride), np.arange(offset, width, stride)
     flat = rows[:, None] * width + cols[None, :]
-    return np.where(mask[offset::stride, offset::stride], flat, -1)
+    return CandidateGrid(np.where(mask[offset::stride, offset::stride], flat, -1), (height, width))
 
 
 def _span(y: np.ndarray) -> float:
@@ -182,27 +212,27 @@ def _coherence(inliers: np.ndarray) -> float:
     return float(np.count_nonzero(inliers & near)) / count if count else 0.0
 
 
-def fit_ground(disparity: np.ndarray, ground_disparity: np.ndarray, candidates: np.ndarray,
-               threshold: float = DEFAULT_THRESHOLD, behind_threshold: float = DEFAULT_BEHIND_THRESHOLD,
-               behind_penalty: float = DEFAULT_BEHIND_PENALTY,
-               min_inlier_share: float = DEFAULT_MIN_INLIER_SHARE,
-               max_behind_share: float = DEFAULT_MAX_BEHIND_SHARE, min_inliers: int = DEFAULT_MIN_INLIERS,
-               min_coherence: float = DEFAULT_MIN_COHERENCE, min_span: float = DEFAULT_MIN_SPAN,
-               iterations: int = DEFAULT_ITERATIONS,
-               samples: int = DEFAULT_SAMPLES, rng=None) -> GroundFit:
+def fit_ground(disparity: np.ndarray, ground_disparity: np.ndarray, candidates,
+               options: FitOptions = FitOptions(), rng=None) -> GroundFit:
     """Robust fit of ``ground_disparity`` (1 / ground depth, HxW; NaN/0 where no ground) = scale *
     ``disparity`` (the model's relative disparity, HxW) + shift over ``candidates`` (ground pixels below
-    the horizon, obstacles among them: a boolean HxW mask, flat pixel indices, or a :func:`sample_grid`),
-    RANSAC on a regular grid of about ``samples`` of them; see the module docstring. Confident (``ok``)
-    with at least ``min_inliers`` and ``min_inlier_share`` of the usable candidates as inliers, at most
-    ``max_behind_share`` of them put behind the ground, inliers that form regions (``min_coherence`` of
-    them next to another) rather than a scatter, and whose ground reaches over distances from z to
-    ``min_span`` z (10th to 90th percentile: a band of one distance fixes a point of the line, not its
-    slope). ``rng``: a numpy Generator (seeded 0 when None)."""
+    the horizon, obstacles among them: a boolean HxW mask, 1-D flat pixel indices, or a
+    :class:`CandidateGrid`), RANSAC on a regular grid of about ``options.samples`` of them; see the
+    module docstring. Confident (``ok``) with at least ``min_inliers`` (a count) and
+    ``min_inlier_share`` (a share) of the usable candidates as inliers, at most ``max_behind_share`` of
+    them put behind the ground, inliers that form regions (``min_coherence`` of them next to another)
+    rather than a scatter, and whose ground reaches over distances from z to ``min_span`` z (10th to 90th
+    percentile: a band of one distance fixes a point of the line, not its slope). ``rng``: a numpy
+    Generator (seeded 0 when None)."""
     rng = np.random.default_rng(0) if rng is None else rng
-    grid = np.asarray(candidates)
-    if not (grid.ndim == 2 and grid.dtype.kind == "i"):
-        grid = sample_grid(grid, np.shape(disparity), samples)
+    o = options
+    if isinstance(candidates, CandidateGrid):
+        if tuple(candidates.shape) != tuple(np.shape(disparity)):
+            raise ValueError("fit_ground: a candidate grid of a %s frame for a %s prediction"
+                             % (candidates.shape, np.shape(disparity)))
+        grid = candidates.flat
+    else:
+        grid = sample_grid(candidates, np.shape(disparity), o.samples).flat
     valid = grid >= 0
     index = grid[valid]
     x = np.asarray(disparity).reshape(-1)[index].astype(np.float64)
@@ -210,14 +240,14 @@ def fit_ground(disparity: np.ndarray, ground_disparity: np.ndarray, candidates: 
     usable = np.isfinite(x) & np.isfinite(y) & (y > 0)
     valid[valid] = usable
     index, x, y = index[usable], x[usable], y[usable]
-    if x.size < max(2, min_inliers):
-        return _no_fit("%d usable ground candidates (need %d)" % (x.size, max(2, min_inliers)))
-    found = _ransac(x, y, threshold, behind_threshold, behind_penalty, iterations, min_span, rng)
+    if x.size < max(2, o.min_inliers):
+        return _no_fit("%d usable ground candidates (need %d)" % (x.size, max(2, o.min_inliers)))
+    found = _ransac(x, y, o.threshold, o.behind_threshold, o.behind_penalty, o.iterations, o.min_span, rng)
     if found is None:
         return _no_fit("no hypothesis with a positive scale")
     scale, shift, inliers = found
     count, share = int(inliers.sum()), float(inliers.mean())
-    behind = float(np.mean((scale * x + shift) / y - 1.0 < -behind_threshold))
+    behind = float(np.mean((scale * x + shift) / y - 1.0 < -o.behind_threshold))
     on_grid = np.zeros(valid.shape, bool)
     on_grid[valid] = inliers
     coherence = _coherence(on_grid)
@@ -228,8 +258,9 @@ def fit_ground(disparity: np.ndarray, ground_disparity: np.ndarray, candidates: 
             rmse = float(np.sqrt(np.mean((1.0 / (scale * x[inliers] + shift) - 1.0 / y[inliers]) ** 2)))
     mask = np.zeros(np.size(disparity), bool)
     mask[index[inliers]] = True
-    ok = (scale > 0 and count >= min_inliers and share >= min_inlier_share and behind <= max_behind_share
-          and coherence >= min_coherence and span >= min_span and math.isfinite(rmse))
+    ok = (scale > 0 and count >= o.min_inliers and share >= o.min_inlier_share
+          and behind <= o.max_behind_share and coherence >= o.min_coherence and span >= o.min_span
+          and math.isfinite(rmse))
     reason = "" if ok else ("inlier share %.2f (%d of %d candidates), %.2f behind the ground, coherence "
                             "%.2f, distance span %.2f, scale %.3g"
                             % (share, count, x.size, behind, coherence, span, scale))
@@ -285,18 +316,8 @@ def ground_candidates(plane: GroundPlane, intrinsics: Intrinsics, height: int, w
     return disparity, index
 
 
-class _Candidates:
-    """Per frame size: the ground's disparity, the candidate ground pixels and the grid the fit samples."""
-
-    def __init__(self, plane: GroundPlane, intrinsics: Intrinsics, shape: Tuple[int, int], max_range_m: float,
-                 samples: int):
-        self.ground_disparity, self.index = ground_candidates(plane, intrinsics, shape[0], shape[1],
-                                                             max_range_m)
-        self.grid = sample_grid(self.index, shape, samples)
-
-
 def inlier_mask(disparity: np.ndarray, ground_disparity: np.ndarray, index: np.ndarray, scale: float,
-                shift: float, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
+                shift: float, threshold: float = FitOptions.threshold) -> np.ndarray:
     """Boolean mask shaped like ``disparity``: the candidate pixels ``index`` whose metric disparity
     (``scale`` * disparity + ``shift``) is within ``threshold`` (relative) of the ground's."""
     ground = np.asarray(ground_disparity).reshape(-1)[index]
@@ -317,23 +338,14 @@ class MetricAligner:
     cached per frame size."""
 
     def __init__(self, plane: GroundPlane, intrinsics: Intrinsics, time_constant_s: float = 0.5,
-                 hold_s: float = 1.0, min_inlier_share: float = DEFAULT_MIN_INLIER_SHARE,
-                 max_range_m: float = DEFAULT_MAX_RANGE_M, threshold: float = DEFAULT_THRESHOLD,
-                 max_behind_share: float = DEFAULT_MAX_BEHIND_SHARE,
-                 min_coherence: float = DEFAULT_MIN_COHERENCE,
-                 min_span: float = DEFAULT_MIN_SPAN,
-                 min_inliers: int = DEFAULT_MIN_INLIERS, samples: int = DEFAULT_SAMPLES,
-                 iterations: int = DEFAULT_ITERATIONS, seed: int = 0):
-        if time_constant_s < 0 or hold_s < 0 or not max_range_m > 0 or not 0 <= min_inlier_share <= 1:
-            raise ValueError("MetricAligner: need time_constant_s >= 0, hold_s >= 0, max_range_m > 0 and "
-                             "0 <= min_inlier_share <= 1")
+                 hold_s: float = 1.0, max_range_m: float = DEFAULT_MAX_RANGE_M,
+                 fit: FitOptions = FitOptions(), seed: int = 0):
+        if time_constant_s < 0 or hold_s < 0 or not max_range_m > 0:
+            raise ValueError("MetricAligner: need time_constant_s >= 0, hold_s >= 0 and max_range_m > 0")
         self.plane, self.intrinsics = plane, intrinsics
         self.time_constant_s, self.hold_s = float(time_constant_s), float(hold_s)
         self.max_range_m = float(max_range_m)
-        self.fit_options = dict(threshold=threshold, min_inlier_share=min_inlier_share,
-                                min_inliers=min_inliers, max_behind_share=max_behind_share,
-                                min_coherence=min_coherence, min_span=min_span,
-                                iterations=iterations, samples=samples)
+        self.fit_options = fit
         self._rng = np.random.default_rng(seed)
         self._candidates = {}  # type: dict
         self.reset()
@@ -343,11 +355,12 @@ class MetricAligner:
         self.scale = self.shift = math.nan
         self._last_stamp = self._last_good = None  # type: Optional[float]
 
-    def candidates(self, shape: Tuple[int, int]) -> _Candidates:
+    def candidates(self, shape: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray, CandidateGrid]:
+        """(ground disparity, candidate flat indices, the grid the fit samples) of frames of ``shape``."""
         key = (int(shape[0]), int(shape[1]))
         if key not in self._candidates:
-            self._candidates[key] = _Candidates(self.plane, self.intrinsics, key, self.max_range_m,
-                                                self.fit_options["samples"])
+            gd, index = ground_candidates(self.plane, self.intrinsics, key[0], key[1], self.max_range_m)
+            self._candidates[key] = (gd, index, sample_grid(index, key, self.fit_options.samples))
         return self._candidates[key]
 
     def _filter(self, fit: GroundFit, stamp_s: float) -> None:
@@ -364,8 +377,8 @@ class MetricAligner:
         """The metric frame of ``disparity`` (float32 HxW relative disparity, larger = closer) stamped
         ``stamp_s`` seconds."""
         disparity = np.asarray(disparity, np.float32)
-        cand = self.candidates(disparity.shape)
-        fit = fit_ground(disparity, cand.ground_disparity, cand.grid, rng=self._rng, **self.fit_options)
+        gd, index, grid = self.candidates(disparity.shape)
+        fit = fit_ground(disparity, gd, grid, self.fit_options, rng=self._rng)
         if fit.ok:
             self._filter(fit, float(stamp_s))
             state = "OK"
@@ -376,6 +389,6 @@ class MetricAligner:
             return MetricFrame(None, math.nan, math.nan, fit.inlier_share, fit.rmse, "NONE", None, fit)
         depth = metric_depth(disparity, self.scale, self.shift, self.max_range_m)
         scale, shift = self.scale, self.shift
-        inliers = functools.partial(inlier_mask, disparity, cand.ground_disparity, cand.index, scale, shift,
-                                    self.fit_options["threshold"])
+        inliers = functools.partial(inlier_mask, disparity, gd, index, scale, shift,
+                                    self.fit_options.threshold)
         return MetricFrame(depth, scale, shift, fit.inlier_share, fit.rmse, state, inliers, fit)

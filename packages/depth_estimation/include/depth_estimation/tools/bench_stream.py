@@ -91,7 +91,7 @@ def metric_stats(runs: int, warmup: int, frame_hw: Tuple[int, int] = (480, 640))
     under an unknown scale and shift (state OK, so every output is made)."""
     import yaml  # the node's parameters
 
-    from depth_estimation.framepath.metric import MetricOutputs
+    from depth_estimation.framepath.metric import MetricOptions, MetricOutputs
     from depth_estimation.framepath.params import check_params
     from depth_estimation.geometry.calibration import ground_plane, read_extrinsics
     from depth_estimation.geometry.camera import read_intrinsics
@@ -109,7 +109,7 @@ def metric_stats(runs: int, warmup: int, frame_hw: Tuple[int, int] = (480, 640))
     depth = np.nan_to_num(np.array(ground_depth_map(plane, intrinsics, *frame_hw)), nan=50.0)
     depth[frame_hw[0] // 3:frame_hw[0] // 2, frame_hw[1] // 2 - 30:frame_hw[1] // 2 + 30] = 0.5  # a box
     disparity = (3.0 / depth + 0.25).astype(np.float32)
-    outputs = MetricOutputs(check_params(params), "")
+    outputs = MetricOutputs(MetricOptions.from_params(check_params(params)), "")
     ms, states = [], set()
     for i in range(warmup + runs):
         start = time.perf_counter()
