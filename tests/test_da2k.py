@@ -205,6 +205,51 @@ def test_image_size_from_the_header_else_decoded(tmp_path, monkeypatch):
     assert da2k._image_size(str(tmp_path / "b.jpg")) == (31, 17)
 
 
+def _with_orientation(jpeg: bytes, orientation: int, order: str = "MM") -> bytes:
+    """``jpeg`` with an EXIF APP1 segment holding only the orientation tag (little or big endian)."""
+    import struct
+
+    e = ">" if order == "MM" else "<"
+    tiff = (order.encode() + struct.pack(e + "HI", 42, 8) + struct.pack(e + "H", 1)
+            + struct.pack(e + "HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack(e + "I", 0))
+    app1 = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg[2:]
+
+
+def test_one_orientation_rule_the_image_as_shown_for_the_model_and_the_prediction_size(tmp_path):
+    from depth_estimation.io.images import exif_orientation, image_size
+
+    stored = np.zeros((40, 56, 3), np.uint8)
+    stored[:8, :20] = 255
+    jpeg = cv2.imencode(".jpg", stored)[1].tobytes()
+    for order in ("MM", "II"):
+        turned = _with_orientation(jpeg, 6, order)
+        assert exif_orientation(turned) == 6 and image_size(turned) == (40, 56)
+        assert image_size(turned, oriented=True) == (56, 40) == cv2.imdecode(
+            np.frombuffer(turned, np.uint8), cv2.IMREAD_COLOR).shape[:2]
+    assert exif_orientation(_with_orientation(jpeg, 3)) == 3 and image_size(_with_orientation(jpeg, 3), True) \
+        == (40, 56)
+    assert exif_orientation(jpeg) == 1 and exif_orientation(b"\xff\xd8\xff\xe1\x00\x08Exif") == 1
+    (tmp_path / "scene").mkdir()
+    (tmp_path / "scene" / "t.jpg").write_bytes(_with_orientation(jpeg, 6))
+    seen = []
+
+    class Estimator:
+        def infer(self, rgb):
+            seen.append(rgb.shape[:2])
+            return np.zeros(rgb.shape[:2], np.float32)
+
+    shown = da2k.from_model(str(tmp_path), Estimator())("scene/t.jpg").shape
+    assert seen == [(56, 40)] and shown == (56, 40)  # the model sees the image as shown
+    preds = tmp_path / "preds"
+    (preds / "scene").mkdir(parents=True)
+    np.save(str(preds / "scene" / "t.npy"), np.zeros(shown, np.float32))
+    assert da2k.from_directory(str(tmp_path), str(preds))("scene/t.jpg").shape == shown  # and the same size
+    np.save(str(preds / "scene" / "t.npy"), np.zeros((40, 56), np.float32))
+    with pytest.raises(ValueError, match="56x40"):
+        da2k.from_directory(str(tmp_path), str(preds))("scene/t.jpg")
+
+
 def test_cli_runtime_options_are_the_shared_ones(da2k_root):
     root = da2k_root[0]
     args = da2k.build_parser().parse_args(["--root", root, "--model", "m", "--device", "cpu", "--threads", "3",

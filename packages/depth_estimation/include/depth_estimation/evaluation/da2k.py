@@ -14,6 +14,12 @@ above chance (50 %). Accuracy is also given per scene: the first component of th
 appended in place of the image suffix (``indoor/1.jpg`` -> ``DIR/indoor/1.npy``), HxW at the
 image's size. ``--model`` runs with the shared ``--backend``, ``--device``, ``--threads`` and
 ``--input-size`` options (0 = the model's own input size).
+
+One rule for orientation: a DA-2K image is the image as shown, its EXIF orientation applied (as
+``cv2.imread`` and image viewers do, and as the benchmark's own evaluation reads it); the model sees
+it so, and a prediction must have that shown size (a JPEG's orientation tag is read from its
+header, nothing is decoded). The node's frame path differs on purpose: a camera frame keeps the
+sensor's geometry, which its camera_info describes.
 """
 from __future__ import annotations
 
@@ -102,12 +108,14 @@ def score(predictions: Callable[[str], np.ndarray], annotations: Union[str, Anno
 
 
 def _image_size(path: str) -> Tuple[int, int]:
-    """(height, width) of an image file, from its header when it is JPEG or PNG."""
+    """(height, width) of an image file as shown (EXIF orientation applied), from its header when it
+    is JPEG or PNG: the size of :func:`read_rgb`'s image."""
     with open(path, "rb") as f:
-        return image_size(f.read())
+        return image_size(f.read(), oriented=True)
 
 
 def read_rgb(path: str) -> np.ndarray:
+    """The image as shown (EXIF orientation applied: IMREAD_COLOR without IMREAD_IGNORE_ORIENTATION)."""
     bgr = cv2.imread(path, cv2.IMREAD_COLOR)
     if bgr is None:
         raise ValueError("cannot read image %s" % path)

@@ -3,7 +3,9 @@
 :func:`sniff` tells JPEG from PNG by their magic bytes, :func:`header_size` reads (width, height)
 from the JPEG start-of-frame or PNG IHDR header and raises :class:`ImageHeaderError` when it
 cannot, and :func:`image_size` gives (height, width) of any image OpenCV reads: from the header
-when there is a readable one, else by decoding. The frame path refuses a 10000x10000 frame from
+when there is a readable one, else by decoding; :func:`exif_orientation` reads a JPEG's EXIF
+orientation tag, so that :func:`image_size` with ``oriented=True`` gives the size OpenCV's
+``imread`` / ``imdecode`` return by default (orientation applied). The frame path refuses a 10000x10000 frame from
 its header this way without allocating it; the scorers check prediction sizes without decoding.
 """
 from __future__ import annotations
@@ -68,20 +70,48 @@ def header_size(data: bytes, fmt: str) -> Tuple[int, int]:
     raise ImageHeaderError("corrupt", "no JPEG frame header in %d bytes" % len(data))
 
 
-def image_size(data: bytes) -> Tuple[int, int]:
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation (1-8) of a JPEG, 1 when it has none or the tag is unreadable; 5-8 mean the
+    image is shown turned by 90 degrees (width and height swapped)."""
+    pos = 2
+    while data.startswith(JPEG_MAGIC) and pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker, (length,) = data[pos + 1], struct.unpack(">H", data[pos + 2:pos + 4])
+        if marker == 0xDA or marker in SOF_MARKERS:  # the tag precedes the image data
+            break
+        body = data[pos + 4:pos + 2 + length]
+        if marker == 0xE1 and body[:6] == b"Exif\x00\x00" and body[6:8] in (b"II", b"MM"):
+            tiff, order = body[6:], "<" if body[6:8] == b"II" else ">"
+            try:
+                (ifd,) = struct.unpack(order + "I", tiff[4:8])
+                (count,) = struct.unpack(order + "H", tiff[ifd:ifd + 2])
+                for i in range(count):
+                    entry = tiff[ifd + 2 + 12 * i:ifd + 14 + 12 * i]
+                    tag, kind, _n, value = struct.unpack(order + "HHIH", entry[:10])
+                    if tag == 0x0112 and kind == 3:
+                        return value if 1 <= value <= 8 else 1
+            except struct.error:
+                return 1
+        pos += 2 + length
+    return 1
+
+
+def image_size(data: bytes, oriented: bool = False) -> Tuple[int, int]:
     """(height, width) of an encoded image: from its JPEG / PNG header, decoded when the header is
-    odd or the format another one OpenCV reads. ValueError when it cannot be decoded either."""
+    odd or the format another one OpenCV reads; with ``oriented`` as shown (a JPEG's EXIF orientation
+    applied, as by ``cv2.imread``), else as stored. ValueError when it cannot be decoded either."""
     data = bytes(data)
     fmt = sniff(data)
     if fmt is not None:
         try:
             width, height = header_size(data, fmt)
-            return height, width
+            turned = oriented and fmt == "jpeg" and exif_orientation(data) >= 5
+            return (width, height) if turned else (height, width)
         except ImageHeaderError:  # odd header: decode instead
             pass
     import cv2  # heavy; only odd headers and other formats need it
 
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    flags = cv2.IMREAD_COLOR if oriented else cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags) if data else None
     if image is None:
         raise ValueError("cannot decode an image of %d bytes (first bytes %s)" % (len(data), data[:4].hex()))
     return int(image.shape[0]), int(image.shape[1])
