@@ -5,8 +5,9 @@ from the JPEG start-of-frame or PNG IHDR header and raises :class:`ImageHeaderEr
 cannot, and :func:`image_size` gives (height, width) of any image OpenCV reads: from the header
 when there is a readable one, else by decoding; :func:`exif_orientation` reads a JPEG's EXIF
 orientation tag, so that :func:`image_size` with ``oriented=True`` gives the size OpenCV's
-``imread`` / ``imdecode`` return by default (orientation applied). The frame path refuses a 10000x10000 frame from
-its header this way without allocating it; the scorers check prediction sizes without decoding.
+``imread`` / ``imdecode`` return by default (orientation applied). The frame path refuses a
+10000x10000 frame from its header this way without allocating it; the scorers check prediction
+sizes without decoding.
 """
 from __future__ import annotations
 
