@@ -24,12 +24,12 @@ def test_input_shape_keeps_aspect_with_sides_multiple_of_14(h, w, short, expecte
     assert abs(got[1] / got[0] - w / h) < 0.03
 
 
-def test_to_tensor_normalizes_with_imagenet_statistics():
+def test_normalize_uses_imagenet_statistics():
     rgb = np.zeros((28, 28, 3), np.uint8)
     rgb[..., 0] = 255
-    x = preprocess.to_tensor(rgb, 28)
-    assert x.shape == (1, 3, 28, 28) and x.dtype == torch.float32
-    np.testing.assert_allclose(x[0, :, 0, 0].numpy(), (np.array([1.0, 0, 0]) - preprocess.IMAGENET_MEAN)
+    x = preprocess.normalize(rgb, 28, 28)
+    assert x.shape == (1, 3, 28, 28) and x.dtype == np.float32
+    np.testing.assert_allclose(x[0, :, 0, 0], (np.array([1.0, 0, 0]) - preprocess.IMAGENET_MEAN)
                                / preprocess.IMAGENET_STD, rtol=1e-5)
 
 

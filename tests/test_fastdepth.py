@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from depth_estimation.models import fastdepth as fd
+from depth_estimation.models.specs import parse_spec
 @pytest.fixture(scope="module")
 def model():
     return fd.random_student(0)
@@ -145,14 +146,13 @@ def test_random_student_deterministic():
 
 def test_save_load_round_trip(model, tmp_path):
     d = str(tmp_path / "student")
-    assert not fd.is_student_dir(d)
     fd.save_student(model, d)
     assert sorted(os.listdir(d)) == ["config.json", "model.safetensors"]
     assert os.listdir(str(tmp_path)) == ["student"]  # no temp dirs left behind
     with open(os.path.join(d, "config.json")) as f:
         cfg = json.load(f)
     assert cfg["model_type"] == "fastdepth-mnv3" and cfg["format_version"] == 1
-    assert fd.is_student_dir(d)
+    assert parse_spec(d).kind == "student_dir"  # what --model reads it as
     loaded = fd.load_student(d)
     assert not loaded.training
     x = torch.randn(2, 3, 192, 256)
@@ -182,14 +182,13 @@ def test_save_refuses_overwrite(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     fd.save_student(first, str(empty))  # an existing empty folder is fine
-    assert fd.is_student_dir(str(empty))
+    assert parse_spec(str(empty)).kind == "student_dir"
 
 
 def test_load_errors(model, tmp_path):
     d = tmp_path / "student"
     fd.save_student(model, str(d))
     (d / "model.safetensors").unlink()
-    assert not fd.is_student_dir(str(d))
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         fd.load_student(str(d))
     (d / "config.json").unlink()
@@ -202,6 +201,6 @@ def test_load_errors(model, tmp_path):
     cfg = json.loads((e / "config.json").read_text())
     cfg["model_type"] = "da2-small"
     (e / "config.json").write_text(json.dumps(cfg))
-    assert not fd.is_student_dir(str(e))
+    assert parse_spec(str(e)).kind == "hf_dir"
     with pytest.raises(ValueError, match="model_type"):
         fd.load_student(str(e))

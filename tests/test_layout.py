@@ -129,3 +129,47 @@ def test_readable_units(path):
 
 def test_test_fixtures_are_not_shipped():
     assert not os.path.exists(os.path.join(LIBRARY, "testing.py"))
+
+
+# Library code whose only callers are tests, kept on purpose (name: why).
+TEST_ONLY_KEPT = {
+    "hf_to_original": "the inverse of load_original: the conversion's round-trip test needs it",
+    "wait_for_room": "framepath/stream.py is being rewritten for back-pressure (issue 21)",
+}
+
+
+def _package_sources():
+    """The text of every non-test source the package ships: library, nodes, scripts, launch files."""
+    top = os.path.join(ROOT, "packages", "depth_estimation")
+    texts = {}
+    for dirpath, _dirs, files in os.walk(top):
+        if os.sep + "test" in dirpath[len(top):]:
+            continue
+        for name in files:
+            if name.endswith((".py", ".launch", ".cfg", ".txt")) or "scripts" in dirpath:
+                path = os.path.join(dirpath, name)
+                try:
+                    texts[path] = open(path).read()
+                except UnicodeDecodeError:
+                    continue
+    return texts
+
+
+def test_no_library_function_lives_only_for_the_tests():
+    """A top-level function or class, or a method, that no package source (other than its own
+    definition) names is dead code or test-only code: delete it or move it to the tests."""
+    import re
+
+    texts = _package_sources()
+    unused = []
+    for _module, path in _modules():
+        tree = ast.parse(texts[path])
+        defs = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+        defs += [m for c in tree.body if isinstance(c, ast.ClassDef) for m in c.body
+                 if isinstance(m, ast.FunctionDef) and not m.name.startswith("__")]
+        for node in defs:
+            word = re.compile(r"\b%s\b" % re.escape(node.name))
+            uses = sum(len(word.findall(text)) for text in texts.values())
+            if uses <= 1 and node.name not in TEST_ONLY_KEPT:
+                unused.append("%s: %s" % (os.path.relpath(path, INCLUDE), node.name))
+    assert not unused, "used by no package source: %s" % ", ".join(sorted(unused))

@@ -55,11 +55,17 @@ def test_arch_configs_follow_the_reference():
     assert list(large.neck_hidden_sizes) == [256, 512, 1024, 1024] and large.fusion_hidden_size == 256
 
 
+def _tensor(rgb, short_side):
+    """The reference input: the frame at its own :func:`input_shape`, normalized."""
+    from depth_estimation.runtime import preprocess
+    return torch.from_numpy(preprocess.normalize(rgb, *preprocess.input_shape(*rgb.shape[:2], short_side)))
+
+
 def _same_output(model_a, estimator, rgb):
     out = estimator.infer(rgb)
     from depth_estimation.runtime import preprocess
     with torch.inference_mode():
-        ref = model_a(pixel_values=preprocess.to_tensor(rgb, estimator.input_size)).predicted_depth
+        ref = model_a(pixel_values=_tensor(rgb, estimator.input_size)).predicted_depth
     ref = preprocess.to_frame_size(ref, *rgb.shape[:2])
     assert np.abs(ref).max() > 0
     # random weights give tiny outputs: compare relative to their scale

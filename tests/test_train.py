@@ -12,6 +12,7 @@ import torch
 
 from depth_estimation.distill import data, label_cache, losses, train
 from depth_estimation.models import fastdepth
+from depth_estimation.models.specs import parse_spec
 
 SIZE = (64, 96)
 
@@ -53,38 +54,43 @@ def cache(monkeypatch, tmp_path):
     return path
 
 
+def ssi(pred, target, mask):
+    """The scale-and-shift-invariant part of the distillation loss alone."""
+    return losses.distill_loss(pred, target, mask, alpha=0.0)[0]
+
+
 def test_ssi_loss_is_zero_for_affine_predictions_and_invariant():
     g = torch.Generator().manual_seed(0)
     target = torch.rand(3, 16, 24, generator=g) * 5 + 0.1
     mask = torch.rand(3, 16, 24, generator=g) > 0.2
     other = torch.rand(3, 16, 24, generator=g)
     garbage = torch.where(mask, 3.0 * target + 2.0, torch.full_like(target, 1e3))  # masked-out pixels ignored
-    assert losses.ssi_loss(garbage, target, mask) < 1e-8
-    assert losses.ssi_loss(0.5 * target + 7, target, mask) < 1e-8
-    assert losses.ssi_loss(-0.5 * target + 7, target, mask) > 1  # an inverted prediction is wrong
-    loss = losses.ssi_loss(other, target, mask)
+    assert ssi(garbage, target, mask) < 1e-8
+    assert ssi(0.5 * target + 7, target, mask) < 1e-8
+    assert ssi(-0.5 * target + 7, target, mask) > 1  # an inverted prediction is wrong
+    loss = ssi(other, target, mask)
     assert loss > 0.1
-    assert torch.allclose(losses.ssi_loss(4.0 * other - 3.0, target, mask), loss, rtol=1e-4)
+    assert torch.allclose(ssi(4.0 * other - 3.0, target, mask), loss, rtol=1e-4)
     # the target's units do not matter either
-    assert torch.allclose(losses.ssi_loss(other, 10 * target + 1, mask), loss, rtol=1e-4)
+    assert torch.allclose(ssi(other, 10 * target + 1, mask), loss, rtol=1e-4)
     # an image without valid pixels does not count
     empty = mask.clone()
     empty[0] = False
-    assert torch.isfinite(losses.ssi_loss(other, target, empty))
+    assert torch.isfinite(ssi(other, target, empty))
 
 
 def test_gradient_loss_is_zero_for_affine_predictions():
     g = torch.Generator().manual_seed(1)
     target = torch.rand(2, 32, 48, generator=g) + 0.5
     mask = torch.ones_like(target, dtype=torch.bool)
-    assert losses.gradient_loss(2.0 * target - 1.0, target, mask) < 1e-6
+    assert losses.distill_loss(2.0 * target - 1.0, target, mask, alpha=0.5)[1]["grad"] < 1e-6
     other = torch.rand(2, 32, 48, generator=g)
-    grad = losses.gradient_loss(other, target, mask)
-    assert grad > 0.1
     total, parts = losses.distill_loss(other, target, mask, alpha=0.5)
-    assert torch.allclose(parts["grad"], grad)
-    assert torch.allclose(parts["ssi"], losses.ssi_loss(other, target, mask))
+    assert parts["grad"] > 0.1
+    assert torch.allclose(parts["ssi"], ssi(other, target, mask))
     assert torch.allclose(total, parts["ssi"] + 0.5 * parts["grad"])
+    total2, parts2 = losses.distill_loss(other, target, mask, alpha=2.0)  # alpha weighs the same gradient term
+    assert torch.allclose(parts2["grad"], parts["grad"]) and torch.allclose(total2, parts["ssi"] + 2 * parts["grad"])
 
 
 def test_split_and_dataset(cache):
@@ -187,5 +193,5 @@ def test_cli(cache, tmp_path):
                               "--no-progress"])
     assert args.size == SIZE and args.val_fraction == 0.05 and not args.resume
     assert train.run_train(args) == 0
-    assert fastdepth.is_student_dir(str(tmp_path / "run" / "student"))
+    assert parse_spec(str(tmp_path / "run" / "student")).kind == "student_dir"
     assert train.run_train(args) == 2  # the checkpoint is there: needs --resume

@@ -67,20 +67,6 @@ def _gradient_matching(residual: Tensor, mask: Tensor, scales: int) -> Tensor:
     return total
 
 
-def ssi_loss(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-    """Scale-and-shift-invariant loss ``[B,H,W]`` x3 -> scalar: mean squared residual of the
-    least-squares-aligned prediction against the normalized target, averaged over images."""
-    target = _normalize_target(target, mask)
-    return _per_image_mean((align(pred, target, mask) - target) ** 2, mask)
-
-
-def gradient_loss(pred: Tensor, target: Tensor, mask: Tensor, scales: int = 4) -> Tensor:
-    """MiDaS multi-scale gradient matching on the aligned residual (sum over ``scales`` of the
-    per-image mean |d/dx| + |d/dy| of the residual at strides 1, 2, 4, 8)."""
-    target = _normalize_target(target, mask)
-    return _gradient_matching(align(pred, target, mask) - target, mask, scales)
-
-
 def distill_loss(pred: Tensor, target: Tensor, mask: Tensor, alpha: float = 0.5,
                  scales: int = 4) -> Tuple[Tensor, Dict[str, Tensor]]:
     """``ssi + alpha * grad`` (one alignment shared); returns (total, {"ssi", "grad"} detached)."""

@@ -86,13 +86,6 @@ class GroundPlane:
             return float(intrinsics.cy + intrinsics.fy * y)
         return project_ray(intrinsics, (0.0, y, 1.0))[1]
 
-    def ground_distance_along(self, rays: np.ndarray) -> np.ndarray:
-        """Depth (z) where rays (..., 3) with z = 1 meet the ground; NaN where they do not (at or
-        above the horizon)."""
-        dots = rays @ self.normal_vector
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(dots > 1e-6, self.distance / dots, np.nan)
-
 
 def _plane(R_ground_from_camera: np.ndarray, t: np.ndarray) -> GroundPlane:
     normal = -R_ground_from_camera[2, :]  # the ground's down direction in the camera frame

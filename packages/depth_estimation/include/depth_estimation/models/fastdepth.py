@@ -198,16 +198,6 @@ def _read_config(directory: str) -> dict:
         return json.load(f)
 
 
-def is_student_dir(directory: str) -> bool:
-    """True when ``directory`` holds a ``fastdepth-mnv3`` student (config + weights)."""
-    try:
-        cfg = _read_config(directory)
-    except (OSError, ValueError):
-        return False
-    return (isinstance(cfg, dict) and cfg.get("model_type") == MODEL_TYPE
-            and os.path.isfile(os.path.join(directory, WEIGHTS_NAME)))
-
-
 def load_student(directory: str, device: str = "cpu") -> FastDepthMNV3:
     """Load a student folder written by :func:`save_student` (eval mode)."""
     cfg = _read_config(directory)

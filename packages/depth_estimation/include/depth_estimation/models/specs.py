@@ -232,8 +232,3 @@ def announce_untrained(text: str) -> None:
     """Say loudly (log WARNING) that a model has random weights."""
     line = "UNTRAINED MODEL: %s has RANDOM weights; its depth is meaningless" % text
     logging.getLogger("depth_estimation").warning("\n%s\n%s\n%s", "!" * len(line), line, "!" * len(line))
-
-
-def known_specs() -> List[str]:
-    randoms = [RANDOM_PREFIX + a for a in sorted(ARCHS) + list(STUDENTS)]
-    return sorted(ARCHS) + list(STUDENTS) + list(SHIPPED) + randoms

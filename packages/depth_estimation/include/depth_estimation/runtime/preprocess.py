@@ -33,15 +33,12 @@ def round_to_multiple(x: float, multiple: int = PATCH) -> int:
     return max(multiple, int(round(x / multiple)) * multiple)
 
 
-_multiple = round_to_multiple
-
-
 def input_shape(height: int, width: int, short_side: int = 518, multiple: int = PATCH) -> Tuple[int, int]:
     """(h, w) of the network input: aspect ratio kept, short side ~``short_side``, sides multiples of 14."""
     if height <= 0 or width <= 0:
         raise ValueError("image of size %dx%d" % (width, height))
-    scale = float(_multiple(short_side, multiple)) / min(height, width)
-    return _multiple(height * scale, multiple), _multiple(width * scale, multiple)
+    scale = float(round_to_multiple(short_side, multiple)) / min(height, width)
+    return round_to_multiple(height * scale, multiple), round_to_multiple(width * scale, multiple)
 
 
 def normalize(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -50,13 +47,6 @@ def normalize(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
         rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_CUBIC)
     x = (rgb.astype(np.float32) * (1.0 / 255.0) - IMAGENET_MEAN) / IMAGENET_STD
     return np.ascontiguousarray(x.transpose(2, 0, 1))[None]
-
-
-def to_tensor(rgb: np.ndarray, short_side: int = 518, multiple: int = PATCH):
-    """RGB uint8 HxWx3 -> normalized float tensor 1x3xh'xw' at :func:`input_shape`."""
-    import torch  # heavy: loaded on first use, not with this module
-
-    return torch.from_numpy(normalize(rgb, *input_shape(rgb.shape[0], rgb.shape[1], short_side, multiple)))
 
 
 def _aspect_bucket(aspect: float) -> float:
@@ -78,7 +68,7 @@ def bucket_shape(height: int, width: int, short_side: int = 518, multiple: int =
     aspect = max(height, width) / float(min(height, width))
     bucket = _aspect_bucket(aspect)
     if abs(aspect - bucket) > _SAME_ASPECT * bucket:
-        long_ = max(long_, _multiple(short * bucket, multiple))
+        long_ = max(long_, round_to_multiple(short * bucket, multiple))
     return (long_, short) if height > width else (short, long_)  # the frame's orientation
 
 

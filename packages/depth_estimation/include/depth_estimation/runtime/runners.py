@@ -14,15 +14,9 @@ The ONNX files come from :func:`depth_estimation.runtime.onnx_export.export_onnx
 """
 from __future__ import annotations
 
-import importlib.util
-from typing import Any, List, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
-
-from depth_estimation.options import BACKENDS
-
-# the Python modules each backend needs
-BACKEND_MODULES = {"torch": ("torch",), "onnxruntime": ("onnxruntime",), "tensorrt": ("tensorrt", "pycuda")}
 
 
 class BackendUnavailable(RuntimeError):
@@ -31,18 +25,6 @@ class BackendUnavailable(RuntimeError):
 
 class ExportError(RuntimeError):
     """The ONNX export failed or its output does not match the torch model."""
-
-
-def _found(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def available_backends() -> List[str]:
-    """The backends whose Python modules are installed here (found, not imported)."""
-    return [b for b in BACKENDS if all(_found(m) for m in BACKEND_MODULES[b])]
 
 
 def check_input(x: Any, input_hw: Optional[Tuple[int, int]], who: str) -> np.ndarray:
