@@ -102,14 +102,50 @@ def test_write_read_round_trip_and_version_2(tmp_path):
     assert list(data) == ["homography"] and len(data["homography"]) == 9 and data["homography"][8] == 1.0
     again = ground_plane(read_extrinsics(path), intrinsics)
     assert np.allclose(again.normal, plane.normal, atol=1e-9) and abs(again.height_m - plane.height_m) < 1e-9
-    # lib-dt-computer-vision's version 2: the homography of K-normalised coordinates, a 3x3 nested list
-    H2 = homography_from_plane(plane, intrinsics) @ intrinsics.K
+
+
+def _board_seen_by(intrinsics, position, pitch_deg, roll_deg):
+    """Duckietown's calibration board (7 x 5 corners, 31 mm squares, x = row * 0.031 + 0.191, y = col *
+    0.031 - 0.093 on the ground, dt-core constants.py) seen by a camera at ``position`` (ground frame, x
+    forward, y left, z up) pitched down and rolled: (the corners' raw pixels through the lens, K and D,
+    their ground points, the camera's rotation ground -> optical). Written out here with OpenCV alone."""
+    rows, cols = np.meshgrid(np.arange(5), np.arange(7), indexing="ij")
+    ground = np.stack([rows.ravel() * 0.031 + 0.191, cols.ravel() * 0.031 - 0.093, np.zeros(35)], axis=1)
+    p, r = math.radians(pitch_deg), math.radians(roll_deg)
+    forward, right = np.array([math.cos(p), 0.0, -math.sin(p)]), np.array([0.0, -1.0, 0.0])
+    down = np.cross(forward, right)
+    right, down = math.cos(r) * right + math.sin(r) * down, -math.sin(r) * right + math.cos(r) * down
+    R = np.stack([right, down, forward])  # rows: the optical axes in the ground frame
+    rvec, _ = cv2.Rodrigues(R)
+    raw, _ = cv2.projectPoints(ground, rvec, -R @ np.asarray(position, float), intrinsics.K,
+                               np.asarray(intrinsics.D))
+    return raw.reshape(-1, 2), ground[:, :2], R
+
+
+def test_a_version_2_file_fitted_the_way_duckietown_fits_it_gives_the_camera_pose_that_took_it(tmp_path):
+    """Independent of the code under test: a board of known size seen through a real DB21 lens from a
+    known pose; the corners rectified as dt's calibration does (image_geometry rectifyPoint: K, D, R,
+    P), normalised with K (lib-dt-computer-vision CameraModel.pixel2vector) and fitted to the board's
+    ground points (cv2.findHomography), written as lib-dt-computer-vision writes version 2. Reading that
+    file must give back the pose the frames were taken from; the daffy form of the same corners (the
+    homography of rectified pixels, dt-core estimate_homography) must give the same."""
+    intrinsics, _ = robot("csc22917")
+    position, pitch, roll = (0.06, 0.01, 0.11), 17.0, 2.0
+    raw, ground, R = _board_seen_by(intrinsics, position, pitch, roll)
+    rect = cv2.undistortPointsIter(raw.reshape(-1, 1, 2), intrinsics.K, np.asarray(intrinsics.D),
+                                   intrinsics.R_matrix, intrinsics.P_matrix, UNDISTORT).reshape(-1, 2)
+    K = intrinsics.K
+    vectors = np.stack([(rect[:, 0] - K[0, 2]) / K[0, 0], (rect[:, 1] - K[1, 2]) / K[1, 1]], axis=1)
+    H2, _ = cv2.findHomography(vectors, ground)
     v2 = tmp_path / "v2.yaml"
-    v2.write_text(yaml.safe_dump({"version": "2", "date": "2024-08-18T18:29:27",
-                                  "homography": (H2 / H2[2, 2]).tolist()}))
-    from_v2 = ground_plane(read_extrinsics(str(v2)), intrinsics)
+    v2.write_text(yaml.safe_dump({"version": "2", "date": "2024-08-18T18:29:27", "homography": H2.tolist()}))
+    H1, _ = cv2.findHomography(rect, ground)
+    for extrinsics in (read_extrinsics(str(v2)), Extrinsics(tuple(H1.ravel()))):
+        plane = ground_plane(extrinsics, intrinsics)
+        assert abs(plane.height_m - position[2]) < 1e-4 and abs(plane.pitch_deg - pitch) < 0.02
+        assert np.allclose(plane.t, position, atol=1e-4)
+        assert np.allclose(plane.R_ground_from_camera, R.T, atol=1e-4)
     assert read_extrinsics(str(v2)).version == "2"
-    assert abs(from_v2.height_m - plane.height_m) < 1e-6 and abs(from_v2.pitch_deg - plane.pitch_deg) < 1e-4
 
 
 def test_height_pitch_roll_round_trip():

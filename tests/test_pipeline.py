@@ -37,29 +37,34 @@ def test_slot_keeps_only_the_newest_and_counts_replaced():
 
 
 def test_slow_consumer_never_builds_a_backlog():
-    """A producer at 'camera rate' and a consumer 20x slower: the consumer always gets recent items."""
-    slot, taken, done = LatestSlot(), [], threading.Event()
+    """A producer 10x faster than its consumer, held in step by semaphores (no sleeps): the consumer
+    always takes the newest item, every other one is counted as replaced, nothing queues up."""
+    slot, taken = LatestSlot(), []
+    go, took = threading.Semaphore(0), threading.Semaphore(0)
 
     def consumer():
-        while not done.is_set():
-            item = slot.take(0.05)
-            if item is not None:
-                taken.append((item, produced[-1]))
-                time.sleep(0.02)
+        while True:
+            go.acquire()
+            item = slot.take(5.0)
+            taken.append(item)
+            took.release()
+            if item is None:
+                return
 
-    produced = [0]
     worker = threading.Thread(target=consumer)
     worker.start()
-    for i in range(1, 200):
-        produced.append(i)
-        slot.put(i)
-        time.sleep(0.001)
-    done.set()
-    worker.join()
-    assert taken and len(taken) < 60
-    lags = [newest - item for item, newest in taken]
-    assert max(lags) < 40  # bounded by one consumer period, not growing with the stream
-    assert slot.replaced + len(taken) >= 190
+    produced = 0
+    for _ in range(20):
+        for _ in range(10):  # ten frames arrive while the consumer is busy
+            produced += 1
+            slot.put(produced)
+        go.release()
+        assert took.acquire(timeout=5.0)
+        assert taken[-1] == produced  # the newest, never a stale one
+    slot.close()
+    go.release()  # a take after close() returns None at once: that ends the consumer
+    worker.join(5.0)
+    assert taken[:-1] == list(range(10, 201, 10)) and slot.replaced == 20 * 9
 
 
 def test_health_reports_levels_and_required_keys():
