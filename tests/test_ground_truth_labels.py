@@ -146,7 +146,7 @@ def test_cli_ground_truth_and_a_mix_with_teacher_labels(rgbd_bags, tiny_dir, tmp
     assert all(np.isfinite(e["loss"]) for e in history["train"])
     keys = data.cache_keys([gt, teacher])
     assert len(keys) == 4 and len(data.DistillDataset([gt, teacher], keys)) == 8  # each label an item
-    assert fastdepth.is_student_dir(os.path.join(out, "student"))
+    assert parse_spec(os.path.join(out, "student")).kind == "student_dir"
 
 
 def test_shipped_spec_loads_its_folder_and_a_missing_one_is_one_line(tmp_path, monkeypatch, tum_rgb):

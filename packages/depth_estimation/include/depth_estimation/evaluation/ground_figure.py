@@ -1,5 +1,6 @@
 """The figure of ``depth-eval --align ground --figure PNG``: camera | relative | metric, ground inliers
-marked, written atomically (matplotlib, Agg)."""
+marked, written atomically (a matplotlib Figure of its own: no pyplot state, the process's backend left
+as it is)."""
 from __future__ import annotations
 
 import io
@@ -17,11 +18,10 @@ def write_ground_figure(path: str, rgb: np.ndarray, disparity: np.ndarray, depth
     shaded green, the model's relative disparity, and the metric depth (metres, colour bar up to
     ``max_depth`` or the 99th percentile; NaN white)."""
     import matplotlib  # optional: only the figure needs it
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig = Figure(figsize=(15, 4.2))
+    axes = fig.subplots(1, 3)
     axes[0].imshow(rgb)
     if inliers is not None and inliers.any():
         overlay = np.zeros(inliers.shape + (4,), np.float32)
@@ -35,7 +35,7 @@ def write_ground_figure(path: str, rgb: np.ndarray, disparity: np.ndarray, depth
     known = np.isfinite(depth_m)
     vmax = max_depth if max_depth is not None else (float(np.percentile(depth_m[known], 99)) if known.any()
                                                     else 1.0)
-    cmap = plt.get_cmap("turbo").with_extremes(bad="white")
+    cmap = matplotlib.colormaps["turbo"].with_extremes(bad="white")
     shown = axes[2].imshow(depth_m, cmap=cmap, vmin=0.0, vmax=vmax)
     axes[2].set_title("metric depth (m) from the ground plane")
     fig.colorbar(shown, ax=axes[2], fraction=0.035, pad=0.02, label="m")
@@ -47,6 +47,5 @@ def write_ground_figure(path: str, rgb: np.ndarray, disparity: np.ndarray, depth
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
     write_bytes(path, buf.getvalue())
     return path

@@ -25,9 +25,10 @@ import numpy as np
 from depth_estimation.geometry import obstacles
 from depth_estimation.geometry.calibration import (DEFAULT_EXTRINSICS, Extrinsics, ground_plane,
                                                    load_extrinsics)
-from depth_estimation.geometry.camera import Intrinsics, intrinsics_from_camera_info, read_intrinsics
+from depth_estimation.geometry.camera import (FrameRays, Intrinsics, intrinsics_from_camera_info,
+                                              read_intrinsics)
 from depth_estimation.geometry.files import CalibrationError
-from depth_estimation.geometry.ground import FitOptions, MetricAligner, MetricFrame, ground_depth_map
+from depth_estimation.geometry.ground import FitOptions, MetricAligner, MetricFrame
 from depth_estimation.geometry.plane import GroundPlane
 
 CALIBRATIONS = "/data/config/calibrations"  # where a Duckiebot keeps its calibrations
@@ -100,12 +101,11 @@ class MetricOutputs:
         self.path = extrinsics_path(options, veh)
         self.extrinsics, self.warning = load_extrinsics(self.path, DEFAULT_EXTRINSICS)  # CalibrationError
         self.source = self.extrinsics.path or self.path
+        self.warn = warn
+        self._camera: Tuple[Any, Optional[MetricAligner], Optional[FrameRays]] = (None, None, None)
         intrinsics = own_intrinsics(veh, calibrations)
         if intrinsics is not None:  # a plane behind the robot's camera fails now, not on the first frame
-            plane = ground_plane(self.extrinsics, intrinsics)
-            ground_depth_map(plane, intrinsics, intrinsics.height, intrinsics.width)  # ~0.4 s once, cached
-        self.warn = warn
-        self._camera: Tuple[Any, Optional[MetricAligner]] = (None, None)
+            self._aligner(intrinsics).candidates((intrinsics.height, intrinsics.width))  # ~0.4 s, once
         self.last: Optional[MetricFrame] = None
         self.problem = ""
         self.none_since: Optional[float] = None
@@ -113,13 +113,15 @@ class MetricOutputs:
 
     def aligner_for(self, camera_info: Any) -> MetricAligner:
         """The aligner of this camera (a new one when the camera_info's calibration changes)."""
-        intrinsics = intrinsics_from_camera_info(camera_info)
+        return self._aligner(intrinsics_from_camera_info(camera_info))
+
+    def _aligner(self, intrinsics: Intrinsics) -> MetricAligner:
         key = (intrinsics.width, intrinsics.height, tuple(intrinsics.K.ravel()), tuple(intrinsics.D))
-        if self._camera[0] != key:
+        if self._camera[0] != key:  # the old camera's ground maps and rays go with its aligner
             o = self.options
             plane = ground_plane(self.extrinsics, intrinsics)
             aligner = MetricAligner(plane, intrinsics, o.time_constant_s, o.hold_s, o.max_range_m, o.fit)
-            self._camera = (key, aligner)
+            self._camera = (key, aligner, None)
         return self._camera[1]
 
     def process(self, disparity: np.ndarray, stamp_s: float, camera_info: Any) -> Optional[MetricProducts]:
@@ -137,21 +139,25 @@ class MetricOutputs:
         frame = aligner.update(disparity, stamp_s)
         scan, distance, points = None, math.nan, None
         if frame.depth_m is not None:
-            scan, distance, points = self._outputs(frame.depth_m, aligner.plane, intrinsics)
+            key, _, rays = self._camera
+            if rays is None or rays.intrinsics != intrinsics:
+                rays = FrameRays(intrinsics)
+                self._camera = (key, aligner, rays)
+            scan, distance, points = self._outputs(frame.depth_m, aligner.plane, intrinsics, rays)
         with self._lock:
             self.last, self.problem = frame, ""
             self.none_since = (self.none_since or stamp_s) if frame.state == "NONE" else None
         return MetricProducts(frame, intrinsics, aligner.plane, scan, distance, points)
 
-    def _outputs(self, depth_m: np.ndarray, plane: GroundPlane, intrinsics: Intrinsics):
+    def _outputs(self, depth_m: np.ndarray, plane: GroundPlane, intrinsics: Intrinsics, rays: FrameRays):
         o = self.options
         half_fov = math.radians(o.scan_fov_deg) / 2.0
         heights = dict(min_height_m=o.obstacle_min_height_m, max_height_m=o.obstacle_max_height_m)
         scan = obstacles.laser_scan(depth_m, plane, intrinsics, angle_min=-half_fov, angle_max=half_fov,
-                                    n_bins=o.scan_bins, range_max=o.max_range_m, **heights)
+                                    n_bins=o.scan_bins, range_max=o.max_range_m, rays=rays, **heights)
         distance = obstacles.obstacle_distance(depth_m, plane, intrinsics, o.corridor_width_m,
-                                               max_range_m=o.obstacle_max_range_m, **heights)
-        points = obstacles.points_camera(depth_m, intrinsics, o.points_step) if o.points else None
+                                               max_range_m=o.obstacle_max_range_m, rays=rays, **heights)
+        points = obstacles.points_camera(depth_m, intrinsics, o.points_step, rays) if o.points else None
         return scan, distance, points
 
     def _fail(self, problem: str) -> None:

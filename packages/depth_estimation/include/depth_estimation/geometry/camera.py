@@ -11,7 +11,6 @@ P[:3, :3] @ R @ ray.
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, replace
 from typing import Any, Optional, Sequence, Tuple
 
@@ -181,10 +180,10 @@ def undistort_pixels(u: np.ndarray, v: np.ndarray, intrinsics: Intrinsics) -> Tu
     return out[:, 0].reshape(u.shape), out[:, 1].reshape(v.shape)
 
 
-@functools.lru_cache(maxsize=8)
 def pixel_rays(intrinsics: Intrinsics, height: int, width: int) -> Tuple[np.ndarray, np.ndarray]:
     """(xn, yn), each float32 ``height`` x ``width``: the ray (xn, yn, 1) of every raw pixel of a frame
-    of that size in the optical frame, distortion removed; cached per camera and size (read-only)."""
+    of that size in the optical frame, distortion removed (read-only). Computed on each call: whoever
+    calls it per frame keeps a :class:`FrameRays` (the module holds no frame-sized arrays)."""
     cam = intrinsics.for_frame(height, width)
     u, v = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
     xn, yn = undistort_pixels(u, v, cam)
@@ -192,6 +191,22 @@ def pixel_rays(intrinsics: Intrinsics, height: int, width: int) -> Tuple[np.ndar
     xn.setflags(write=False)
     yn.setflags(write=False)
     return xn, yn
+
+
+class FrameRays:
+    """:func:`pixel_rays` of one camera for the frame size last asked (its owner holds it; a new size
+    replaces the old arrays, so one stream keeps one pair)."""
+
+    def __init__(self, intrinsics: Intrinsics):
+        self.intrinsics = intrinsics
+        self._size: Optional[Tuple[int, int]] = None
+        self._rays: Tuple[np.ndarray, np.ndarray] = (np.empty(0), np.empty(0))
+
+    def __call__(self, height: int, width: int) -> Tuple[np.ndarray, np.ndarray]:
+        if self._size != (int(height), int(width)):
+            self._size = (int(height), int(width))
+            self._rays = pixel_rays(self.intrinsics, *self._size)
+        return self._rays
 
 
 def project_ray(intrinsics: Intrinsics, ray: Sequence[float]) -> Tuple[float, float]:

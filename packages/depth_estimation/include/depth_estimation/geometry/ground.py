@@ -56,11 +56,10 @@ class FitOptions:
             raise ValueError("FitOptions: min_inliers is a count of candidates, got %r" % (self.min_inliers,))
 
 
-@functools.lru_cache(maxsize=8)
 def ground_depth_map(plane: GroundPlane, intrinsics: Intrinsics, height: int, width: int) -> np.ndarray:
     """float32 ``height`` x ``width``: the depth (z, metres) of the ground at each raw pixel of a frame of
     that size (distortion removed with the intrinsics, scaled to the frame), NaN at and above the
-    horizon. Cached per calibration and size; read-only."""
+    horizon; read-only. Computed on each call (:class:`MetricAligner` keeps what it needs per size)."""
     xn, yn = pixel_rays(intrinsics, int(height), int(width))
     n = plane.normal_vector
     dots = n[0] * xn + n[1] * yn + n[2]

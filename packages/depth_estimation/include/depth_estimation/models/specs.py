@@ -28,7 +28,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from depth_estimation.io.paths import ASSETS_DIR
 

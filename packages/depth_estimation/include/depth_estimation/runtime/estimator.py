@@ -121,7 +121,8 @@ class DepthEstimator:
         self.multiple = preprocess.PATCH
         self._single = None  # the torch runner, or an .onnx spec's runner: one for every input
         self._runners: "collections.OrderedDict[Tuple[int, int], object]" = collections.OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one runner built at a time (a TensorRT build takes minutes)
+        self._table = threading.Lock()  # _runners itself: held for a lookup or a change, never a build
 
     @property
     def name(self) -> str:
@@ -241,15 +242,23 @@ class DepthEstimator:
             return self._single
         hw = tuple(hw)
         with self._lock:
-            runner = self._runners.get(hw)
+            with self._table:
+                runner = self._runners.get(hw)
             if runner is None:
-                runner = self._runners[hw] = self._make_runner(self._onnx_for(hw))
+                runner = self._make_runner(self._onnx_for(hw))
+            with self._table:
+                self._runners[hw] = runner
+                self._runners.move_to_end(hw)
                 while len(self._runners) > self.max_runners:
                     old, _ = self._runners.popitem(last=False)
                     log.info("closed the %s session for input %dx%d (at most %d stay open)",
                              self.backend, old[0], old[1], self.max_runners)
-            self._runners.move_to_end(hw)
             return runner
+
+    def open_runners(self) -> list:
+        """The runners open now (a snapshot, safe while another thread opens or closes one)."""
+        with self._table:
+            return ([self._single] if self._single is not None else []) + list(self._runners.values())
 
     def _make_runner(self, onnx_path: str):
         if self.backend == "tensorrt":  # fp16 by default: the Jetson's fast path

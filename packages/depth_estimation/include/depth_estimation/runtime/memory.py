@@ -35,8 +35,8 @@ def rss_mb() -> Optional[float]:
 
 
 def _runner_gpu_mem(estimator: Any) -> Optional[float]:
-    runners = [getattr(estimator, "_single", None)] + list(getattr(estimator, "_runners", {}).values())
-    for runner in runners:
+    open_runners = getattr(estimator, "open_runners", None)
+    for runner in open_runners() if callable(open_runners) else ():
         measure = getattr(runner, "gpu_mem_mb", None)
         if callable(measure):
             return measure()

@@ -61,10 +61,7 @@ def write_outputs(rows: List[Dict], json_path: Optional[str], csv_path: Optional
 
 def plot(rows: List[Dict], path: str) -> None:
     """Frames per second of the bare, node and stream paths, and weight size, per variant/backend/size."""
-    import matplotlib  # heavy
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # heavy; after choosing the Agg backend
+    from matplotlib.figure import Figure  # heavy; a figure of its own, the process's backend untouched
 
     cells = []
     for row in rows:
@@ -75,7 +72,8 @@ def plot(rows: List[Dict], path: str) -> None:
     sizes = {(r.get("variant"), r.get("backend"), r.get("input_size")): r.get("input_hw", "") for r in rows}
     labels = ["%s\n%s %s" % (v, b, sizes[(v, b, s)]) for v, b, s in cells]
     x = np.arange(len(cells))
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(max(8, 1.8 * len(cells) + 4), 5))
+    fig = Figure(figsize=(max(8, 1.8 * len(cells) + 4), 5))
+    ax1, ax2 = fig.subplots(1, 2)
     for offset, name in zip((-0.27, 0.0, 0.27), ("bare", "node", "stream")):
         ax1.bar(x + offset, [(by_path.get(c + (name,)) or {}).get("fps") or 0 for c in cells], 0.27,
                 label={"bare": "bare forward", "node": "node path, serial", "stream": "node stream"}[name])
@@ -94,7 +92,6 @@ def plot(rows: List[Dict], path: str) -> None:
     fig.tight_layout()
     with atomic_file(path, "wb") as f:
         fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
 
 
 def format_value(value: Any) -> str:

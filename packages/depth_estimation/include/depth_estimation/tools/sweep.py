@@ -98,10 +98,7 @@ def write_results(out: str, rows: List[Dict], meta: Dict) -> None:
 
 def plot(rows: List[Dict], out: str) -> None:
     """One PNG per measure: the measure against bits, one line per model."""
-    import matplotlib  # heavy
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # heavy; after choosing the Agg backend
+    from matplotlib.figure import Figure  # heavy; a figure of its own, the process's backend untouched
 
     for key, label in (("abs_rel", "NYU AbsRel (lower is better)"), ("delta1", "NYU delta1"),
                        ("da2k_accuracy", "DA-2K accuracy"), ("latency_ms_p50", "latency p50 (ms)"),
@@ -112,7 +109,8 @@ def plot(rows: List[Dict], out: str) -> None:
                 series.setdefault(r["model"], []).append((r["bits"], r[key]))
         if not series:
             continue
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig = Figure(figsize=(6, 4))
+        ax = fig.subplots()
         for model, points in sorted(series.items()):
             points.sort()
             ax.plot([b for b, _ in points], [v for _, v in points], marker="o", label=model)
@@ -125,7 +123,6 @@ def plot(rows: List[Dict], out: str) -> None:
         fig.tight_layout()
         with atomic_file(os.path.join(out, "%s_vs_bits.png" % key), "wb") as f:
             fig.savefig(f, format="png", dpi=100)
-        plt.close(fig)
 
 
 def build_parser() -> argparse.ArgumentParser:
