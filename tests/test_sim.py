@@ -21,6 +21,8 @@ from depth_estimation.geometry.camera import read_intrinsics  # noqa: E402
 from depth_estimation.geometry.ground import ground_depth_map  # noqa: E402
 from depth_estimation.io.bags import iter_messages, obstacle_topics, rgbd_topics  # noqa: E402
 
+# the simulator's own first render (in its constructor) passes numpy arrays to OpenGL
+pytestmark = pytest.mark.filterwarnings("ignore:Conversion of an array with ndim > 0:DeprecationWarning")
 W, H = 320, 240
 MAP, SEED, FRAMES = "loop_obstacles", 7, 6
 SCALE, SHIFT = 0.37, 0.8  # the oracle's unknown affine map of true disparity (1/m)
@@ -127,17 +129,8 @@ def test_mask_and_obstacle_distance_follow_the_depth(rendered):
 
 def test_oracle_through_depth_eval_ground_alignment(rendered, tmp_path):
     bag, calib = rendered["rand"]
-    pred_dir = tmp_path / "pred"
-    pred_dir.mkdir()
-    for k, msg in enumerate(_read(bag)["depth"]):
-        depth = _depth(msg)
-        with np.errstate(divide="ignore"):
-            disparity = np.where(depth > 0, 1.0 / depth, np.nan)
-        np.save(str(pred_dir / ("%06d.npy" % k)), (SCALE * disparity + SHIFT).astype(np.float32))
-    out = tmp_path / "eval.json"
-    assert evaluate.main(["--bag", bag, "--predictions", str(pred_dir), "--align", "ground", "--extrinsics",
-                          os.path.join(calib, "camera_extrinsic", "simbot.yaml"), "--json", str(out)]) == 0
-    result = json.loads(out.read_text())
+    result = _ground_eval(bag, os.path.join(calib, "camera_extrinsic", "simbot.yaml"),
+                          _oracle(bag, tmp_path / "pred"), tmp_path / "eval.json")
     assert result["frames"] == FRAMES and result["dataset"] == sim2bag.SIM_DATASET
     assert result["metrics"]["abs_rel"] <= 0.03, result["metrics"]
 
@@ -159,3 +152,111 @@ def test_bad_arguments_are_one_line(tmp_path, capsys):
     assert sim2bag.main(["--out", str(tmp_path / "x.bag"), "--maps", "a,b,c", "--frames", "2"]) == 1
     assert "fewer than one frame per map" in capsys.readouterr().err
     assert not (tmp_path / "x.bag").exists()
+
+
+# --- obstacles: added to a map, and the benchmark's obstacle metrics ---------------------------------
+
+@pytest.fixture(scope="module")
+def obstacle_bag(tmp_path_factory):
+    """A drive on loop_empty with obstacles added in its lanes (most frames see one ahead, some none)."""
+    tmp = tmp_path_factory.mktemp("obstacles")
+    out, calib = str(tmp / "loop_empty.bag"), str(tmp / "calib_loop_empty")
+    assert sim2bag.main(["--out", out, "--maps", "loop_empty", "--frames", "12", "--seed", "1", "--width", str(W),
+                         "--height", str(H), "--episode-frames", "4", "--obstacle-density", "1", "--domain-rand",
+                         "--calibration-dir", calib, "--no-progress"]) == 0
+    return out, os.path.join(calib, "camera_extrinsic", "simbot.yaml")
+
+
+def _ranges(bag):
+    return [msg.range for msg in _read(bag)["obstacle"]]
+
+
+def test_obstacle_density_adds_obstacles_in_the_lanes(obstacle_bag, tmp_path):
+    ahead = [r for r in _ranges(obstacle_bag[0]) if math.isfinite(r)]
+    assert 3 <= len(ahead) < FRAMES * 2 and all(0.05 < r <= 2.0 for r in ahead), ahead
+    plain = str(tmp_path / "plain.bag")  # the same drive without them: the map has nothing in its lanes
+    assert sim2bag.main(["--out", plain, "--maps", "loop_empty", "--frames", "12", "--seed", "1", "--width",
+                         str(W), "--height", str(H), "--episode-frames", "4", "--domain-rand", "--no-progress"]) == 0
+    assert sum(math.isfinite(r) for r in _ranges(plain)) < len(ahead)
+
+
+def _oracle(bag, folder):
+    folder.mkdir()
+    for k, msg in enumerate(_read(bag)["depth"]):
+        depth = _depth(msg)
+        with np.errstate(divide="ignore"):
+            disparity = np.where(depth > 0, 1.0 / depth, np.nan)
+        np.save(str(folder / ("%06d.npy" % k)), (SCALE * disparity + SHIFT).astype(np.float32))
+    return str(folder)
+
+
+def _ground_eval(bag, extrinsics, preds, out):
+    assert evaluate.main(["--bag", bag, "--predictions", preds, "--align", "ground", "--extrinsics", extrinsics,
+                          "--json", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def test_obstacle_metrics_of_the_oracle_and_of_the_road_plane(obstacle_bag, tmp_path, capsys):
+    from depth_estimation.evaluation import sim_bench
+
+    bag, extrinsics = obstacle_bag
+    oracle = _ground_eval(bag, extrinsics, _oracle(bag, tmp_path / "oracle"), tmp_path / "oracle.json")
+    o = oracle["obstacles"]
+    assert "obstacle pixels" in capsys.readouterr().out
+    assert o["obstacle_pixels"] > 1000 and o["obstacle_abs_rel"] < 0.03 and o["obstacle_delta1"] > 0.97, o
+    assert o["obstacle_frames"] >= 3 and o["distance_within_10pct"] >= 0.8 and o["false_alarms"] == 0, o
+    assert o["distance_median_abs_error_m"] < 0.05 and o["detection_rate_1m"] in (None, 1.0), o
+    plane_dir = tmp_path / "plane"
+    assert sim_bench.road_plane_predictions(bag, extrinsics, str(plane_dir)) == 12
+    plane = _ground_eval(bag, extrinsics, str(plane_dir), tmp_path / "plane.json")
+    p = plane["obstacles"]
+    # the road fills the frame: fine on full frames, blind to every obstacle
+    assert plane["metrics"]["abs_rel"] < 0.15 and p["obstacle_abs_rel"] > 0.2, (plane["metrics"], p)
+    assert p["distance_within_10pct"] == 0.0 and p["distance_median_abs_error_m"] is None, p
+
+
+def test_obstacle_summary_definitions():
+    from depth_estimation.evaluation.obstacle_eval import summarize
+
+    records = [{"obstacle_gt_m": 0.5, "obstacle_pred_m": 0.52, "obstacle_pixels": 10, "obstacle_abs_rel_sum": 1.0,
+                "obstacle_delta1_hits": 9},
+               {"obstacle_gt_m": 0.8, "obstacle_pred_m": None, "obstacle_pixels": 0},  # missed, near
+               {"obstacle_gt_m": 1.5, "obstacle_pred_m": 1.8},  # seen, 20 % off
+               {"obstacle_gt_m": None, "obstacle_pred_m": 0.9},  # false alarm
+               {"obstacle_gt_m": None, "obstacle_pred_m": None}]
+    s = summarize(records)
+    assert s["obstacle_pixels"] == 10 and s["obstacle_abs_rel"] == 0.1 and s["obstacle_delta1"] == 0.9
+    assert s["obstacle_frames"] == 3 and s["distance_median_abs_error_m"] == pytest.approx(0.16)
+    assert s["distance_within_10pct"] == pytest.approx(1 / 3.0) and s["detection_rate_1m"] == 0.5
+    assert (s["false_alarms"], s["free_frames"], s["false_alarm_rate"]) == (1, 2, 0.5)
+
+
+def test_demo_compares_the_node_outputs_with_the_ground_truth(obstacle_bag, tmp_path):
+    """demo --sim's comparison, on node outputs made from the ground truth itself: 15 % too far everywhere
+    gives AbsRel 0.15 and every distance 15 % off; a frame in state NONE (NaN) is no output."""
+    from depth_estimation.io.bags import DEPTH_TYPE, RANGE_TYPE, MessageBuilder, write_bag
+    from depth_estimation.tools import demo_sim
+
+    bag = obstacle_bag[0]
+    msgs = _read(bag)
+    depth_topic, range_topic = demo_sim.recorded_topics("simbot")
+    build, outputs = MessageBuilder(), str(tmp_path / "outputs.bag")
+    with write_bag(outputs, [(depth_topic, DEPTH_TYPE), (range_topic, RANGE_TYPE)], build.store) as write:
+        for k, (depth_msg, obstacle) in enumerate(zip(msgs["depth"], msgs["obstacle"])):
+            stamp = depth_msg.header.stamp.sec * 10 ** 9 + depth_msg.header.stamp.nanosec
+            depth = _depth(depth_msg)
+            write(depth_topic, stamp, build.depth_image(depth_msg.header, np.where(depth > 0, 1.15 * depth, np.nan)))
+            distance = math.nan if k == 0 else 1.15 * obstacle.range
+            write(range_topic, stamp, build.range(obstacle.header, distance, 0.1, 0.0, 2.0))
+    section, frame = demo_sim.compare(outputs, bag, "simbot")
+    n = len(msgs["depth"])
+    assert section["metric_depth_frames"] == n and abs(section["metric_depth"]["abs_rel"] - 0.15) < 1e-3
+    o = section["obstacle_distance"]
+    assert section["obstacle_distance_frames_without_output"] == 1 and o["distance_frames"] == n - 1
+    assert o["distance_within_10pct"] == 0.0 and o["false_alarms"] == 0, o
+    assert abs(o["distance_median_abs_error_m"] / 0.15 - np.median([r for r in _ranges(bag)[1:] if r < 9])) < 0.01
+    montage = str(tmp_path / "montage.png")
+    assert frame is not None and demo_sim.write_montage(bag, "simbot", frame, "oracle", montage)
+    import cv2
+
+    assert cv2.imread(montage).shape[1] == 3 * 426

@@ -12,6 +12,8 @@ scored over valid pixels, and the overall metrics are the mean of the per-frame 
     depth-eval --bag rgbd.bag --model da2-small --align lsq-disparity --json eval.json --csv eval.csv
     depth-eval --bag rgbd.bag --predictions PRED --pred-kind depth --align median --crop eigen
 
+On bags with obstacle ground truth (depth-sim2bag), ``--align ground`` adds the obstacle-pixel and
+obstacle-distance metrics (depth_estimation.evaluation.obstacle_eval) to the result.
 ``--align ground`` needs no ground truth for the scale: it fits each prediction to the ground plane of
 ``--extrinsics FILE.yaml`` (a Duckietown extrinsic calibration, intrinsics from the bag's camera_info)
 or ``--ground-plane HEIGHT_M,PITCH_DEG[,ROLL_DEG]`` and scores the metres it gives (see
@@ -41,7 +43,7 @@ import cv2
 import numpy as np
 
 from depth_estimation import options
-from depth_estimation.evaluation import ground_align, metrics
+from depth_estimation.evaluation import ground_align, metrics, obstacle_eval
 from depth_estimation.evaluation.scoring import (ALL_INVALID, STRING_TYPE, add_source_arguments, frame_list,
                                                  load_estimator, model_record, pick_dataset_topic,
                                                  score_frame, write_csv)
@@ -110,9 +112,10 @@ def _check_modes(estimator, predictions: Optional[str], crop: str, align: str) -
 
 def _score_frames(frames_iter, bag_info: dict, estimator, predictions: Optional[str], pred_kind: str,
                   save_predictions: Optional[str], align: str, crop: str, depth_range: Tuple[float, float],
-                  ground=None, figure: Optional[Tuple[str, int]] = None):
+                  ground=None, figure: Optional[Tuple[str, int]] = None, truth=None):
     """(scored records, skipped records, crops used) of every paired frame. ``ground``: the
-    :class:`~depth_estimation.evaluation.ground_align.GroundScorer` of ``--align ground``."""
+    :class:`~depth_estimation.evaluation.ground_align.GroundScorer` of ``--align ground``; ``truth``: the
+    bag's :class:`~depth_estimation.evaluation.obstacle_eval.ObstacleTruth` (with ``ground``)."""
     per_frame, skipped, crops = [], [], set()
     for index, (stamp, image_msg, depth_msg) in enumerate(frames_iter):
         gt = depth_from_msg(depth_msg)
@@ -131,6 +134,8 @@ def _score_frames(frames_iter, bag_info: dict, estimator, predictions: Optional[
                                             bag_info["depth_topic"], depth_range[0], depth_range[1],
                                             bag_info["dataset"])
         record.update(extra)
+        if truth is not None and ok:
+            record.update(truth.score(stamp, pred, gt, ground.plane, ground.intrinsics, depth_range))
         crops.add(crop_name)
         if not ok:
             log.warning("frame %d (stamp %d): %s; skipped", index, stamp, record["skipped"])
@@ -176,6 +181,7 @@ def evaluate(bag: str, align: str = DEFAULT_ALIGN, estimator=None, predictions: 
             raise ValueError("align ground needs an extrinsic calibration or a ground plane")
         scorer = ground_align.make_scorer(bag, image_topic, **ground)
     bag_info = {"depth_topic": depth_topic, "dataset": bag_dataset(bag, depth_topic)}
+    truth = obstacle_eval.ObstacleTruth.from_bag(bag, depth_topic) if scorer is not None else None
     kind = "disparity" if estimator is not None else pred_kind
     if save_predictions:
         os.makedirs(save_predictions, exist_ok=True)
@@ -187,7 +193,7 @@ def evaluate(bag: str, align: str = DEFAULT_ALIGN, estimator=None, predictions: 
         frames_iter = tqdm(frames_iter, desc="depth-eval", unit="frame")
     per_frame, skipped, crops = _score_frames(frames_iter, bag_info, estimator, predictions, pred_kind,
                                               save_predictions, align, crop, (min_depth, max_depth), scorer,
-                                              (figure, figure_frame) if figure else None)
+                                              (figure, figure_frame) if figure else None, truth)
     if scorer is not None and not per_frame and skipped:
         reasons = "; ".join(sorted({r.get("skipped", "") for r in skipped}))[:300]
         raise ValueError("no frame of %s has a confident ground fit (%s): check the calibration and the "
@@ -197,6 +203,8 @@ def evaluate(bag: str, align: str = DEFAULT_ALIGN, estimator=None, predictions: 
                     len(unmatched["images"]), len(unmatched["depths"]))
     invalid = _check_scored(bag, per_frame, skipped, unmatched, kind)
     extra = {"ground": scorer.summary()} if scorer is not None else {}
+    if truth is not None:
+        extra["obstacles"] = obstacle_eval.summarize(per_frame)
     return dict(extra, **{
         "metrics": metrics.mean_metrics(per_frame),
         "frames": len(per_frame),
@@ -281,6 +289,8 @@ def main(argv=None) -> int:
         print("ground plane: camera %.3f m above, pitch %.1f deg, roll %.1f deg; confident fits %d of %d "
               "frames" % (g["height_m"], g["pitch_deg"], g["roll_deg"], g["confident_frames"],
                           g["frames_fitted"]))
+    if "obstacles" in result:
+        print(obstacle_eval.summary_line(result["obstacles"]))
     if result["invalid_prediction_pixels"]:
         print("%d prediction pixels without a value left out" % result["invalid_prediction_pixels"])
     if args.json:

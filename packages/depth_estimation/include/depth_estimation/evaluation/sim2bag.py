@@ -3,7 +3,7 @@ simulated robot's calibration (console name ``depth-sim2bag``)::
 
     depth-sim2bag --out sim.bag --maps loop_obstacles[,udem1...] --frames 300 [--seed 0] \\
         [--veh simbot] [--hz 30] [--mode drive|random|mixed] [--domain-rand] [--distortion] \\
-        [--calibration-dir DIR] [--jpeg] [--force]
+        [--calibration-dir DIR] [--obstacle-density D] [--jpeg] [--force]
 
 The bag has the layout of the other converters (:mod:`depth_estimation.evaluation.convert_rgbd`),
 in namespace ``--veh``, frames ``1 / --hz`` s apart: ``/<veh>/camera_node/image/compressed`` (PNG, or
@@ -44,7 +44,7 @@ from depth_estimation.evaluation.convert_rgbd import DEFAULT_START, encode_rgb, 
 from depth_estimation.evaluation.scoring import STRING_TYPE, dataset_topic
 from depth_estimation.evaluation.sim_display import SimUnavailable, ensure_display, import_simulator
 from depth_estimation.evaluation.sim_render import SimCamera, SimRenderer
-from depth_estimation.evaluation.sim_world import (MODES, PoseSampler, node_obstacle_params,
+from depth_estimation.evaluation.sim_world import (MODES, PoseSampler, add_obstacles, node_obstacle_params,
                                                    obstacle_distance_gt, obstacle_mask, poses)
 from depth_estimation.geometry.calibration import homography_from_plane, write_extrinsics
 from depth_estimation.geometry.camera import Intrinsics
@@ -73,6 +73,7 @@ class SimConfig:
     height: int = 480
     max_depth_m: float = DEFAULT_MAX_DEPTH
     episode_frames: Optional[int] = None
+    obstacle_density: float = 0.0
 
     def check(self) -> None:
         if not self.maps:
@@ -82,8 +83,10 @@ class SimConfig:
                              % (self.frames, len(self.maps)))
         if self.mode not in MODES:
             raise ValueError("--mode %r: expected one of %s" % (self.mode, ", ".join(MODES)))
-        if not (self.hz > 0 and self.max_depth_m > 0 and self.width >= 16 and self.height >= 16):
-            raise ValueError("--hz, --max-depth must be > 0 and the frame at least 16x16")
+        if not (self.hz > 0 and self.max_depth_m > 0 and self.width >= 16 and self.height >= 16
+                and self.obstacle_density >= 0):
+            raise ValueError("--hz and --max-depth must be > 0, --obstacle-density >= 0, the frame at least "
+                             "16x16")
 
     def frames_per_map(self) -> List[int]:
         base, extra = divmod(self.frames, len(self.maps))
@@ -144,6 +147,7 @@ class SimSession:
             renderer = SimRenderer(sim, self.camera, c.max_depth_m)
             plane, intrinsics = self.camera.plane(), self.camera.intrinsics()
             sampler = PoseSampler(sim, np.random.default_rng([int(c.seed), index]))
+            add_obstacles(sampler, c.obstacle_density)
             for pos, angle, new in poses(sampler, c.mode, count, c.hz, episode):
                 if new and c.domain_rand:
                     sim.reset()  # new appearance; then the bag's camera again
@@ -201,14 +205,14 @@ def write_sim_bag(config: SimConfig, out: str, force: bool = False, jpeg: bool =
     frame_id, ground_id = "%s/camera_optical_frame" % ns, "%s/footprint" % ns
     obstacle = session.obstacle_params
     fov = 2.0 * math.atan2(obstacle["corridor_width"] / 2.0, obstacle["obstacle_max_range"])
-    start_ns, period_ns = int(round(DEFAULT_START * 1e9)), int(round(1e9 / config.hz))
+    start_ns = int(round(DEFAULT_START * 1e9))
     bar = progress_bar(progress, config.frames, os.path.basename(out))
     began, count, seen = time.perf_counter(), 0, 0
     try:
         with write_bag(out, topics, build.store) as write:
             write(dataset_topic(depth_topic), start_ns, build.string(SIM_DATASET))
             for i, frame in enumerate(session.frames()):
-                stamp = start_ns + i * period_ns
+                stamp = start_ns + int(round(i * 1e9 / config.hz))  # as io.bags.camera_stream_bag stamps
                 header = build.header(i, stamp, frame_id)
                 intr = session.intrinsics
                 write(image_topic, stamp, build.compressed_image(header, *encode_rgb(i, frame.rgb, jpeg)))
@@ -251,6 +255,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--episode-frames", type=int, default=None,
                         help="frames per episode (default: %s)"
                              % ", ".join("%s %d" % item for item in EPISODE_FRAMES.items()))
+    parser.add_argument("--obstacle-density", type=float, default=0.0, metavar="D",
+                        help="add D obstacles per drivable tile (duckies, cones, Duckiebots) in random lanes "
+                             "of each map (default 0: the map's own objects only)")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--max-depth", type=float, default=DEFAULT_MAX_DEPTH,
@@ -266,7 +273,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:  # console script depth-s
     add_arguments(parser)
     args = parser.parse_args(argv)
     config = SimConfig(args.maps, args.frames, args.seed, args.veh, args.hz, args.mode, args.domain_rand,
-                       args.distortion, args.width, args.height, args.max_depth, args.episode_frames)
+                       args.distortion, args.width, args.height, args.max_depth, args.episode_frames,
+                       args.obstacle_density)
     try:
         summary = write_sim_bag(config, args.out, args.force, args.jpeg, args.calibration_dir, args.progress)
     except (SimUnavailable, OSError, ValueError) as exc:

@@ -40,6 +40,9 @@ WEAVE_M, WEAVE_PERIOD_S = 0.03, 4.0  # lateral weave around the lane centre
 MAX_LANE_ANGLE_DEG = 45.0  # random poses: heading within this of the lane's
 MAX_ATTEMPTS = 500
 MASK_MIN_HEIGHT_M = 0.01
+#: Obstacles added by :func:`add_obstacles` (kind, height in metres), in turn.
+OBSTACLE_KINDS = (("duckie", 0.06), ("cone", 0.08), ("duckiebot", 0.12), ("duckie", 0.08), ("cone", 0.06))
+OBSTACLE_LATERAL_M = 0.06
 NODE_DEFAULTS = os.path.join(PACKAGE_DIR, "config", "depth_node", "default.yaml")
 Pose = Tuple[np.ndarray, float]
 
@@ -121,6 +124,51 @@ class Drive:
             return None
         self.pos, self.angle, self.t = pos, angle, self.t + self.dt
         return pos, angle
+
+
+def _map_position(sim):
+    """The map file's ``pos`` (tile units; Duckietown's map loader flips an axis, map by map) of a
+    simulator position (x, 0, z): the loader's own transform, probed and inverted (it is affine)."""
+    from duckietown_world.world_duckietown.map_loading import get_transform  # optional: simulator only
+
+    def forward(pos) -> np.ndarray:
+        pose = get_transform({"pos": list(pos)}, sim.grid_width, sim.road_tile_size).as_SE2()
+        weird = np.asarray(sim.weird_from_cartesian(pose)[0], np.float64)
+        return np.array([weird[0], weird[2]])
+
+    origin = forward((0.0, 0.0))
+    A = np.stack([forward((1.0, 0.0)) - origin, forward((0.0, 1.0)) - origin], axis=1)
+
+    def to_map(at: np.ndarray):
+        return [float(v) for v in np.linalg.solve(A, np.array([at[0], at[2]]) - origin)]
+
+    return to_map
+
+
+def add_obstacles(sampler: PoseSampler, density: float) -> int:
+    """Place ``density`` obstacles per drivable tile (at least one when > 0) of :data:`OBSTACLE_KINDS`
+    in turn, each near the centre of a random lane (within :data:`OBSTACLE_LATERAL_M`), turned at
+    random, as static objects of the map (rendered, and in the collision checks of the poses). For
+    maps with few or no objects in the lanes (the test maps). Returns the count."""
+    sim, rng = sampler.sim, sampler.rng
+    count = int(round(density * len(sampler.tiles))) if density > 0 else 0
+    count = max(count, 1) if density > 0 else 0
+    to_map = _map_position(sim)
+    added = []
+    for k in range(count):
+        kind, height = OBSTACLE_KINDS[k % len(OBSTACLE_KINDS)]
+        pos, angle = sampler.random_pose()
+        point, tangent = sim.closest_curve_point(pos, angle)
+        right = np.cross(np.asarray(tangent, np.float64), [0.0, 1.0, 0.0])
+        right /= max(1e-9, float(np.linalg.norm(right)))
+        at = np.asarray(point, np.float64) + float(rng.uniform(-1.0, 1.0)) * OBSTACLE_LATERAL_M * right
+        added.append({"kind": kind, "pos": to_map(at),
+                      "rotate": float(rng.uniform(0.0, 360.0)), "height": height, "static": True})
+    if added:
+        existing = (sim.map_data or {}).get("objects") or []
+        existing = list(existing.values()) if isinstance(existing, dict) else list(existing)
+        sim._load_objects(dict(sim.map_data or {}, objects=existing + added))
+    return len(added)
 
 
 def poses(sampler: PoseSampler, mode: str, frames: int, hz: float,

@@ -225,6 +225,8 @@ def iter_messages(path: str, topics: Optional[Sequence[str]] = None) -> Iterator
     store = typestore()
     with Reader(path) as reader:
         conns = [c for c in reader.connections if topics is None or c.topic in topics]
+        if not conns:  # rosbags reads every connection for an empty list
+            return
         for conn, t, raw in reader.messages(connections=conns):
             yield conn.topic, t / 1e9, store.deserialize_ros1(raw, conn.msgtype)
 

@@ -6,6 +6,10 @@ camera-rate stream under the Duckiebot topic names) with ``rosbag play --clock``
 the colorized depth as PNG with image_view's ``image_saver``, records the node's outputs, and
 writes a latency report (JSON + a printed table). Everything is shut down at the end.
 
+``--sim``: a simulated drive on a Duckietown test map instead (:mod:`depth_estimation.tools.demo_sim`),
+with ``metric:=true`` and the simulated robot's calibration; the report adds the comparison with
+the simulator's ground truth and the montage shows camera | metric depth | ground truth.
+
 Model: the default spec (``da2-small``) with real weights from the local cache when present,
 fetched once when the hub is reachable, else ``random:da2-small`` behind a loud banner.
 """
@@ -20,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import yaml
@@ -30,6 +34,7 @@ from depth_estimation.io import bags
 from depth_estimation.io.atomic import write_json
 from depth_estimation.io.paths import ASSETS_DIR, PACKAGE_DIR
 from depth_estimation.models import hub
+from depth_estimation.tools import demo_sim
 from depth_estimation.models.specs import ModelNotFound, parse_spec
 
 DEFAULT_CONFIG = os.path.join(PACKAGE_DIR, "config", "depth_node", "default.yaml")
@@ -164,13 +169,8 @@ def write_montage(camera_jpeg: bytes, depth_png: str, model: str, out: str, widt
 
     from depth_estimation.framepath.frames import decode  # only for the montage
 
-    tiles = []
-    for image, label in ((decode(camera_jpeg), "camera"), (cv2.imread(depth_png), "depth: " + model)):
-        image = cv2.resize(image, (width, int(round(image.shape[0] * width / image.shape[1]))),
-                           interpolation=cv2.INTER_AREA)
-        cv2.rectangle(image, (0, 0), (width, 28), (0, 0, 0), -1)
-        cv2.putText(image, label, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
-        tiles.append(image)
+    tiles = [demo_sim.labelled_tile(image, label, width) for image, label in
+             ((decode(camera_jpeg), "camera"), (cv2.imread(depth_png), "depth: " + model))]
     cv2.imwrite(out, np.hstack(tiles))
 
 
@@ -204,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_model(parser, required=False,
                       help=options.MODEL_HELP + " (default: the node's default, see above)")
     parser.add_argument("--out", default=os.path.join(os.getcwd(), "demo_output"), help="output folder")
+    parser.add_argument("--sim", action="store_true",
+                        help="a simulated drive (Duckietown's simulator, test map %s) with metric:=true and "
+                             "the simulated robot's calibration, compared with its ground truth"
+                             % demo_sim.SIM_MAP)
     return parser
 
 
@@ -223,9 +227,10 @@ def _fresh_output(out: str) -> Tuple[str, str, str]:
 
 
 def run_ros(args: argparse.Namespace, model: str, stream: str, png_dir: str, log_dir: str,
-            outputs: str) -> int:
-    """roscore, the node, image_saver, rosbag record and the replay of ``stream``; stops them all.
-    Returns 0 once the replay has finished, 1 when the node died during it."""
+            outputs: str, node_args: Sequence[str] = (), record: Sequence[str] = ()) -> int:
+    """roscore, the node (with ``node_args``), image_saver, rosbag record (plus the ``record`` topics)
+    and the replay of ``stream``; stops them all. Returns 0 once the replay has finished, 1 when the
+    node died during it."""
     port = free_port()
     env = dict(os.environ, ROS_MASTER_URI="http://127.0.0.1:%d" % port, ROS_IP="127.0.0.1")
     env.pop("ROS_HOSTNAME", None)
@@ -237,13 +242,13 @@ def run_ros(args: argparse.Namespace, model: str, stream: str, png_dir: str, log
         subprocess.run(["rosparam", "set", "/use_sim_time", "true"], env=env, check=True, timeout=30)
         node = procs.start("depth_node", ["roslaunch", "depth_estimation", "depth_node.launch",
                                           "veh:=" + args.veh, "model:=" + model, "required:=true"]
-                           + own_input_size(model))
+                           + own_input_size(model) + list(node_args))
         procs.start("image_saver", [IMAGE_SAVER, "image:=%s/depth/colorized" % ns,
                                     "_filename_format:=%s/depth_%%04i.png" % png_dir,
                                     "__name:=demo_image_saver"])
         # small topics only (a 32FC1 frame is MBs): the bag closes at once on Ctrl-C
         procs.start("record", ["rosbag", "record", "-O", outputs, ns + "/depth/camera_info", "/diagnostics",
-                               bags.END_TOPIC])
+                               bags.END_TOPIC] + list(record))
         print("[demo] waiting for depth_node to load %s (log: %s)"
               % (model, os.path.join(log_dir, "depth_node.log")), flush=True)
         # -d 2: give subscriber connections time to settle, or the first frames are lost uncounted
@@ -299,21 +304,33 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     out = os.path.abspath(args.out)
     png_dir, log_dir, outputs = _fresh_output(out)
-    frames = bags.read_camera_frames(args.bag)
-    if not frames:
-        print("error: %s has no sensor_msgs/CompressedImage frames" % args.bag, file=sys.stderr)
-        return 2
     work = tempfile.mkdtemp(prefix="depth_demo_")
-    stream = os.path.join(work, "camera.bag")
-    count = int(args.seconds * args.rate)
     try:
-        stamps = bags.camera_stream_bag(frames, stream, veh=args.veh, count=count, rate=args.rate, tail=3.0)
-        print("[demo] %d real frame(s) from %s -> %.0f s at %.0f Hz on /%s/camera_node/image/compressed"
-              % (len(frames), os.path.relpath(args.bag), args.seconds, args.rate, args.veh), flush=True)
-        if run_ros(args, model, stream, png_dir, log_dir, outputs):
-            return 1
+        return _run(args, model, out, work, (png_dir, log_dir, outputs))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, model: str, out: str, work: str, paths: Tuple[str, str, str]) -> int:
+    png_dir, log_dir, outputs = paths
+    sim_bag = node_args = None
+    if args.sim:
+        sim_bag, extrinsics = demo_sim.render_drive(work, args.veh, args.seconds, args.rate)
+        node_args = demo_sim.node_arguments(extrinsics)
+    source = sim_bag or args.bag
+    frames = bags.read_camera_frames(source)
+    if not frames:
+        print("error: %s has no sensor_msgs/CompressedImage frames" % source, file=sys.stderr)
+        return 2
+    stream = os.path.join(work, "camera.bag")
+    count = int(args.seconds * args.rate)
+    stamps = bags.camera_stream_bag(frames, stream, veh=args.veh, count=count, rate=args.rate, tail=3.0)
+    print("[demo] %d %s frame(s) from %s -> %.0f s at %.0f Hz on /%s/camera_node/image/compressed"
+          % (len(frames), "simulated" if sim_bag else "real", os.path.relpath(source), args.seconds,
+             args.rate, args.veh), flush=True)
+    if run_ros(args, model, stream, png_dir, log_dir, outputs, node_args or (),
+               demo_sim.recorded_topics(args.veh) if sim_bag else ()):
+        return 1
     if not finish_recording(outputs, log_dir):
         print("error: the recording of the node's outputs did not finish (%s)"
               % os.path.join(log_dir, "record.log"), file=sys.stderr)
@@ -322,11 +339,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     pngs = tidy_saver_files(png_dir, out)
     # image_saver and the recorder subscribe apart (queue 1 each): they may differ by a frame at the edges
     report["colorized_pngs"] = len(pngs)
-    if pngs:
-        write_montage(frames[0].data, os.path.join(png_dir, pngs[-1]), model,
-                      os.path.join(out, "montage.png"))
+    montage = os.path.join(out, "montage.png")
+    if sim_bag:
+        report["ground_truth"], frame = demo_sim.compare(outputs, sim_bag, args.veh)
+        demo_sim.write_montage(sim_bag, args.veh, frame, model, montage)
+    elif pngs:
+        write_montage(frames[0].data, os.path.join(png_dir, pngs[-1]), model, montage)
     write_json(os.path.join(out, "latency_report.json"), report)
     print_table(report)
+    if sim_bag:
+        demo_sim.print_comparison(report["ground_truth"])
     print("\n[demo] %d colorized depth PNGs in %s; report %s"
           % (report["colorized_pngs"], png_dir, os.path.join(out, "latency_report.json")))
     return 0 if report["depth_frames"] > 0 else 1

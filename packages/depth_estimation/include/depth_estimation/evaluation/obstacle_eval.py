@@ -1,0 +1,155 @@
+"""Obstacle metrics on bags with obstacle ground truth (``depth-sim2bag``'s ``/<ns>/obstacle_gt`` and
+``/<ns>/depth_gt/obstacle_mask``), for ``depth-eval --align ground`` and the evaluator node.
+
+Full-frame scores are dominated by the road: a "model" that predicts nothing but the road plane
+scores well on full frames and badly on what a robot must not hit. Two views of the metric depth
+(scale from the ground alone) that do not let the road hide the obstacles:
+
+* **obstacle pixels**: the metric prediction against the ground truth on the masked pixels only
+  (points off the road), ground truth within the depth range; ``obstacle_abs_rel`` = mean |p - d| / d
+  and ``obstacle_delta1`` = share with max(p/d, d/p) < 1.25, pooled over every obstacle pixel of
+  every scored frame (frames with large obstacles weigh more, as they do for a robot).
+* **obstacle distance**: the node's own ``~obstacle_distance`` logic
+  (:func:`depth_estimation.geometry.obstacles.obstacle_distance`, the node's ``default.yaml``
+  corridor, heights and range, the ground plane of ``--extrinsics``) on the metric prediction, against
+  the ground truth's: ``distance_median_abs_error_m`` over frames where both see an obstacle,
+  ``distance_within_10pct`` = share of frames with a true obstacle where the prediction is within 10 %
+  of it (no prediction = outside), ``detection_rate_1m`` = share of frames with a true obstacle
+  closer than 1 m where the prediction sees one at all, ``false_alarms`` = frames with no true
+  obstacle where the prediction sees one (``false_alarm_rate`` of those frames).
+
+Per-frame records carry ``obstacle_pixels``, ``obstacle_abs_rel`` (None without obstacle pixels),
+``obstacle_gt_m`` and ``obstacle_pred_m`` (None = no obstacle in the corridor).
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from depth_estimation.evaluation.sim_world import node_obstacle_params
+from depth_estimation.geometry import obstacles
+from depth_estimation.geometry.camera import Intrinsics
+from depth_estimation.geometry.plane import GroundPlane
+from depth_estimation.io import bags
+
+WITHIN = 0.10  # relative error of a distance "within 10 %"
+NEAR_M = 1.0  # detection rate for true obstacles closer than this
+DELTA1 = 1.25
+
+
+def _stamp_ns(msg) -> int:
+    return int(msg.header.stamp.sec) * 10 ** 9 + int(msg.header.stamp.nanosec)
+
+
+def none_if_inf(value: float) -> Optional[float]:
+    return float(value) if math.isfinite(value) else None
+
+
+class ObstacleTruth:
+    """A bag's obstacle ground truth by header stamp: the mask (bool HxW) and the distance (inf = none)."""
+
+    def __init__(self, masks: Dict[int, np.ndarray], distances: Dict[int, float], params: Dict[str, float]):
+        self.masks, self.distances, self.params = masks, distances, params
+
+    @classmethod
+    def from_bag(cls, bag: str, depth_topic: str) -> Optional["ObstacleTruth"]:
+        """The ground truth beside ``depth_topic`` (same namespace); None when the bag has none."""
+        ns = depth_topic[:-len(bags.DEPTH_SUFFIX)] if depth_topic.endswith(bags.DEPTH_SUFFIX) else \
+            depth_topic.rsplit("/", 2)[0]
+        range_topic, mask_topic = obstacle_topics_of(ns)
+        masks, distances = {}, {}
+        for topic, _t, msg in bags.iter_messages(bag, [range_topic, mask_topic]):
+            if topic == range_topic:
+                distances[_stamp_ns(msg)] = float(msg.range)
+            else:
+                mask = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.step)[:, :msg.width]
+                masks[_stamp_ns(msg)] = np.packbits(mask > 0, axis=None), mask.shape
+        if not distances:
+            return None
+        return cls(masks, distances, node_obstacle_params())
+
+    def mask(self, stamp_ns: int) -> Optional[np.ndarray]:
+        packed = self.masks.get(stamp_ns)
+        if packed is None:
+            return None
+        bits, shape = packed
+        return np.unpackbits(bits, count=shape[0] * shape[1]).reshape(shape).astype(bool)
+
+    def score(self, stamp_ns: int, pred_m: np.ndarray, gt_m: np.ndarray, plane: GroundPlane,
+              intrinsics: Intrinsics, depth_range: Tuple[float, float]) -> Dict:
+        """Frame ``stamp_ns``'s obstacle record of the metric prediction ``pred_m`` (NaN = no value)."""
+        record = {}  # type: Dict
+        mask = self.mask(stamp_ns)
+        if mask is not None and mask.shape == pred_m.shape:
+            record.update(pixel_record(pred_m, gt_m, mask, depth_range))
+        if stamp_ns in self.distances:
+            cam = intrinsics.for_frame(*pred_m.shape)
+            p = self.params
+            predicted = obstacles.obstacle_distance(
+                np.nan_to_num(pred_m, nan=0.0), plane, cam, p["corridor_width"],
+                min_height_m=p["obstacle_min_height"], max_range_m=p["obstacle_max_range"],
+                max_height_m=p["obstacle_max_height"])
+            record.update(obstacle_gt_m=none_if_inf(self.distances[stamp_ns]),
+                          obstacle_pred_m=none_if_inf(predicted))
+        return record
+
+
+def obstacle_topics_of(ns: str) -> Tuple[str, str]:
+    """(distance, mask) topics of namespace ``ns`` ("/simbot" or "simbot")."""
+    return bags.obstacle_topics(ns.strip("/"))
+
+
+def pixel_record(pred_m: np.ndarray, gt_m: np.ndarray, mask: np.ndarray,
+                 depth_range: Tuple[float, float]) -> Dict:
+    """Obstacle-pixel sums of one frame: pixels, sum of |p - d| / d, delta1 hits (prediction clipped to
+    the depth range, as the full-frame metrics do; pixels without a prediction left out)."""
+    lo, hi = depth_range
+    pred = np.asarray(pred_m, np.float64)
+    gt = np.asarray(gt_m, np.float64)
+    keep = mask & (gt >= lo) & (gt <= hi) & np.isfinite(pred)
+    p, d = np.clip(pred[keep], lo, hi), gt[keep]
+    n = int(keep.sum())
+    rel = float(np.sum(np.abs(p - d) / d)) if n else 0.0
+    hits = int(np.sum(np.maximum(p / d, d / p) < DELTA1)) if n else 0
+    return {"obstacle_pixels": n, "obstacle_abs_rel": rel / n if n else None, "obstacle_abs_rel_sum": rel,
+            "obstacle_delta1_hits": hits}
+
+
+def summarize(per_frame: List[Dict]) -> Dict:
+    """The bag's obstacle metrics from the per-frame records (see the module docstring)."""
+    pixels = sum(r.get("obstacle_pixels", 0) for r in per_frame)
+    rel = sum(r.get("obstacle_abs_rel_sum", 0.0) for r in per_frame)
+    hits = sum(r.get("obstacle_delta1_hits", 0) for r in per_frame)
+    out = {"obstacle_pixels": pixels, "obstacle_abs_rel": rel / pixels if pixels else None,
+           "obstacle_delta1": hits / pixels if pixels else None}
+    pairs = [(r["obstacle_gt_m"], r["obstacle_pred_m"]) for r in per_frame if "obstacle_gt_m" in r]
+    seen = [(g, p) for g, p in pairs if g is not None]
+    both = [abs(p - g) for g, p in seen if p is not None]
+    near = [p is not None for g, p in seen if g < NEAR_M]
+    free = [p is not None for g, p in pairs if g is None]
+    out.update(distance_frames=len(pairs), obstacle_frames=len(seen),
+               distance_median_abs_error_m=float(np.median(both)) if both else None,
+               distance_within_10pct=(sum(1 for g, p in seen if p is not None and abs(p - g) <= WITHIN * g)
+                                      / len(seen)) if seen else None,
+               near_frames=len(near), detection_rate_1m=sum(near) / len(near) if near else None,
+               free_frames=len(free), false_alarms=sum(free),
+               false_alarm_rate=sum(free) / len(free) if free else None)
+    return out
+
+
+def fmt(value: Optional[float], spec: str = "%.3f") -> str:
+    """A number for the console and tables; "-" for None (nothing to measure)."""
+    return "-" if value is None else spec % value
+
+
+def summary_line(summary: Dict) -> str:
+    """One line of :func:`summarize`'s numbers for the console."""
+    s = summary
+    return ("obstacle pixels %d: abs_rel %s delta1 %s; obstacle distance (%d frames with an obstacle): "
+            "median error %s m, within 10 %% %s, detected within 1 m %s of %d, false alarms %d of %d"
+            % (s["obstacle_pixels"], fmt(s["obstacle_abs_rel"]), fmt(s["obstacle_delta1"]),
+               s["obstacle_frames"],
+               fmt(s["distance_median_abs_error_m"]), fmt(s["distance_within_10pct"]),
+               fmt(s["detection_rate_1m"]), s["near_frames"], s["false_alarms"], s["free_frames"]))
