@@ -30,17 +30,14 @@ import numpy as np
 
 from depth_estimation.evaluation.sim_world import node_obstacle_params
 from depth_estimation.geometry import obstacles
-from depth_estimation.geometry.camera import Intrinsics
+from depth_estimation.geometry.camera import FrameRays, Intrinsics
 from depth_estimation.geometry.plane import GroundPlane
 from depth_estimation.io import bags
+from depth_estimation.io.rgbd import stamp_ns
 
 WITHIN = 0.10  # relative error of a distance "within 10 %"
 NEAR_M = 1.0  # detection rate for true obstacles closer than this
 DELTA1 = 1.25
-
-
-def _stamp_ns(msg) -> int:
-    return int(msg.header.stamp.sec) * 10 ** 9 + int(msg.header.stamp.nanosec)
 
 
 def none_if_inf(value: float) -> Optional[float]:
@@ -52,6 +49,7 @@ class ObstacleTruth:
 
     def __init__(self, masks: Dict[int, np.ndarray], distances: Dict[int, float], params: Dict[str, float]):
         self.masks, self.distances, self.params = masks, distances, params
+        self.rays: Optional[FrameRays] = None  # the pixel rays of the bag's camera, once
 
     @classmethod
     def from_bag(cls, bag: str, depth_topic: str) -> Optional["ObstacleTruth"]:
@@ -62,10 +60,10 @@ class ObstacleTruth:
         masks, distances = {}, {}
         for topic, _t, msg in bags.iter_messages(bag, [range_topic, mask_topic]):
             if topic == range_topic:
-                distances[_stamp_ns(msg)] = float(msg.range)
+                distances[stamp_ns(msg)] = float(msg.range)
             else:
                 mask = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.step)[:, :msg.width]
-                masks[_stamp_ns(msg)] = np.packbits(mask > 0, axis=None), mask.shape
+                masks[stamp_ns(msg)] = np.packbits(mask > 0, axis=None), mask.shape
         if not distances:
             return None
         return cls(masks, distances, node_obstacle_params())
@@ -86,11 +84,13 @@ class ObstacleTruth:
             record.update(pixel_record(pred_m, gt_m, mask, depth_range))
         if stamp_ns in self.distances:
             cam = intrinsics.for_frame(*pred_m.shape)
+            if self.rays is None or self.rays.intrinsics != cam:
+                self.rays = FrameRays(cam)
             p = self.params
             predicted = obstacles.obstacle_distance(
                 np.nan_to_num(pred_m, nan=0.0), plane, cam, p["corridor_width"],
                 min_height_m=p["obstacle_min_height"], max_range_m=p["obstacle_max_range"],
-                max_height_m=p["obstacle_max_height"])
+                max_height_m=p["obstacle_max_height"], rays=self.rays)
             record.update(obstacle_gt_m=none_if_inf(self.distances[stamp_ns]),
                           obstacle_pred_m=none_if_inf(predicted))
         return record

@@ -47,7 +47,7 @@ from depth_estimation.evaluation.sim_render import SimCamera, SimRenderer
 from depth_estimation.evaluation.sim_world import (MODES, PoseSampler, add_obstacles, node_obstacle_params,
                                                    obstacle_distance_gt, obstacle_mask, poses)
 from depth_estimation.geometry.calibration import homography_from_plane, write_extrinsics
-from depth_estimation.geometry.camera import Intrinsics
+from depth_estimation.geometry.camera import FrameRays, Intrinsics
 from depth_estimation.io.atomic import atomic_file
 from depth_estimation.io.bags import (DEPTH_TYPE, IMAGE_TYPE, INFO_TYPE, RANGE_TYPE, MessageBuilder,
                                       check_new_bag, obstacle_topics, rgbd_topics, write_bag)
@@ -145,7 +145,7 @@ class SimSession:
         for index, (map_name, count) in enumerate(zip(c.maps, c.frames_per_map())):
             sim = self._open(index, map_name)
             renderer = SimRenderer(sim, self.camera, c.max_depth_m)
-            plane, intrinsics = self.camera.plane(), self.camera.intrinsics()
+            plane, rays = self.camera.plane(), FrameRays(self.camera.intrinsics())
             sampler = PoseSampler(sim, np.random.default_rng([int(c.seed), index]))
             add_obstacles(sampler, c.obstacle_density)
             for pos, angle, new in poses(sampler, c.mode, count, c.hz, episode):
@@ -155,8 +155,8 @@ class SimSession:
                 start = time.perf_counter()
                 rgb, depth = renderer.render(pos, angle)
                 self.render_s += time.perf_counter() - start
-                yield SimFrame(rgb, depth, obstacle_mask(depth, plane, intrinsics),
-                               obstacle_distance_gt(depth, plane, intrinsics, self.obstacle_params), map_name)
+                yield SimFrame(rgb, depth, obstacle_mask(depth, plane, rays),
+                               obstacle_distance_gt(depth, plane, rays, self.obstacle_params), map_name)
 
 
 def intrinsic_yaml(intrinsics: Intrinsics, name: str) -> str:

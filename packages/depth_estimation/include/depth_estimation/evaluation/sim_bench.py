@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -33,6 +33,7 @@ from depth_estimation.evaluation.obstacle_eval import fmt
 from depth_estimation.geometry.calibration import ground_plane, read_extrinsics
 from depth_estimation.geometry import ground as ground_fit
 from depth_estimation.geometry.ground import ground_depth_map
+from depth_estimation.io import rgbd
 from depth_estimation.io.atomic import atomic_file, write_json
 
 TRAIN_MAPS = ("loop_obstacles", "loop_dyn_duckiebots", "zigzag_dists", "udem1", "4way", "small_loop",
@@ -54,17 +55,19 @@ def calibration_of(bag: str, veh: str = "simbot") -> str:
 def road_plane_predictions(bag: str, extrinsics: str, out_dir: str) -> int:
     """Write the road-plane baseline's disparity (1 / ground depth; 0 = infinitely far at and above the
     horizon) for every paired frame of ``bag`` as ``out_dir/000000.npy``...; returns the count."""
-    image_topic, depth_topic = depth_eval.detect_topics(bag)
+    image_topic, depth_topic = rgbd.detect_topics(bag)
     intrinsics, _topic = ground_align.bag_intrinsics(bag, image_topic)
     plane = ground_plane(read_extrinsics(extrinsics), intrinsics)
     unmatched = {"images": [], "depths": []}  # type: Dict[str, List[int]]
-    count = 0
-    pairs = depth_eval.paired_frames(bag, image_topic, depth_topic, unmatched)
+    count, maps = 0, {}  # type: int, Dict[Tuple[int, int], np.ndarray]
+    pairs = rgbd.paired_frames(bag, image_topic, depth_topic, unmatched)
     for count, (_stamp, _image, depth_msg) in enumerate(pairs, 1):
-        ground = ground_depth_map(plane, intrinsics.for_frame(depth_msg.height, depth_msg.width),
-                                  depth_msg.height, depth_msg.width)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            disparity = np.where(np.isfinite(ground), 1.0 / ground, 0.0).astype(np.float32)
+        size = (int(depth_msg.height), int(depth_msg.width))
+        if size not in maps:  # one ground map per frame size
+            ground = ground_depth_map(plane, intrinsics.for_frame(*size), *size)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                maps[size] = np.where(np.isfinite(ground), 1.0 / ground, 0.0).astype(np.float32)
+        disparity = maps[size]
         with atomic_file(os.path.join(out_dir, "%06d.npy" % (count - 1)), "wb") as f:
             np.save(f, disparity)
     return count

@@ -28,7 +28,7 @@ import numpy as np
 
 from depth_estimation.framepath.params import read_param_file
 from depth_estimation.geometry import obstacles
-from depth_estimation.geometry.camera import Intrinsics, pixel_rays
+from depth_estimation.geometry.camera import FrameRays, Intrinsics
 from depth_estimation.geometry.plane import GroundPlane
 from depth_estimation.io.paths import PACKAGE_DIR
 
@@ -202,9 +202,10 @@ def node_obstacle_params(path: str = NODE_DEFAULTS) -> Dict[str, Any]:
     return {k: float(params[k]) for k in keys}
 
 
-def heights_above_ground(depth_m: np.ndarray, plane: GroundPlane, intrinsics: Intrinsics) -> np.ndarray:
-    """Height above the road (metres) of every pixel's point; NaN where the depth is 0 (none)."""
-    xn, yn = pixel_rays(intrinsics, depth_m.shape[0], depth_m.shape[1])
+def heights_above_ground(depth_m: np.ndarray, plane: GroundPlane, rays: FrameRays) -> np.ndarray:
+    """Height above the road (metres) of every pixel's point; NaN where the depth is 0 (none).
+    ``rays``: the camera's pixel rays (kept by the caller for its frames)."""
+    xn, yn = rays(depth_m.shape[0], depth_m.shape[1])
     R, t = plane.R_ground_from_camera, plane.t
     z = np.asarray(depth_m, np.float64)
     height = t[2] + z * (R[2, 0] * xn + R[2, 1] * yn + R[2, 2])
@@ -212,20 +213,20 @@ def heights_above_ground(depth_m: np.ndarray, plane: GroundPlane, intrinsics: In
     return height
 
 
-def obstacle_mask(depth_m: np.ndarray, plane: GroundPlane, intrinsics: Intrinsics,
+def obstacle_mask(depth_m: np.ndarray, plane: GroundPlane, rays: FrameRays,
                   min_height_m: float = MASK_MIN_HEIGHT_M) -> np.ndarray:
     """uint8 HxW: 255 on objects (points more than ``min_height_m`` above the road), 0 on the road,
     the ground and where there is no depth (the sky)."""
     with np.errstate(invalid="ignore"):
-        above = heights_above_ground(depth_m, plane, intrinsics) > min_height_m
+        above = heights_above_ground(depth_m, plane, rays) > min_height_m
     return np.where(above, 255, 0).astype(np.uint8)
 
 
-def obstacle_distance_gt(depth_m: np.ndarray, plane: GroundPlane, intrinsics: Intrinsics,
+def obstacle_distance_gt(depth_m: np.ndarray, plane: GroundPlane, rays: FrameRays,
                          params: Dict[str, Any]) -> float:
     """The node's obstacle distance (:func:`depth_estimation.geometry.obstacles.obstacle_distance`)
     on exact depth, every pixel: metres, ``inf`` when no obstacle is in the corridor."""
-    return obstacles.obstacle_distance(depth_m, plane, intrinsics, params["corridor_width"],
+    return obstacles.obstacle_distance(depth_m, plane, rays.intrinsics, params["corridor_width"],
                                        min_height_m=params["obstacle_min_height"],
                                        max_range_m=params["obstacle_max_range"],
-                                       max_height_m=params["obstacle_max_height"], step=1)
+                                       max_height_m=params["obstacle_max_height"], step=1, rays=rays)

@@ -24,6 +24,7 @@ from depth_estimation.framepath.colorize import Colorizer
 from depth_estimation.framepath.params import read_param_file
 from depth_estimation.io import bags
 from depth_estimation.io.paths import PACKAGE_DIR
+from depth_estimation.io.rgbd import stamp_ns
 
 SIM_MAP = "MOOC_modcon"  # a test map of the Duckietown-sim benchmark
 SIM_SEED = 1
@@ -53,10 +54,6 @@ def recorded_topics(veh: str) -> List[str]:
     return [ns + "/depth/metric", ns + "/obstacle_distance"]
 
 
-def _stamp(msg) -> int:
-    return int(msg.header.stamp.sec) * 10 ** 9 + int(msg.header.stamp.nanosec)
-
-
 def _depth(msg) -> np.ndarray:
     return np.frombuffer(bytes(msg.data), "<f4").reshape(msg.height, msg.step // 4)[:, :msg.width]
 
@@ -66,11 +63,11 @@ def _truth(sim_bag: str, veh: str, stamps) -> Tuple[Dict[int, np.ndarray], Dict[
     range_topic = bags.obstacle_topics(veh)[0]
     depths, ranges = {}, {}
     for topic, _t, msg in bags.iter_messages(sim_bag, [depth_topic, range_topic]):
-        if _stamp(msg) in stamps:
+        if stamp_ns(msg) in stamps:
             if topic == depth_topic:
-                depths[_stamp(msg)] = _depth(msg).copy()
+                depths[stamp_ns(msg)] = _depth(msg).copy()
             else:
-                ranges[_stamp(msg)] = float(msg.range)
+                ranges[stamp_ns(msg)] = float(msg.range)
     return depths, ranges
 
 
@@ -90,9 +87,9 @@ def compare(outputs: str, sim_bag: str, veh: str) -> Tuple[Dict, Optional[Tuple[
     node_depth, node_range = {}, {}
     for topic, _t, msg in bags.iter_messages(outputs, [depth_topic, range_topic]):
         if topic == depth_topic:
-            node_depth[_stamp(msg)] = _depth(msg).copy()
+            node_depth[stamp_ns(msg)] = _depth(msg).copy()
         else:
-            node_range[_stamp(msg)] = float(msg.range)
+            node_range[stamp_ns(msg)] = float(msg.range)
     gt_depth, gt_range = _truth(sim_bag, veh, set(node_depth) | set(node_range))
     max_range = float(read_param_file(os.path.join(PACKAGE_DIR, "config", "depth_node", "default.yaml"))
                       ["metric_max_range"])
@@ -139,7 +136,7 @@ def write_montage(sim_bag: str, veh: str, frame, model: str, out: str, width: in
         return False
     stamp, pred, gt = frame
     camera = next((decode(bytes(msg.data), str(msg.format)) for _t, _r, msg in
-                   bags.iter_messages(sim_bag, [bags.rgbd_topics(veh)[0]]) if _stamp(msg) == stamp), None)
+                   bags.iter_messages(sim_bag, [bags.rgbd_topics(veh)[0]]) if stamp_ns(msg) == stamp), None)
     colorize = Colorizer("inferno", "fixed", vmin=MONTAGE_INVERSE_DEPTH[0], vmax=MONTAGE_INVERSE_DEPTH[1])
     if camera is None:
         return False
