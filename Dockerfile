@@ -1,14 +1,18 @@
 # Duckietown project image (template-ros v3, distro daffy: Ubuntu 20.04, ROS Noetic, Python 3.8).
-# Build: `dts devel build -f` (laptop, amd64) or `dts devel build -f -H ROBOT` (on the Jetson Nano,
-# arm64v8); run: `dts devel run -R ROBOT` (laptop) or `dts devel run -H ROBOT` (robot).
-# The base and the Python packages follow ARCH (README, "On the robot"):
+# Build: `dts devel build -f` (laptop, amd64) or, on the Jetson Nano (arm64v8),
+# `dts devel build -f -H ROBOT -A BASE_IMAGE dt-machine-learning-base-environment`;
+# run: `dts devel run -R ROBOT` (laptop) or `dts devel run -H ROBOT` (robot).
+# The base is the BASE_IMAGE build argument (one FROM: the classic builder dts uses pulls every stage
+# of a multi-stage file); the Python packages follow ARCH (README, "On the robot"):
 # - amd64: dt-ros-commons + PyTorch/transformers (dependencies-py3.txt); the default model's weights
 #   are baked in and run with torch (CUDA when the laptop has it).
 # - arm64v8: dt-machine-learning-base-environment (TensorRT 7.1.3 + PyCUDA for Python 3.8; CUDA and
 #   cuDNN from the robot's JetPack) + numpy/OpenCV only (dependencies-py3.arm64v8.txt): no torch on
-#   the robot. The model is the ONNX file exported once on the laptop into assets/robot/default.onnx
-#   (a `-H` build runs on the Nano itself, where torch cannot export it); the node builds the TensorRT
-#   engine from it on first start (minutes, once) into /data/config/depth_estimation/engines.
+#   the robot; numpy < 1.24 for TensorRT 7.1 and PyCUDA 2021.1, checked at build time. The model is
+#   the ONNX file exported once on the laptop into assets/robot/default.onnx (a `-H` build runs on the
+#   Nano itself, where torch cannot export it), stored once in the image; the node builds the TensorRT
+#   engine from it on first start (minutes, once) into /data/config/depth_estimation/engines, or
+#   `dts devel run -H ROBOT -L build-engine` builds it alone (launchers/build-engine.sh).
 
 # parameters
 ARG REPO_NAME="depth-estimation"
@@ -20,20 +24,15 @@ ARG ICON="eye"
 ARG ARCH
 ARG DISTRO=daffy
 ARG DOCKER_REGISTRY=docker.io
+# dt-ros-commons on the laptop (amd64); on the Jetson (arm64v8) Duckietown's machine-learning base,
+# dt-ros-commons plus TensorRT 7.1.3 and PyCUDA: `-A BASE_IMAGE dt-machine-learning-base-environment`
+# (an arm64v8 build without it stops below, naming it)
 ARG BASE_IMAGE=dt-ros-commons
 ARG BASE_TAG=${DISTRO}-${ARCH}
 ARG LAUNCHER=default
-# the arm64v8 base: dt-ros-commons plus TensorRT and PyCUDA (Duckietown's machine-learning base)
-ARG ML_BASE_IMAGE=dt-machine-learning-base-environment
 
-# define the base image per ARCH. dts builds with the classic builder, which also pulls the stage
-# it does not use: both stages use this ARCH's tag, so on the robot that is the ML base's own parent
-# (shared layers) and nothing foreign is pulled onto the Nano. Only amd64 and arm64v8 are built.
-FROM ${DOCKER_REGISTRY}/duckietown/${BASE_IMAGE}:${BASE_TAG} AS base-amd64
-LABEL org.duckietown.label.base.image="dt-ros-commons"
-FROM ${DOCKER_REGISTRY}/duckietown/${ML_BASE_IMAGE}:${BASE_TAG} AS base-arm64v8
-LABEL org.duckietown.label.base.image="dt-machine-learning-base-environment"
-FROM base-${ARCH} AS base
+# define base image
+FROM ${DOCKER_REGISTRY}/duckietown/${BASE_IMAGE}:${BASE_TAG}
 
 # recall all arguments (ARGs declared before FROM are empty after it otherwise)
 ARG ARCH
@@ -91,7 +90,8 @@ RUN if [ "${ARCH}" = "arm64v8" ]; then files="dependencies-py3.arm64v8.txt"; \
 RUN if [ "${ARCH}" = "arm64v8" ]; then \
     python3 -c "import cv2, numpy, yaml, importlib.util as u; \
 assert u.find_spec('torch') is None, 'torch in the arm64v8 image'; \
-assert u.find_spec('tensorrt') and u.find_spec('pycuda'), 'no TensorRT/PyCUDA: wrong base image'"; \
+assert u.find_spec('tensorrt') and u.find_spec('pycuda'), 'no TensorRT/PyCUDA: build with \
+-A BASE_IMAGE dt-machine-learning-base-environment'"; \
   else \
     python3 -c "import cv2, numpy, torch, transformers; torch.from_numpy(numpy.zeros(1))"; \
   fi
@@ -99,6 +99,13 @@ assert u.find_spec('tensorrt') and u.find_spec('pycuda'), 'no TensorRT/PyCUDA: w
 # copy the source code
 COPY ./packages "${REPO_PATH}/packages"
 COPY ./assets "${REPO_PATH}/assets"
+
+# arm64v8: numpy in the range TensorRT 7.1 and PyCUDA 2021.1 work with, and PyCUDA's dtype registry
+# (what `import pycuda.autoinit` runs; pure Python, no GPU) run once, so a numpy they cannot use fails
+# the build here rather than every start on the robot
+RUN if [ "${ARCH}" = "arm64v8" ]; then \
+    PYTHONPATH=${REPO_PATH}/packages/depth_estimation/include python3 -m depth_estimation.runtime.jetson_check; \
+  fi
 
 # build packages
 RUN . /opt/ros/${ROS_DISTRO}/setup.sh && \
@@ -111,6 +118,7 @@ RUN . /opt/ros/${ROS_DISTRO}/setup.sh && \
 # - arm64v8: assets/robot/default.onnx, exported once on the laptop (fixed input, opset 11, checked
 #   against torch there; e.g. da2-small at input 308 for 640x480 frames), run with TensorRT. The
 #   build stops here, naming the command, when that file is missing or TensorRT 7.1 cannot read it.
+#   The file stays where COPY put it (stored once: ~100 MB of the robot's SD card for da2-small).
 ARG DEFAULT_MODEL=da2-small
 ARG ROBOT_ONNX=assets/robot/default.onnx
 ENV HF_HOME=/opt/depth_estimation/hf
@@ -123,8 +131,7 @@ RUN mkdir -p /opt/depth_estimation && \
 sys.exit('%s: opset %s, %s' % (sys.argv[1], r['opset'], r['tensorrt_issues'])) \
 if r['opset'] > 11 or r['tensorrt_issues'] else print('baking in', r['spec'], r['input_hw'])" \
       "${REPO_PATH}/${ROBOT_ONNX}" && \
-    cp "${REPO_PATH}/${ROBOT_ONNX}" /opt/depth_estimation/default.onnx && \
-    echo /opt/depth_estimation/default.onnx > /opt/depth_estimation/default_model && \
+    echo "${REPO_PATH}/${ROBOT_ONNX}" > /opt/depth_estimation/default_model && \
     echo tensorrt > /opt/depth_estimation/default_backend; \
   else \
     PYTHONPATH=${REPO_PATH}/packages/depth_estimation/include \
@@ -149,5 +156,6 @@ LABEL org.duckietown.label.module.type="${REPO_NAME}" \
     org.duckietown.label.platform.variant="${TARGETVARIANT}" \
     org.duckietown.label.code.location="${REPO_PATH}" \
     org.duckietown.label.code.version.distro="${DISTRO}" \
+    org.duckietown.label.base.image="${BASE_IMAGE}" \
     org.duckietown.label.base.tag="${BASE_TAG}" \
     org.duckietown.label.maintainer="${MAINTAINER}"

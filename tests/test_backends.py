@@ -173,6 +173,10 @@ def test_export_reports_what_tensorrt_71_cannot_read_and_rewrites_align_corners(
     # scale_factor + align_corners becomes sizes (TensorRT 7.1 reads align_corners only with sizes)
     linear = export_onnx(Up("bilinear", True), 8, 8, str(tmp_path / "linear.onnx"))
     assert linear["tensorrt_issues"] == [] and linear["rel_diff"] < 1e-5
+    # onnx-tensorrt 7.1 computes asymmetric coordinates (torch's nearest, linear without
+    # align_corners in older exporters) as align_corners: other values
+    nearest = export_onnx(Up("nearest", None), 8, 8, str(tmp_path / "nearest.onnx"))
+    assert [i for i in nearest["tensorrt_issues"] if "asymmetric coordinates" in i], nearest["tensorrt_issues"]
     at13 = export_onnx(Up("bilinear", True), 8, 8, str(tmp_path / "at13.onnx"), opset=13)
     assert at13["tensorrt_issues"] == ["opset 13: TensorRT 7.1 reads opsets <= 11 (TensorRT 8.0/8.2 <= 13)"]
 

@@ -132,18 +132,26 @@ def roslaunch_call(text):
 
 
 # ---------------------------------------------------------------- Dockerfile
-def test_dockerfile_has_the_v3_args_and_a_base_image_per_arch():
-    """amd64 builds on BASE_IMAGE (dt-ros-commons), arm64v8 on the machine-learning base, both at
-    this ARCH's tag; the final stage is picked by ARCH, so `dts devel build -H ROBOT` needs no -A."""
+ROBOT_BUILD = "-A BASE_IMAGE %s" % ML_BASE  # dts devel build's build argument for the Jetson
+
+
+def test_dockerfile_has_the_v3_args_and_one_base_chosen_by_a_build_argument():
+    """One FROM: dts builds with docker-py's classic builder, which processes (and pulls) every stage
+    of a multi-stage file, so per-ARCH stages would pull the ML base on the laptop and dt-ros-commons
+    on the robot. The base is BASE_IMAGE (dt-ros-commons); the robot's build passes the ML base with
+    `-A BASE_IMAGE ...`, as the Dockerfile, the README and the arm64v8 build check say."""
     before, (_, base), after = split_at_from()
     declared = args_of(before)
-    assert set(declared) == set(V3_ARGS) | PROJECT_ARGS | {"ML_BASE_IMAGE"}
-    assert {k: declared[k] for k in V3_ARGS} == V3_ARGS and declared["ML_BASE_IMAGE"] == ML_BASE
-    assert stages() == {"base-amd64": "${DOCKER_REGISTRY}/duckietown/${BASE_IMAGE}:${BASE_TAG}",
-                        "base-arm64v8": "${DOCKER_REGISTRY}/duckietown/${ML_BASE_IMAGE}:${BASE_TAG}",
-                        "base": "base-${ARCH}"}
-    assert set(stages()) >= {"base-" + arch for arch in ARCH_DEPS}
-    assert base.split()[0] == "base-${ARCH}"
+    assert set(declared) == set(V3_ARGS) | PROJECT_ARGS
+    assert {k: declared[k] for k in V3_ARGS} == V3_ARGS
+    assert [kw for kw, _ in dockerfile()].count("FROM") == 1 and stages() == {}
+    assert base == "${DOCKER_REGISTRY}/duckietown/${BASE_IMAGE}:${BASE_TAG}"
+    assert ROBOT_BUILD in (ROOT / "Dockerfile").read_text()
+    assert "dts devel build -f -H ROBOT " + ROBOT_BUILD in (ROOT / "README.md").read_text()
+    robot_check, _laptop = arch_branches(r"find_spec\('torch'\)")
+    assert ROBOT_BUILD in robot_check  # an arm64v8 build on the wrong base stops, naming the argument
+    labels = " ".join(rest for kw, rest in after if kw == "LABEL")
+    assert 'org.duckietown.label.base.image="${BASE_IMAGE}"' in labels
 
 
 def test_dockerfile_placeholders_are_filled():
@@ -249,8 +257,7 @@ def test_launcher_defaults_are_what_the_image_bakes_in():
     assert 'echo "${DEFAULT_MODEL}" > /opt/depth_estimation/default_model' in laptop
     assert "echo torch > /opt/depth_estimation/default_backend" in laptop
     assert re.search(r"python3 -m \S+ fetch", laptop) and "fetch" not in robot
-    assert 'cp "${REPO_PATH}/${ROBOT_ONNX}" /opt/depth_estimation/default.onnx' in robot
-    assert "echo /opt/depth_estimation/default.onnx > /opt/depth_estimation/default_model" in robot
+    assert 'echo "${REPO_PATH}/${ROBOT_ONNX}" > /opt/depth_estimation/default_model' in robot
     assert "echo tensorrt > /opt/depth_estimation/default_backend" in robot
     # a missing export stops the build with the command; one TensorRT 7.1 cannot read is refused
     assert 'test -f "${REPO_PATH}/${ROBOT_ONNX}"' in robot and "python3 -m depth_estimation.export" in robot
@@ -261,6 +268,31 @@ def test_launcher_defaults_are_what_the_image_bakes_in():
     assert passed["model"] == "${DEPTH_MODEL:-$(cat $DEFAULTS/default_model)}"  # shlex drops the quotes
     assert passed["backend"] == "${DEPTH_BACKEND:-$(cat $DEFAULTS/default_backend)}"
     assert "DEFAULTS=/opt/depth_estimation" in script
+
+
+def test_the_onnx_file_is_stored_once():
+    """COPY ./assets puts the ONNX file (~100 MB for da2-small) in the image; nothing copies it again."""
+    runs = " ".join(rest for kw, rest in dockerfile() if kw == "RUN")
+    assert not re.search(r"\b(cp|mv|install|rsync)\b[^;&|]*(ROBOT_ONNX|\.onnx)", runs)
+    assert [src for src in copy_sources() if src.startswith("assets")] == ["assets"]
+
+
+def test_the_arm64v8_build_checks_numpy_against_tensorrt_and_pycuda():
+    """numpy < 1.24 pinned for the robot, and the build runs PyCUDA's dtype registry with it
+    (depth_estimation.runtime.jetson_check, whose range is the pin's)."""
+    from depth_estimation.runtime.jetson_check import NUMPY_RANGE
+
+    low, below = (".".join(map(str, v)) for v in NUMPY_RANGE)
+    assert requirements(ARCH_DEPS["arm64v8"])["numpy"] == ">=%s,<%s" % (low, below)
+    build = dockerfile()
+    run = next(rest for kw, rest in build if kw == "RUN" and "jetson_check" in rest)
+    assert re.fullmatch(r'if \[ "\$\{ARCH\}" = "arm64v8" \]; then\s+PYTHONPATH=\S+ '
+                        r'python3 -m depth_estimation\.runtime\.jetson_check;\s+fi', run), run
+    where = {kw + " " + rest[:40]: i for i, (kw, rest) in enumerate(build)}
+    check = next(i for i, (kw, rest) in enumerate(build) if kw == "RUN" and "jetson_check" in rest)
+    install = next(i for i, (kw, rest) in enumerate(build) if kw == "RUN" and "dt-pip3-install" in rest)
+    packages = next(i for i, (kw, rest) in enumerate(build) if kw == "COPY" and "./packages" in rest)
+    assert install < check and packages < check, where
 
 
 def test_each_arch_installs_its_own_dependency_file():

@@ -1,6 +1,11 @@
 """The TensorRT runner and its engine cache, without TensorRT: fake ``tensorrt`` and ``pycuda`` modules
 (injected into sys.modules) expose exactly the names NVIDIA documents for TensorRT 7.1, 8.2 and 10
-(tables below) and record the calls, so each version's code path runs here and uses only its API."""
+(tables below) and record the calls, so each version's code path runs here and uses only its API.
+The fakes behave like the real modules where it matters: ``tensorrt.nptype`` is NVIDIA's 7.x-8.4 one
+(it maps BOOL to ``np.bool``, gone in numpy 1.24), device memory holds bytes of the engine's I/O
+types (fp16 I/O included), and the objects a build holds (builder, network, parser, serialized
+bytes) are tracked so that a test sees what is still alive when an engine is deserialized."""
+import gc
 import json
 import logging
 import os
@@ -9,11 +14,12 @@ import sys
 import threading
 import time
 import types
+import weakref
 
 import numpy as np
 import pytest
 
-from depth_estimation.runtime import engine_cache, memory, tensorrt_runner
+from depth_estimation.runtime import engine_cache, memory, tensorrt_build, tensorrt_runner
 from depth_estimation.runtime.engine_cache import DEFAULT_WORKSPACE_MB
 from depth_estimation.runtime.estimator import DepthEstimator
 from depth_estimation.runtime.tensorrt_runner import TensorRTRunner
@@ -27,6 +33,11 @@ HW = (56, 112)
 # the binding API (execute_v2 stays).
 BINDINGS = {"num_bindings", "get_binding_shape", "get_binding_dtype", "binding_is_input", "get_binding_name"}
 TENSORS = {"num_io_tensors", "get_tensor_name", "get_tensor_shape", "get_tensor_dtype", "get_tensor_mode"}
+# INetworkDefinition and ILayer: the layer walk of the fp16 build (7.1+); IHostMemory (serialized
+# engines) has the buffer protocol besides these.
+LAYERS = {"INetworkDefinition": {"num_layers", "get_layer"},
+          "ILayer": {"name", "type", "precision", "num_outputs", "set_output_type"},
+          "IHostMemory": {"dtype", "nbytes"}}
 API = {
     "7.1": {"Builder": {"create_network", "create_builder_config", "platform_has_fast_fp16", "build_engine"},
             "IBuilderConfig": {"max_workspace_size", "set_flag"},
@@ -44,8 +55,65 @@ API = {
              "IExecutionContext": {"execute_v2", "set_tensor_address", "execute_async_v3"}},
 }
 MODULE_NAMES = {"7.1": {"Logger", "Runtime", "Builder", "OnnxParser", "NetworkDefinitionCreationFlag",
-                        "BuilderFlag", "nptype"},
+                        "BuilderFlag", "nptype", "DataType", "LayerType"},
                 "10.0": {"MemoryPoolType", "TensorIOMode"}}
+# BuilderFlag members: STRICT_TYPES in 7.1-8.x (deprecated in 8.2, gone in 10), OBEY_PRECISION_CONSTRAINTS
+# from 8.2
+BUILDER_FLAGS = {"7.1": {"FP16", "STRICT_TYPES"}, "8.2": {"FP16", "STRICT_TYPES", "OBEY_PRECISION_CONSTRAINTS"},
+                 "10.0": {"FP16", "OBEY_PRECISION_CONSTRAINTS"}}
+DATA_TYPES = ("FLOAT", "HALF", "INT8", "INT32", "BOOL")
+LAYER_TYPES = ("CONVOLUTION", "MATRIX_MULTIPLY", "ELEMENTWISE", "REDUCE", "UNARY", "SHUFFLE", "CONSTANT",
+               "RESIZE", "ACTIVATION", "SOFTMAX")
+ALIVE = weakref.WeakValueDictionary()  # id -> builders, networks, parsers and serialized engines not yet freed
+
+
+def nvidia_nptype(trt_type):
+    """tensorrt.nptype as NVIDIA's Python package defines it in 7.x-8.4 (the mapping built per call)."""
+    mapping = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32,
+               "BOOL": np.bool}  # noqa: NPY001 - NVIDIA's code, as shipped
+    return mapping[trt_type]
+
+
+class HostMemory(bytearray):
+    """IHostMemory: a serialized engine (buffer protocol, ``dtype``, ``nbytes``); ``bytes()`` of it,
+    a copy, is recorded."""
+
+    def __init__(self, data, calls):
+        super().__init__(data)
+        self._calls = calls
+        ALIVE[id(self)] = self
+
+    dtype = property(lambda self: "UINT8")
+    nbytes = property(lambda self: len(self))
+
+    def __bytes__(self):
+        self._calls.append(("copy of the serialized engine",))
+        return bytes(memoryview(self))
+
+
+class Layer:
+    """ILayer of a parsed network: ``name``, ``type``, ``precision`` (settable), outputs."""
+
+    def __init__(self, name, kind, calls):
+        self.name, self.type, self.num_outputs, self._calls = name, kind, 1, calls
+        self._precision = "FLOAT"
+
+    precision = property(lambda self: self._precision,
+                         lambda self, value: (self._calls.append(("precision", self.name, value)),
+                                              setattr(self, "_precision", value)))
+
+    def set_output_type(self, index, dtype):
+        self._calls.append(("output_type", self.name, index, dtype))
+
+
+# a parsed network's layers (name, type): a convolution, a LayerNorm as torch exports it at opset 11
+# (names as the ONNX parser gives them), an unnamed Reduce layer and a Shape layer in the norm scope
+NETWORK = [("/head/conv1/Conv", "CONVOLUTION"), ("/encoder/layer.0/norm1/ReduceMean", "REDUCE"),
+           ("/encoder/layer.0/norm1/Sub", "ELEMENTWISE"), ("/encoder/layer.0/norm1/Pow", "ELEMENTWISE"),
+           ("/encoder/layer.0/norm1/ReduceMean_1", "REDUCE"), ("/encoder/layer.0/norm1/Add", "ELEMENTWISE"),
+           ("/encoder/layer.0/norm1/Sqrt", "UNARY"), ("/encoder/layer.0/norm1/Div", "ELEMENTWISE"),
+           ("/encoder/layer.0/norm1/Constant", "CONSTANT"), ("(Unnamed Layer* 12) [Reduce]", "REDUCE"),
+           ("/encoder/layer.0/attention/MatMul", "MATRIX_MULTIPLY"), ("/encoder/layer.0/Add", "ELEMENTWISE")]
 
 
 def _public(obj):
@@ -59,8 +127,12 @@ def fake_tensorrt(version, calls):
     trt.__version__ = version + ".0.0"
     trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
     trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(EXPLICIT_BATCH=0)
-    trt.BuilderFlag = types.SimpleNamespace(FP16="FP16")
-    trt.nptype = lambda dtype: np.float32
+    trt.BuilderFlag = types.SimpleNamespace(**{f: f for f in BUILDER_FLAGS[version]})
+    trt.DataType = types.SimpleNamespace(**{t: t for t in DATA_TYPES})
+    trt.LayerType = types.SimpleNamespace(**{t: t for t in LAYER_TYPES})
+    trt.nptype = nvidia_nptype
+    trt._io_dtype = "FLOAT"  # the engine's input and output type (HALF: an fp16-I/O engine)
+    trt._network = list(NETWORK)
     if version == "10.0":
         trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
         trt.TensorIOMode = types.SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")
@@ -69,7 +141,7 @@ def fake_tensorrt(version, calls):
         num_errors = 0
 
         def __init__(self, network, logger):
-            pass
+            ALIVE[id(self)] = self
 
         def parse(self, data):
             calls.append(("parse", len(data)))
@@ -87,17 +159,29 @@ def fake_tensorrt(version, calls):
 
     def serialize(config_flags):
         time.sleep(trt.build_seconds)
-        return json.dumps({"trt": trt.__version__, "fp16": ("set_flag", "FP16") in config_flags}).encode()
+        return HostMemory(json.dumps({"trt": trt.__version__, "fp16": ("set_flag", "FP16") in config_flags,
+                                      "io": trt._io_dtype}).encode(), calls)
+
+    class Network:
+        def __init__(self):
+            self._layers = [Layer(name, kind, calls) for name, kind in trt._network]
+            ALIVE[id(self)] = self
+
+        num_layers = property(lambda self: len(self._layers))
+
+        def get_layer(self, index):
+            return self._layers[index]
 
     class Builder:
         platform_has_fast_fp16 = True
 
         def __init__(self, logger):
             calls.append(("Builder",))
+            ALIVE[id(self)] = self
 
         def create_network(self, flags):
             calls.append(("create_network", flags))
-            return object()
+            return Network()
 
         def create_builder_config(self):
             return Config()
@@ -105,7 +189,8 @@ def fake_tensorrt(version, calls):
     if "build_engine" in api["Builder"]:
         def build_engine(self, network, config):
             calls.append(("build_engine",))
-            return types.SimpleNamespace(serialize=lambda: serialize(calls))
+            payload = bytes(memoryview(serialize(calls)))
+            return make_engine(version, calls, trt._io_dtype, payload=payload)
         Builder.build_engine = build_engine
     if "build_serialized_network" in api["Builder"]:
         def build_serialized_network(self, network, config):
@@ -118,24 +203,31 @@ def fake_tensorrt(version, calls):
             pass
 
         def deserialize_cuda_engine(self, data):
-            calls.append(("deserialize",))
+            gc.collect()  # only what is still referenced stays alive
+            calls.append(("deserialize", sorted(type(o).__name__ for o in ALIVE.values())))
             try:
-                info = json.loads(bytes(data).decode())
+                info = json.loads(memoryview(data).tobytes().decode())
             except ValueError:
                 return None
-            return make_engine(version, calls) if info.get("trt") == trt.__version__ else None
+            return make_engine(version, calls, info.get("io", "FLOAT")) if info.get("trt") == trt.__version__ \
+                else None
 
     trt.Builder, trt.OnnxParser, trt.Runtime = Builder, Parser, Runtime
     trt.build_seconds = 0.0
     return trt
 
 
-def make_engine(version, calls):
-    tensors = [("pixel_values", (1, 3) + HW, True), ("depth", (1,) + HW, False)]
+IO_TYPES = {"FLOAT": np.float32, "HALF": np.float16}
 
-    def infer(ptrs):  # the network: depth = 2 * channel 0
-        x = DEVICE[ptrs["pixel_values"]].reshape((1, 3) + HW)
-        DEVICE[ptrs["depth"]][:] = (2 * x[:, 0]).ravel()
+
+def make_engine(version, calls, io_dtype="FLOAT", payload=b""):
+    """An engine for depth = 2 * channel 0 (or ``ENGINE_FUNCTION``), with I/O of type ``io_dtype``."""
+    tensors = [("pixel_values", (1, 3) + HW, True), ("depth", (1,) + HW, False)]
+    io_type = IO_TYPES[io_dtype]
+
+    def infer(ptrs):  # device memory holds bytes: read and write them as the engine's I/O type
+        x = DEVICE[ptrs["pixel_values"]].view(io_type).reshape((1, 3) + HW).astype(np.float32)
+        DEVICE[ptrs["depth"]].view(io_type)[:] = ENGINE_FUNCTION["depth"](x).ravel().astype(io_type)
 
     class Context:
         def execute_v2(self, bindings):
@@ -147,8 +239,8 @@ def make_engine(version, calls):
         def create_execution_context(self):
             return Context()
 
-        def serialize(self):
-            return b""
+        def serialize(self):  # a new IHostMemory on each call, as TensorRT's
+            return HostMemory(payload, calls)
 
     if version == "10.0":
         addresses = {}
@@ -162,19 +254,20 @@ def make_engine(version, calls):
         Engine.num_io_tensors = len(tensors)
         Engine.get_tensor_name = lambda self, i: tensors[i][0]
         Engine.get_tensor_shape = lambda self, n: dict((t[0], t[1]) for t in tensors)[n]
-        Engine.get_tensor_dtype = lambda self, n: "float32"
+        Engine.get_tensor_dtype = lambda self, n: io_dtype
         Engine.get_tensor_mode = lambda self, n: "INPUT" if n == "pixel_values" else "OUTPUT"
     else:
         Context.execute_async_v2 = lambda self, bindings, stream_handle: True
         Engine.num_bindings = len(tensors)
         Engine.get_binding_shape = lambda self, i: tensors[i][1]
-        Engine.get_binding_dtype = lambda self, i: "float32"
+        Engine.get_binding_dtype = lambda self, i: io_dtype
         Engine.binding_is_input = lambda self, i: tensors[i][2]
         Engine.get_binding_name = lambda self, i: tensors[i][0]
     return Engine()
 
 
-DEVICE = {}  # fake device memory: pointer -> flat array
+DEVICE = {}  # fake device memory: pointer -> bytes (uint8)
+ENGINE_FUNCTION = {"depth": lambda x: 2 * x[:, 0]}  # what the fake engines compute
 
 
 def fake_pycuda(calls):
@@ -183,15 +276,15 @@ def fake_pycuda(calls):
     class Mem:
         def __init__(self, nbytes):
             self.ptr = 0x1000 + len(DEVICE)
-            DEVICE[self.ptr] = np.zeros(nbytes // 4, np.float32)
+            DEVICE[self.ptr] = np.zeros(nbytes, np.uint8)
 
         def __int__(self):
             return self.ptr
 
     driver.pagelocked_empty = lambda n, dtype: np.empty(n, dtype)
     driver.mem_alloc = Mem
-    driver.memcpy_htod = lambda mem, host: DEVICE[int(mem)].__setitem__(slice(None), host)
-    driver.memcpy_dtoh = lambda host, mem: host.__setitem__(slice(None), DEVICE[int(mem)])
+    driver.memcpy_htod = lambda mem, host: DEVICE[int(mem)].__setitem__(slice(None), host.view(np.uint8))
+    driver.memcpy_dtoh = lambda host, mem: host.view(np.uint8).__setitem__(slice(None), DEVICE[int(mem)])
     driver.memcpy_htod_async = lambda mem, host, stream: driver.memcpy_htod(mem, host)
     driver.memcpy_dtoh_async = lambda host, mem, stream: driver.memcpy_dtoh(host, mem)
     driver.Stream = lambda: types.SimpleNamespace(handle=7, synchronize=lambda: None)
@@ -211,6 +304,8 @@ def jetson(monkeypatch, tmp_path):
     monkeypatch.setattr(engine_cache, "ROBOT_CONFIG", str(tmp_path / "no-robot"))
     monkeypatch.delenv(engine_cache.ENGINE_DIR_ENV, raising=False)
     monkeypatch.setenv("DEPTH_ESTIMATION_CACHE", str(tmp_path / "cache"))
+
+    monkeypatch.setattr(tensorrt_build, "available_mb", lambda: 4096.0)  # a 4 GB board, nothing running
 
     def install(version):
         calls = []
@@ -247,6 +342,11 @@ def test_fakes_expose_only_the_documented_api():
         engine = make_engine(version, calls)
         assert _public(engine) == api["ICudaEngine"]
         assert _public(engine.create_execution_context()) == api["IExecutionContext"]
+        assert _public(trt.BuilderFlag) == BUILDER_FLAGS[version]
+        network = trt.Builder(None).create_network(0)
+        assert _public(network) == LAYERS["INetworkDefinition"]
+        assert _public(network.get_layer(0)) == LAYERS["ILayer"]
+        assert _public(engine.serialize()) - _public(bytearray) == LAYERS["IHostMemory"]
 
 
 @pytest.mark.parametrize("version", sorted(API))

@@ -104,6 +104,7 @@ CHECKS: Dict[str, Callable[[Any], Any]] = {
     "process_frequency": _in_range(0.0, 1000.0),
     "engine_dir": lambda v: "" if v in ("", None) else _text(v),
     "workspace_mb": _in_range(16, 65536, int),
+    "tensorrt_fp16": _boolean,
     "pipelined": _boolean,
     # metric depth from the robot's ground-plane calibration (framepath.metric)
     "metric": _boolean,

@@ -36,7 +36,8 @@ def pipeline_from_params(raw: Dict[str, Any]) -> "DepthPipeline":
     estimator = DepthEstimator(model=params["model"], input_size=params["input_size"] or None,
                                backend=params["backend"], device=params["device"],
                                threads=params["threads"], half=params["half"],
-                               engine_dir=params["engine_dir"] or None, workspace_mb=params["workspace_mb"])
+                               engine_dir=params["engine_dir"] or None, workspace_mb=params["workspace_mb"],
+                               tensorrt_fp16=params["tensorrt_fp16"])
     return DepthPipeline(estimator, colorizer_from_params(params), min_side=params["min_side"],
                          max_side=params["max_side"], jpeg_quality=params["jpeg_quality"],
                          max_aspect=params["max_aspect"], max_input_pixels=params["max_input_pixels"])
@@ -49,7 +50,7 @@ def start_pipeline(params: Dict[str, Any], window: int = 100) -> Tuple["DepthPip
     pipeline = pipeline_from_params(params)
     estimator = pipeline.estimator.load()
     width, height = params["expected_frame_size"]
-    estimator.infer(np.zeros((int(height), int(width), 3), np.uint8))
+    estimator.warm_up(np.zeros((int(height), int(width), 3), np.uint8))  # with the TensorRT self-check
     info = {"model": estimator.name, "backend": estimator.backend, "device": str(estimator.device),
             "input_size": str(estimator.input_size),
             "weights": "RANDOM (untrained)" if estimator.spec.untrained else "trained"}

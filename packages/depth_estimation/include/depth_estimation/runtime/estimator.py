@@ -194,6 +194,16 @@ class DepthEstimator:
         prepared = self.prepare(rgb)
         return self.finish(prepared, self.run(prepared))
 
+    def warm_up(self, rgb: np.ndarray) -> np.ndarray:
+        """:meth:`infer` once at start-up, with the runner's self-check on that frame where it has one
+        (TensorRT: finite output, and the same as ONNX Runtime's where that is installed)."""
+        prepared = self.prepare(rgb)
+        prediction = self.run(prepared)
+        check = getattr(prepared.runner, "self_check", None)
+        if check is not None:
+            check(prepared.x, prediction)
+        return self.finish(prepared, prediction)
+
     def prepare(self, rgb: np.ndarray) -> "Prepared":
         """The network input for an RGB uint8 frame (resized, normalised, letterboxed for a fixed-size
         runner) and what :meth:`finish` needs to map the prediction back to the frame."""

@@ -193,6 +193,9 @@ def tensorrt_issues(model_or_path) -> List[str]:
             issues.append("Resize %s: cubic interpolation" % node.name)
         elif transform == "align_corners" and not has_sizes:
             issues.append("Resize %s: align_corners with scales (TensorRT 7.1 needs sizes)" % node.name)
+        elif transform == "asymmetric":  # onnx-tensorrt 7.1 computes it as align_corners: other values
+            issues.append("Resize %s: asymmetric coordinates (TensorRT 7.1 computes them as "
+                          "align_corners)" % node.name)
         elif mode == "nearest" and attrs.get("nearest_mode", b"round_prefer_floor").decode() != "floor":
             issues.append("Resize %s: nearest_mode other than floor" % node.name)
     return issues

@@ -31,6 +31,7 @@ import numpy as np
 from depth_estimation.runtime import engine_cache
 from depth_estimation.runtime.engine_cache import DEFAULT_WORKSPACE_MB
 from depth_estimation.runtime.runners import BackendUnavailable, ExportError, as_depth, check_input
+from depth_estimation.runtime.tensorrt_build import build_engine, check_build_memory
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,16 @@ TENSORRT_MISSING = ("tensorrt: not installed here; it runs on a Jetson (JetPack 
                     "with PyCUDA: the arm64v8 image on dt-machine-learning-base-environment) — see README")
 PYCUDA_MISSING = ("tensorrt: PyCUDA is missing (it comes with dt-machine-learning-base-environment; "
                   "elsewhere pip3 install pycuda) — see README")
+NUMPY_TOO_NEW = ("tensorrt: PyCUDA 2021.1 and TensorRT 7.1 need numpy < 1.24 (they use np.bool), this is "
+                 "numpy %s: install numpy>=1.19.3,<1.24 (dependencies-py3.arm64v8.txt) — see README")
 PROGRESS_SECONDS = 30.0
+# TensorRT's data types as numpy ones, by the names of tensorrt.DataType (7.1+). Not tensorrt.nptype:
+# in TensorRT 7.x-8.4 it maps BOOL to np.bool, which numpy 1.24 removed, so every call fails there.
+NUMPY_TYPES = (("FLOAT", np.float32), ("HALF", np.float16), ("INT8", np.int8), ("INT32", np.int32),
+               ("BOOL", np.bool_))
+# the self-check: largest difference from ONNX Runtime on the warm-up frame, as a fraction of the
+# largest output, per precision
+SELF_CHECK_TOLERANCE = {"fp32": 1e-3, "fp16": 0.05}
 IoTensor = Tuple[str, Tuple[int, ...], type, bool]  # name, shape, numpy dtype, is input
 
 
@@ -53,7 +63,17 @@ def _import_tensorrt():
         import pycuda.driver as cuda  # optional, with pycuda.autoinit above
     except ImportError as exc:
         raise BackendUnavailable(PYCUDA_MISSING) from exc
+    except AttributeError as exc:  # PyCUDA 2021.1's dtype registry on numpy >= 1.24: np.bool
+        raise BackendUnavailable(NUMPY_TOO_NEW % np.__version__) from exc
     return trt, cuda, autoinit
+
+
+def numpy_dtype(trt, dtype) -> type:
+    """The numpy type of a ``tensorrt.DataType`` (without ``tensorrt.nptype``, see :data:`NUMPY_TYPES`)."""
+    for name, np_type in NUMPY_TYPES:
+        if getattr(trt.DataType, name, None) == dtype:
+            return np_type
+    raise ExportError("tensorrt: an engine input or output of type %s, which this runner does not take" % dtype)
 
 
 def gpu_name(autoinit) -> str:
@@ -87,57 +107,28 @@ def _io_tensors(trt, engine) -> List[IoTensor]:
     """The engine's inputs and outputs, in binding order (TensorRT 7.1-8.x) or I/O tensor order (8.5+)."""
     if hasattr(engine, "num_io_tensors"):  # TensorRT >= 8.5, the only API in 10
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        return [(n, tuple(engine.get_tensor_shape(n)), trt.nptype(engine.get_tensor_dtype(n)),
+        return [(n, tuple(engine.get_tensor_shape(n)), numpy_dtype(trt, engine.get_tensor_dtype(n)),
                  engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT) for n in names]
     return [(engine.get_binding_name(i), tuple(engine.get_binding_shape(i)),
-             trt.nptype(engine.get_binding_dtype(i)), bool(engine.binding_is_input(i)))
+             numpy_dtype(trt, engine.get_binding_dtype(i)), bool(engine.binding_is_input(i)))
             for i in range(engine.num_bindings)]
-
-
-def build_serialized(trt, logger, onnx_path: str, fp16: bool, workspace_mb: int) -> bytes:
-    """Parse ``onnx_path`` and build a serialized engine (TensorRT 7.1 to 10)."""
-    builder = trt.Builder(logger)
-    flag = getattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH", None)  # implicit in 10
-    network = builder.create_network(0 if flag is None else 1 << int(flag))
-    parser = trt.OnnxParser(network, logger)
-    with open(onnx_path, "rb") as f:
-        if not parser.parse(f.read()):
-            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise ExportError("tensorrt: cannot parse %s: %s" % (onnx_path, errors))
-    config = builder.create_builder_config()
-    if hasattr(config, "set_memory_pool_limit"):  # TensorRT >= 8.4
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
-    else:  # TensorRT 7.1 - 8.3
-        config.max_workspace_size = int(workspace_mb) << 20
-    if fp16:
-        if getattr(builder, "platform_has_fast_fp16", True):
-            config.set_flag(trt.BuilderFlag.FP16)
-        else:
-            log.warning("tensorrt: this GPU has no fast fp16; building fp32")
-    if hasattr(builder, "build_serialized_network"):  # TensorRT >= 8.0
-        data = builder.build_serialized_network(network, config)
-    else:  # TensorRT 7.x
-        engine = builder.build_engine(network, config)
-        data = engine.serialize() if engine is not None else None
-    if data is None:
-        raise ExportError("tensorrt: building the engine from %s failed (see the TensorRT log above; "
-                          "out of memory? lower the workspace or free memory)" % onnx_path)
-    return bytes(data)
 
 
 class TensorRTRunner:
     """A TensorRT engine for one exported ONNX file (fixed input size), cached across restarts.
 
-    ``fp16`` (default) builds a half-precision engine (the Jetson's fast path); ``workspace_mb``
-    bounds the builder's scratch memory; ``engine_dir`` is the cache folder
-    (:func:`.engine_cache.engine_dir`); ``engine_path`` forces one file (still checked by its key).
+    ``fp16`` (default) builds a half-precision engine (the Jetson's fast path; normalization layers
+    stay fp32); ``workspace_mb`` bounds the builder's scratch memory; ``engine_dir`` is the cache
+    folder (:func:`.engine_cache.engine_dir`); ``engine_path`` forces one file (still checked by its
+    key); ``check_memory`` stops a build the free memory cannot hold (:func:`.check_build_memory`).
     """
 
     backend = "tensorrt"
     device = "cuda"
 
     def __init__(self, onnx_path: str, fp16: bool = True, workspace_mb: int = DEFAULT_WORKSPACE_MB,
-                 engine_path: Optional[str] = None, engine_dir: Optional[str] = None):
+                 engine_path: Optional[str] = None, engine_dir: Optional[str] = None,
+                 check_memory: bool = True):
         trt, cuda, autoinit = _import_tensorrt()
         if int(workspace_mb) <= 0:
             raise ValueError("tensorrt: workspace_mb %r must be positive" % workspace_mb)
@@ -147,6 +138,7 @@ class TensorRTRunner:
         self._trt, self._cuda = trt, cuda
         self._cuda_context = autoinit.context  # pushed around every call: ROS calls from other threads
         self.path, self.fp16, self.workspace_mb = onnx_path, bool(fp16), int(workspace_mb)
+        self.check_memory = bool(check_memory)
         self.gpu = gpu_name(autoinit)
         self.key = engine_cache.engine_key(engine_cache.file_sha256(onnx_path), trt.__version__, self.gpu,
                                            "fp16" if self.fp16 else "fp32", self.workspace_mb)
@@ -188,18 +180,20 @@ class TensorRTRunner:
     def _build_engine(self):
         what = "%s (%s, workspace %d MB, %s)" % (os.path.basename(self.path), self.key["precision"],
                                                  self.workspace_mb, self.gpu)
+        if self.check_memory:
+            check_build_memory(self.path, self.workspace_mb)  # BuildMemoryError: one line, what to do
         log.warning("tensorrt: building the engine for %s once; this takes minutes on a Jetson Nano, "
                     "later starts load %s", what, self.engine_path)
         start = time.monotonic()
+
+        def store(data: memoryview) -> None:
+            seconds = time.monotonic() - start
+            log.warning("tensorrt: engine built in %.0f s (%.1f MB)", seconds, len(data) / 1e6)
+            engine_cache.store_engine(self.engine_path, self.key, data, seconds, self.path)
+
         with _progress(what):
-            data = build_serialized(self._trt, self._logger, self.path, self.fp16, self.workspace_mb)
-        seconds = time.monotonic() - start
-        log.warning("tensorrt: engine built in %.0f s (%.1f MB)", seconds, len(data) / 1e6)
-        engine_cache.store_engine(self.engine_path, self.key, data, seconds, self.path)
-        engine = self._deserialize(data)
-        if engine is None:
-            raise ExportError("tensorrt: the engine just built from %s does not deserialize" % self.path)
-        return engine
+            return build_engine(self._trt, self._runtime, self._logger, self.path, self.fp16,
+                                self.workspace_mb, store)
 
     def _allocate(self) -> None:
         """Page-locked host and device buffers for the engine's one input and one output."""
@@ -243,6 +237,30 @@ class TensorRTRunner:
         if not ok:
             raise RuntimeError("tensorrt: inference failed (execute returned false; see the TensorRT log)")
         return as_depth(host_out.reshape(out_shape).astype(np.float32, copy=True))
+
+    def self_check(self, x: np.ndarray, depth: np.ndarray) -> Optional[float]:
+        """Check the engine's output ``depth`` for input ``x`` (the warm-up frame): ExportError when it
+        is not finite (an fp16 overflow) or, where ONNX Runtime is installed, differs from ONNX
+        Runtime's on the same ONNX file by more than :data:`SELF_CHECK_TOLERANCE`; that difference
+        (a fraction of the largest output), or None when there is no ONNX Runtime to compare with."""
+        precision = self.key["precision"]
+        if not np.all(np.isfinite(depth)):
+            raise ExportError("tensorrt: the %s engine of %s gives non-finite depth on the warm-up frame "
+                              "(an fp16 overflow?); set tensorrt_fp16: false" % (precision, self.path))
+        from depth_estimation.runtime.ort_runner import OrtRunner  # same layer; onnxruntime is optional
+        try:
+            reference = OrtRunner(self.path, device="cpu")(x)
+        except BackendUnavailable:
+            log.info("tensorrt: no ONNX Runtime here: the engine is not compared with it")
+            return None
+        diff = float(np.max(np.abs(depth - reference)) / max(float(np.max(np.abs(reference))), 1e-6))
+        if diff > SELF_CHECK_TOLERANCE[precision]:
+            raise ExportError("tensorrt: the %s engine of %s differs from ONNX Runtime by %.3g of the "
+                              "output's range on the warm-up frame (over %g); set tensorrt_fp16: false or "
+                              "export again" % (precision, self.path, diff, SELF_CHECK_TOLERANCE[precision]))
+        log.warning("tensorrt: the %s engine matches ONNX Runtime on the warm-up frame (largest difference "
+                    "%.2g of the output)", precision, diff)
+        return diff
 
     def gpu_mem_mb(self) -> Optional[float]:
         """Device memory in use on this runner's GPU (all processes; on a Jetson, the shared RAM)."""
