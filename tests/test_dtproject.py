@@ -224,7 +224,19 @@ def test_launcher_shape(path):
     assert -1 not in where and where == sorted(where), f"{path.name}: expected, in order, {steps}"
 
 
-@pytest.mark.parametrize("path", LAUNCHER_FILES, ids=lambda p: p.name)
+ROS_LAUNCHERS = [p for p in LAUNCHER_FILES if re.search(r"^\s*dt-exec\s+roslaunch\b", launcher_script(p), re.M)]
+
+
+def test_launchers_without_roslaunch_run_a_library_tool():
+    """build-engine.sh (the one-shot TensorRT build) runs a tool of the library, which exists."""
+    others = [p for p in LAUNCHER_FILES if p not in ROS_LAUNCHERS]
+    assert [p.name for p in others] == ["build-engine.sh"]
+    for path in others:
+        module = re.search(r"dt-exec python3 -m ([\w.]+)", launcher_script(path)).group(1)
+        assert (ROOT / "packages/depth_estimation/include" / (module.replace(".", "/") + ".py")).is_file()
+
+
+@pytest.mark.parametrize("path", ROS_LAUNCHERS, ids=lambda p: p.name)
 def test_launcher_roslaunch_matches_the_launch_file(path):
     pkg, launch, passed = roslaunch_call(launcher_script(path))
     packages = catkin_packages()

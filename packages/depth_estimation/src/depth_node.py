@@ -21,10 +21,8 @@ ROS master makes the node exit with code 3 (its launcher restarts it); SIGINT ex
 """
 import copy
 import enum
-import logging
 import math
 import os
-import sys
 import threading
 import time
 
@@ -39,6 +37,7 @@ from std_srvs.srv import SetBool, SetBoolResponse
 from depth_estimation.framepath.gate import FrameGate
 from depth_estimation.framepath.metric import CalibrationError, check_calibration
 from depth_estimation.framepath.health import ERROR, OK, WARN, error_line
+from depth_estimation.framepath.launcher import exit_now, forward_logs
 from depth_estimation.framepath.params import (CHECKS, RUNTIME, ParameterError, check_params, read_param_file,
                                                robot_overrides, runtime_update)
 from depth_estimation.framepath.pipeline import CameraInfoPairing, camera_info_problem, start_pipeline
@@ -164,6 +163,7 @@ class DepthNode(BaseNode):
     def __init__(self):
         super().__init__(node_name="depth_node", node_type=NodeType.PERCEPTION,
                          help="monocular depth (Depth-Anything-V2 and smaller variants) on the camera stream")
+        forward_logs(rospy)  # the library's log lines to the console and /rosout
         merge_robot_file()
         raw = {name: rospy.get_param("~" + name) for name in CHECKS if rospy.has_param("~" + name)}
         self.params = check_params(raw)  # ParameterError names every bad parameter
@@ -359,15 +359,6 @@ class DepthNode(BaseNode):
                 rospy.signal_shutdown("ROS master restarted")
                 return
             time.sleep(1.0)
-
-
-def exit_now(code):
-    """Leave at once: no C++ destructors racing a worker thread still inside the model (an inference
-    in flight at SIGINT would otherwise abort the process with 'terminate called ...')."""
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
 
 
 def start():
