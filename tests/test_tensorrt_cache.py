@@ -36,7 +36,8 @@ TENSORS = {"num_io_tensors", "get_tensor_name", "get_tensor_shape", "get_tensor_
 # INetworkDefinition and ILayer: the layer walk of the fp16 build (7.1+); IHostMemory (serialized
 # engines) has the buffer protocol besides these.
 LAYERS = {"INetworkDefinition": {"num_layers", "get_layer"},
-          "ILayer": {"name", "type", "precision", "num_outputs", "set_output_type"},
+          "ILayer": {"name", "type", "precision", "num_outputs", "set_output_type", "get_output"},
+          "ITensor": {"name", "dtype"},
           "IHostMemory": {"dtype", "nbytes"}}
 API = {
     "7.1": {"Builder": {"create_network", "create_builder_config", "platform_has_fast_fp16", "build_engine"},
@@ -94,9 +95,9 @@ class HostMemory(bytearray):
 class Layer:
     """ILayer of a parsed network: ``name``, ``type``, ``precision`` (settable), outputs."""
 
-    def __init__(self, name, kind, calls):
+    def __init__(self, name, kind, calls, dtype="FLOAT"):
         self.name, self.type, self.num_outputs, self._calls = name, kind, 1, calls
-        self._precision = "FLOAT"
+        self._precision, self._output = "FLOAT", types.SimpleNamespace(name=name + ":0", dtype=dtype)
 
     precision = property(lambda self: self._precision,
                          lambda self, value: (self._calls.append(("precision", self.name, value)),
@@ -105,15 +106,20 @@ class Layer:
     def set_output_type(self, index, dtype):
         self._calls.append(("output_type", self.name, index, dtype))
 
+    def get_output(self, index):
+        return self._output
+
 
 # a parsed network's layers (name, type): a convolution, a LayerNorm as torch exports it at opset 11
-# (names as the ONNX parser gives them), an unnamed Reduce layer and a Shape layer in the norm scope
+# (names as the ONNX parser gives them), an unnamed Reduce layer, and a constant and an INT32 shape
+# computation in the norm scope: (name, type[, output type])
 NETWORK = [("/head/conv1/Conv", "CONVOLUTION"), ("/encoder/layer.0/norm1/ReduceMean", "REDUCE"),
            ("/encoder/layer.0/norm1/Sub", "ELEMENTWISE"), ("/encoder/layer.0/norm1/Pow", "ELEMENTWISE"),
            ("/encoder/layer.0/norm1/ReduceMean_1", "REDUCE"), ("/encoder/layer.0/norm1/Add", "ELEMENTWISE"),
            ("/encoder/layer.0/norm1/Sqrt", "UNARY"), ("/encoder/layer.0/norm1/Div", "ELEMENTWISE"),
            ("/encoder/layer.0/norm1/Constant", "CONSTANT"), ("(Unnamed Layer* 12) [Reduce]", "REDUCE"),
-           ("/encoder/layer.0/attention/MatMul", "MATRIX_MULTIPLY"), ("/encoder/layer.0/Add", "ELEMENTWISE")]
+           ("/encoder/layer.0/attention/MatMul", "MATRIX_MULTIPLY"), ("/encoder/layer.0/Add", "ELEMENTWISE"),
+           ("/encoder/layer.0/norm1/Sub_shape", "ELEMENTWISE", "INT32")]
 
 
 def _public(obj):
@@ -164,7 +170,7 @@ def fake_tensorrt(version, calls):
 
     class Network:
         def __init__(self):
-            self._layers = [Layer(name, kind, calls) for name, kind in trt._network]
+            self._layers = [Layer(*layer[:2], calls, *layer[2:]) for layer in trt._network]
             ALIVE[id(self)] = self
 
         num_layers = property(lambda self: len(self._layers))
@@ -346,6 +352,7 @@ def test_fakes_expose_only_the_documented_api():
         network = trt.Builder(None).create_network(0)
         assert _public(network) == LAYERS["INetworkDefinition"]
         assert _public(network.get_layer(0)) == LAYERS["ILayer"]
+        assert _public(network.get_layer(0).get_output(0)) == LAYERS["ITensor"]
         assert _public(engine.serialize()) - _public(bytearray) == LAYERS["IHostMemory"]
 
 

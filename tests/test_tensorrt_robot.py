@@ -165,9 +165,10 @@ def test_fp16_keeps_the_normalization_layers_in_fp32(jetson, onnx_file, version)
     TensorRTRunner(onnx_file)
     pinned = {c[1] for c in calls if c[0] == "precision" and c[2] == "FLOAT"}
     outputs = {c[1] for c in calls if c[0] == "output_type" and c[3] == "FLOAT"}
-    expected = {name for name, kind in NETWORK if kind in ("REDUCE", "ELEMENTWISE", "UNARY")
-                and (kind == "REDUCE" or "norm" in name)}
+    expected = {layer[0] for layer in NETWORK if layer[1] in ("REDUCE", "ELEMENTWISE", "UNARY")
+                and (layer[1] == "REDUCE" or "norm" in layer[0]) and layer[2:] in ((), ("FLOAT",))}
     assert pinned == outputs == expected and "(Unnamed Layer* 12) [Reduce]" in expected
+    assert len(expected) == 8 and "/encoder/layer.0/norm1/Sub_shape" not in expected
     assert ("set_flag", "STRICT_TYPES" if version == "7.1" else "OBEY_PRECISION_CONSTRAINTS") in calls
     calls.clear()
     TensorRTRunner(onnx_file, fp16=False)

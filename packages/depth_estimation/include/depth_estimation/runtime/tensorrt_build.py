@@ -76,6 +76,8 @@ def keep_normalization_fp32(trt, network) -> int:
         layer = network.get_layer(i)
         if layer.type not in types or not (layer.type == reduce_type or NORM_NAME.search(layer.name or "")):
             continue
+        if any(layer.get_output(j).dtype != fp32 for j in range(layer.num_outputs)):
+            continue  # a shape computation (INT32), not the normalization's arithmetic
         layer.precision = fp32
         for j in range(layer.num_outputs):
             layer.set_output_type(j, fp32)
