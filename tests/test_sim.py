@@ -233,24 +233,29 @@ def test_obstacle_summary_definitions():
 
 def test_demo_compares_the_node_outputs_with_the_ground_truth(obstacle_bag, tmp_path):
     """demo --sim's comparison, on node outputs made from the ground truth itself: 15 % too far everywhere
-    gives AbsRel 0.15 and every distance 15 % off; a frame in state NONE (NaN) is no output."""
-    from depth_estimation.io.bags import DEPTH_TYPE, RANGE_TYPE, MessageBuilder, write_bag
+    gives AbsRel 0.15 and every distance 15 % off; a frame in state NONE (depth, nothing metric) is a
+    frame without output."""
+    from depth_estimation.io.bags import DEPTH_TYPE, INFO_TYPE, RANGE_TYPE, MessageBuilder, write_bag
     from depth_estimation.tools import demo_sim
 
     bag = obstacle_bag[0]
     msgs = _read(bag)
     depth_topic, range_topic = demo_sim.recorded_topics("simbot")
     build, outputs = MessageBuilder(), str(tmp_path / "outputs.bag")
-    with write_bag(outputs, [(depth_topic, DEPTH_TYPE), (range_topic, RANGE_TYPE)], build.store) as write:
+    info_topic = "/simbot/depth_node/depth/camera_info"
+    topics = [(depth_topic, DEPTH_TYPE), (range_topic, RANGE_TYPE), (info_topic, INFO_TYPE)]
+    with write_bag(outputs, topics, build.store) as write:
         for k, (depth_msg, obstacle) in enumerate(zip(msgs["depth"], msgs["obstacle"])):
             stamp = depth_msg.header.stamp.sec * 10 ** 9 + depth_msg.header.stamp.nanosec
             depth = _depth(depth_msg)
+            write(info_topic, stamp, msgs["info"][k])
+            if k == 0:
+                continue  # state NONE: depth but nothing metric
             write(depth_topic, stamp, build.depth_image(depth_msg.header, np.where(depth > 0, 1.15 * depth, np.nan)))
-            distance = math.nan if k == 0 else 1.15 * obstacle.range
-            write(range_topic, stamp, build.range(obstacle.header, distance, 0.1, 0.0, 2.0))
+            write(range_topic, stamp, build.range(obstacle.header, 1.15 * obstacle.range, 0.1, 0.0, 2.0))
     section, frame = demo_sim.compare(outputs, bag, "simbot")
     n = len(msgs["depth"])
-    assert section["metric_depth_frames"] == n and abs(section["metric_depth"]["abs_rel"] - 0.15) < 1e-3
+    assert section["metric_depth_frames"] == n - 1 and abs(section["metric_depth"]["abs_rel"] - 0.15) < 1e-3
     o = section["obstacle_distance"]
     assert section["obstacle_distance_frames_without_output"] == 1 and o["distance_frames"] == n - 1
     assert o["distance_within_10pct"] == 0.0 and o["false_alarms"] == 0, o
@@ -260,3 +265,72 @@ def test_demo_compares_the_node_outputs_with_the_ground_truth(obstacle_bag, tmp_
     import cv2
 
     assert cv2.imread(montage).shape[1] == 3 * 426
+
+
+def test_the_evaluator_nodes_obstacle_scorer_pairs_by_stamp_in_any_order(obstacle_bag):
+    """evaluate.launch metric:=true: the evaluator feeds ~depth/metric, ~obstacle_distance and the ground
+    truth as they arrive (any order) to StreamScorer; the oracle (ground truth itself) scores perfectly
+    and a frame without a distance (state NONE) is counted apart."""
+    from depth_estimation.evaluation.obstacle_eval import ObstacleTruth, StreamScorer
+
+    bag = obstacle_bag[0]
+    msgs = _read(bag)
+    truth = ObstacleTruth.from_bag(bag, rgbd_topics("simbot")[1])
+    scorer = StreamScorer(truth, (1e-3, 10.0))
+    stamps = [m.header.stamp.sec * 10 ** 9 + m.header.stamp.nanosec for m in msgs["depth"]]
+    for k, (stamp, depth_msg, obstacle) in enumerate(zip(stamps, msgs["depth"], msgs["obstacle"])):
+        depth = _depth(depth_msg).copy()
+        if k % 2:  # the node's output first, then the ground truth
+            scorer.metric_depth(stamp, np.where(depth > 0, depth, np.nan))
+            scorer.ground_truth(stamp, depth)
+        else:
+            scorer.ground_truth(stamp, depth)
+            scorer.metric_depth(stamp, np.where(depth > 0, depth, np.nan))
+        if k != 3:  # frame 3: the node in state NONE, no distance
+            scorer.distance(stamp, obstacle.range)
+    s = scorer.summary(len(stamps))
+    assert s["frames_without_output"] == 1 and s["distance_frames"] == len(stamps) - 1
+    assert s["obstacle_pixels"] > 1000 and s["obstacle_abs_rel"] == 0.0 and s["obstacle_delta1"] == 1.0
+    assert s["distance_median_abs_error_m"] == 0.0 and s["false_alarms"] == 0
+    assert not scorer.depths and not scorer.gts  # every pair scored, nothing left waiting
+
+
+def test_evaluate_launch_scores_the_nodes_metric_outputs_on_obstacles(obstacle_bag, tmp_path):
+    """evaluate.launch metric:=true on a simulated bag: the node runs with the simulated robot's extrinsic
+    file, and the evaluator's JSON holds the obstacle metrics of its ~depth/metric and ~obstacle_distance
+    (every ground-truth frame answered: a distance, or NaN counted as no output)."""
+    import socket
+    import subprocess
+
+    if shutil.which("roslaunch") is None or not os.environ.get("ROS_PACKAGE_PATH"):
+        pytest.fail("ROS environment missing: run through `make test` (or `source env.sh` first)")
+    bag, extrinsics = obstacle_bag
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, ROS_HOME=str(tmp_path / "ros_home"), ROS_MASTER_URI="http://127.0.0.1:%d" % port)
+    out = str(tmp_path / "eval.json")
+    proc = subprocess.run(["roslaunch", "-p", str(port), "depth_estimation", "evaluate.launch", "bag:=" + bag,
+                           "ns:=simbot", "model:=random:fastdepth-mnv3", "input_size:=0", "metric:=true",
+                           "extrinsics_file:=" + extrinsics, "json:=" + out, "rate:=0.5"],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                          timeout=240)
+    assert os.path.exists(out), proc.stdout[-3000:]
+    result = json.loads(open(out).read())
+    o = result["obstacles"]
+    assert result["dataset"] == sim2bag.SIM_DATASET and result["frames"] >= 6, result["frames"]
+    assert o["distance_frames"] + o["frames_without_output"] >= result["frames"], o
+    assert o["obstacle_frames"] >= 1 and o["obstacle_pixels"] > 0 and o["obstacle_abs_rel"] is not None, o
+
+
+def test_sim_bench_table_for_the_road_plane_baseline(obstacle_bag, tmp_path, capsys):
+    from depth_estimation.evaluation import sim_bench
+
+    out = tmp_path / "bench"
+    assert sim_bench.main(["--bags", obstacle_bag[0], "--models", "road-plane", "--out", str(out)]) == 0
+    result = json.loads((out / "sim_bench.json").read_text())["models"]["road-plane"]
+    assert result["frames"] == 12 and result["relative"]["abs_rel"] < 0.15 and result["confident_share"] == 1.0
+    assert result["obstacles"]["obstacle_abs_rel"] > 0.2 and result["obstacles"]["detection_rate_1m"] in (None, 0.0)
+    table = (out / "sim_bench.md").read_text().splitlines()
+    assert len(table) == 3 and table[2].startswith("| `road-plane` | 12 |"), table
+    assert (out / "predictions" / "road-plane" / "loop_empty" / "000011.npy").exists()

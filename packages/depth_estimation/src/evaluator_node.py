@@ -13,6 +13,13 @@ converters) straight from ``~bag``; the node also listens on ``~dataset`` (remap
 topic of the bag. Prediction pixels without a value (NaN, inf) are left out of the alignment
 and the metrics and counted (``invalid_prediction_pixels``); a frame whose prediction has no value
 at all is skipped and listed (``all_invalid_prediction_frames``).
+
+With ``~obstacles`` (``evaluate.launch metric:=true``, on a bag with obstacle ground truth from
+depth-sim2bag) it also scores the node's metric outputs: ``~metric_prediction`` (``~depth/metric``)
+on the bag's obstacle pixels and ``~obstacle_distance`` against the bag's ``/<ns>/obstacle_gt``
+(``obstacles`` in the JSON; depth_estimation.evaluation.obstacle_eval; ``frames_without_output``: frames
+with depth but no metric output, the node's state NONE). It always listens on
+``~obstacle_gt`` and ``~obstacle_mask`` (remapped to the bag's), for ``--wait-for-subscribers``.
 """
 import threading
 import time
@@ -20,10 +27,10 @@ import time
 import numpy as np
 import rosbag
 import rospy
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import Image, Range
 from std_msgs.msg import String
 
-from depth_estimation.evaluation import metrics
+from depth_estimation.evaluation import metrics, obstacle_eval
 from depth_estimation.evaluation.scoring import ALL_INVALID, pick_dataset_topic, score_frame, write_csv
 from depth_estimation.io.atomic import write_json
 from depth_estimation.io.rgbd import depth_from_msg
@@ -62,6 +69,19 @@ class Evaluator:
         rospy.Subscriber("~prediction", Image, self.on_prediction, queue_size=10, buff_size=2 ** 26)
         rospy.Subscriber("~ground_truth", Image, self.on_ground_truth, queue_size=10, buff_size=2 ** 26)
         rospy.Subscriber("~dataset", String, self.on_dataset, queue_size=1)
+        self.obstacles = None
+        if get("~obstacles", False):
+            truth = obstacle_eval.ObstacleTruth.from_bag(bag, bag_gt_topic)
+            if truth is None:
+                rospy.logwarn("evaluator: ~obstacles is set but %s has no obstacle ground truth", bag)
+            else:
+                self.obstacles = obstacle_eval.StreamScorer(truth, (self.min_depth, self.max_depth))
+                rospy.Subscriber("~metric_prediction", Image, self.on_metric, queue_size=10,
+                                 buff_size=2 ** 26)
+                rospy.Subscriber("~obstacle_distance", Range, self.on_distance, queue_size=10)
+        # the bag's obstacle ground truth is read from the file; listened to for --wait-for-subscribers
+        rospy.Subscriber("~obstacle_gt", Range, lambda _msg: None, queue_size=1)
+        rospy.Subscriber("~obstacle_mask", Image, lambda _msg: None, queue_size=1)
         rospy.on_shutdown(lambda: self.finish(partial=True))
         rospy.loginfo("evaluator: %d ground-truth frames expected on %s (dataset %s)", self.expected,
                       self.gt_topic, self.dataset)
@@ -71,7 +91,20 @@ class Evaluator:
         self.add(self.preds, stamp_ns(msg), pred.copy())
 
     def on_ground_truth(self, msg):
-        self.add(self.gts, stamp_ns(msg), depth_from_msg(msg))
+        gt = depth_from_msg(msg)
+        if self.obstacles is not None:
+            with self.lock:
+                self.obstacles.ground_truth(stamp_ns(msg), gt)
+        self.add(self.gts, stamp_ns(msg), gt)
+
+    def on_metric(self, msg):
+        depth = np.frombuffer(msg.data, np.float32).reshape(msg.height, msg.width).copy()
+        with self.lock:
+            self.obstacles.metric_depth(stamp_ns(msg), depth)
+
+    def on_distance(self, msg):
+        with self.lock:
+            self.obstacles.distance(stamp_ns(msg), float(msg.range))
 
     def on_dataset(self, msg):
         with self.lock:
@@ -130,7 +163,9 @@ class Evaluator:
 
     def result(self, partial):
         crop = self.crop if self.crop != "auto" else "auto:" + ",".join(sorted(self.crops))
-        return {
+        answered = len(self.scored_stamps)
+        extra = {"obstacles": self.obstacles.summary(answered)} if self.obstacles is not None else {}
+        return dict(extra, **{
             "metrics": metrics.mean_metrics(self.per_frame) if self.per_frame else {},
             "frames": len(self.per_frame), "per_frame": self.per_frame, "skipped": self.skipped,
             "align": self.align, "crop": crop, "dataset": self.dataset,
@@ -143,7 +178,7 @@ class Evaluator:
             "unscored_predictions": sorted(self.preds),
             # ground truth that never got a prediction (dropped by a node slower than the bag)
             "unanswered_ground_truth": self.expected - len(self.scored_stamps),
-        }
+        })
 
 
 def main():

@@ -96,6 +96,47 @@ class ObstacleTruth:
         return record
 
 
+class StreamScorer:
+    """The evaluator node's obstacle metrics: the node's metric depth (``~depth/metric``) and its
+    ``~obstacle_distance`` as they arrive, against the bag's ground truth (``truth``) and its depth
+    (:meth:`ground_truth`), paired by stamp in any order. The node publishes nothing metric while its
+    ground fit is not confident (state NONE): :meth:`summary` counts the answered frames without a
+    distance as ``frames_without_output``."""
+
+    def __init__(self, truth: ObstacleTruth, depth_range: Tuple[float, float]):
+        self.truth, self.depth_range = truth, depth_range
+        self.depths: Dict[int, np.ndarray] = {}
+        self.gts: Dict[int, np.ndarray] = {}
+        self.records: Dict[int, Dict] = {}
+
+    def ground_truth(self, stamp: int, gt_m: np.ndarray) -> None:
+        self.gts[stamp] = gt_m
+        self._pair(stamp)
+
+    def metric_depth(self, stamp: int, depth_m: np.ndarray) -> None:
+        self.depths[stamp] = depth_m
+        self._pair(stamp)
+
+    def distance(self, stamp: int, value: float) -> None:
+        if not math.isnan(value) and stamp in self.truth.distances:
+            self.records.setdefault(stamp, {}).update(obstacle_gt_m=none_if_inf(self.truth.distances[stamp]),
+                                                      obstacle_pred_m=none_if_inf(value))
+
+    def _pair(self, stamp: int) -> None:
+        if stamp in self.depths and stamp in self.gts:
+            depth, gt = self.depths.pop(stamp), self.gts.pop(stamp)
+            mask = self.truth.mask(stamp)
+            if mask is not None and mask.shape == depth.shape == gt.shape:
+                self.records.setdefault(stamp, {}).update(pixel_record(depth, gt, mask, self.depth_range))
+
+    def summary(self, answered: int) -> Dict:
+        """The metrics, and how many of the ``answered`` frames (those the node gave depth for) had no
+        obstacle distance."""
+        records = [self.records[s] for s in sorted(self.records)]
+        with_distance = sum(1 for r in records if "obstacle_gt_m" in r)
+        return dict(summarize(records), frames_without_output=max(0, answered - with_distance))
+
+
 def obstacle_topics_of(ns: str) -> Tuple[str, str]:
     """(distance, mask) topics of namespace ``ns`` ("/simbot" or "simbot")."""
     return bags.obstacle_topics(ns.strip("/"))

@@ -95,8 +95,8 @@ def bench_bag(model: str, bag: str, out: str, estimator_args: dict) -> Dict:
     folder = os.path.join(out, "predictions", model.replace(":", "_").replace("/", "_"), name)
     preds = _predictions(model, bag, extrinsics, folder, estimator_args)
     relative = depth_eval.evaluate(bag, "lsq-disparity", predictions=preds)
-    ground = {"extrinsics": extrinsics, "plane_hpr": None, "threshold": ground_fit.DEFAULT_THRESHOLD,
-              "min_inlier_share": ground_fit.DEFAULT_MIN_INLIER_SHARE,
+    ground = {"extrinsics": extrinsics, "plane_hpr": None, "threshold": ground_fit.FitOptions.threshold,
+              "min_inlier_share": ground_fit.FitOptions.min_inlier_share,
               "max_range_m": ground_fit.DEFAULT_MAX_RANGE_M}
     try:
         metric = depth_eval.evaluate(bag, ground_align.GROUND, predictions=preds, ground=ground)

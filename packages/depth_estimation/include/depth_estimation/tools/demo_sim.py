@@ -84,12 +84,15 @@ def _metric_depth_record(pred: np.ndarray, gt: np.ndarray, max_range: float) -> 
 def compare(outputs: str, sim_bag: str, veh: str) -> Tuple[Dict, Optional[Tuple[int, np.ndarray]]]:
     """(the ground-truth section of the report, (stamp, metric depth) of the montage frame)."""
     depth_topic, range_topic = recorded_topics(veh)
-    node_depth, node_range = {}, {}
-    for topic, _t, msg in bags.iter_messages(outputs, [depth_topic, range_topic]):
+    info_topic = "/%s/depth_node/depth/camera_info" % veh  # one per depth frame, metric or not
+    node_depth, node_range, answered = {}, {}, 0
+    for topic, _t, msg in bags.iter_messages(outputs, [depth_topic, range_topic, info_topic]):
         if topic == depth_topic:
             node_depth[stamp_ns(msg)] = _depth(msg).copy()
-        else:
+        elif topic == range_topic:
             node_range[stamp_ns(msg)] = float(msg.range)
+        else:
+            answered += 1
     gt_depth, gt_range = _truth(sim_bag, veh, set(node_depth) | set(node_range))
     max_range = float(read_param_file(os.path.join(PACKAGE_DIR, "config", "depth_node", "default.yaml"))
                       ["metric_max_range"])
@@ -97,9 +100,9 @@ def compare(outputs: str, sim_bag: str, veh: str) -> Tuple[Dict, Optional[Tuple[
                  for r in [_metric_depth_record(node_depth[s], gt_depth[s], max_range)] if r is not None]
     distances = [{"obstacle_gt_m": obstacle_eval.none_if_inf(gt_range[s]),
                   "obstacle_pred_m": obstacle_eval.none_if_inf(node_range[s])}
-                 for s in sorted(node_range) if s in gt_range and not math.isnan(node_range[s])]
+                 for s in sorted(node_range) if s in gt_range]
     summary = obstacle_eval.summarize(distances)
-    silent = sum(1 for v in node_range.values() if math.isnan(v))  # state NONE: no metric output
+    silent = max(0, answered - len(node_range))  # depth frames without metric output (state NONE)
     section = {"metric_depth_frames": len(per_frame),
                "metric_depth": metrics.mean_metrics(per_frame) if per_frame else None,
                "metric_max_range_m": max_range, "obstacle_distance": summary,
