@@ -334,3 +334,9 @@ def test_sim_bench_table_for_the_road_plane_baseline(obstacle_bag, tmp_path, cap
     table = (out / "sim_bench.md").read_text().splitlines()
     assert len(table) == 3 and table[2].startswith("| `road-plane` | 12 |"), table
     assert (out / "predictions" / "road-plane" / "loop_empty" / "000011.npy").exists()
+    # --stride: every 4th frame (the same ones for every model), predictions apart from the full run's
+    assert sim_bench.main(["--bags", obstacle_bag[0], "--models", "road-plane", "--out", str(out),
+                           "--stride", "4"]) == 0
+    strided = json.loads((out / "sim_bench.json").read_text())
+    assert strided["stride"] == 4 and strided["models"]["road-plane"]["frames"] == 3
+    assert len(os.listdir(str(out / "predictions" / "road-plane" / "loop_empty_every4"))) == 3

@@ -34,6 +34,7 @@ float32 at frame size, before alignment) in the same layout.
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import os
 import sys
@@ -168,7 +169,7 @@ def evaluate(bag: str, align: str = DEFAULT_ALIGN, estimator=None, predictions: 
              pred_kind: str = "disparity", crop: str = "auto", min_depth: float = 1e-3,
              max_depth: float = 10.0, image_topic: Optional[str] = None, depth_topic: Optional[str] = None,
              save_predictions: Optional[str] = None, progress: bool = False, ground: Optional[dict] = None,
-             figure: Optional[str] = None, figure_frame: int = 0) -> dict:
+             figure: Optional[str] = None, figure_frame: int = 0, stride: int = 1) -> dict:
     """Score ``estimator`` (a loaded DepthEstimator) or the ``.npy`` files in ``predictions`` on ``bag``.
     ``align="ground"`` takes ``ground`` = the arguments of
     :func:`~depth_estimation.evaluation.ground_align.make_scorer` after the bag and image topic
@@ -186,7 +187,9 @@ def evaluate(bag: str, align: str = DEFAULT_ALIGN, estimator=None, predictions: 
     if save_predictions:
         os.makedirs(save_predictions, exist_ok=True)
     unmatched = {"images": [], "depths": []}  # type: Dict[str, List[int]]
-    frames_iter = paired_frames(bag, image_topic, depth_topic, unmatched)
+    # stride: every stride-th paired frame (numbered 0, 1, ... among those), for benchmarks of slow models
+    frames_iter = itertools.islice(paired_frames(bag, image_topic, depth_topic, unmatched), 0, None,
+                                   max(1, stride))
     if progress:
         from tqdm import tqdm  # optional: only for the progress bar
 

@@ -20,6 +20,7 @@ The split (nothing trained in this project may see a test map): :data:`TRAIN_MAP
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -52,7 +53,7 @@ def calibration_of(bag: str, veh: str = "simbot") -> str:
     return path
 
 
-def road_plane_predictions(bag: str, extrinsics: str, out_dir: str) -> int:
+def road_plane_predictions(bag: str, extrinsics: str, out_dir: str, stride: int = 1) -> int:
     """Write the road-plane baseline's disparity (1 / ground depth; 0 = infinitely far at and above the
     horizon) for every paired frame of ``bag`` as ``out_dir/000000.npy``...; returns the count."""
     image_topic, depth_topic = rgbd.detect_topics(bag)
@@ -60,7 +61,8 @@ def road_plane_predictions(bag: str, extrinsics: str, out_dir: str) -> int:
     plane = ground_plane(read_extrinsics(extrinsics), intrinsics)
     unmatched = {"images": [], "depths": []}  # type: Dict[str, List[int]]
     count, maps = 0, {}  # type: int, Dict[Tuple[int, int], np.ndarray]
-    pairs = rgbd.paired_frames(bag, image_topic, depth_topic, unmatched)
+    pairs = itertools.islice(rgbd.paired_frames(bag, image_topic, depth_topic, unmatched), 0, None,
+                             max(1, stride))
     for count, (_stamp, _image, depth_msg) in enumerate(pairs, 1):
         size = (int(depth_msg.height), int(depth_msg.width))
         if size not in maps:  # one ground map per frame size
@@ -73,33 +75,36 @@ def road_plane_predictions(bag: str, extrinsics: str, out_dir: str) -> int:
     return count
 
 
-def _predictions(model: str, bag: str, extrinsics: str, out_dir: str, estimator_args: dict) -> str:
+def _predictions(model: str, bag: str, extrinsics: str, out_dir: str, estimator_args: dict,
+                 stride: int) -> str:
     """The folder of ``model``'s raw outputs on ``bag`` (computed once)."""
     if os.path.isfile(os.path.join(out_dir, "000000.npy")):
         return out_dir
     os.makedirs(out_dir, exist_ok=True)
     if model == ROAD_PLANE:
-        road_plane_predictions(bag, extrinsics, out_dir)
+        road_plane_predictions(bag, extrinsics, out_dir, stride)
         return out_dir
     from depth_estimation.runtime.estimator import DepthEstimator  # lazy: the baseline needs no runtime
 
     estimator = DepthEstimator(**dict(estimator_args, model=model)).load()
-    depth_eval.evaluate(bag, "lsq-disparity", estimator=estimator, save_predictions=out_dir)
+    depth_eval.evaluate(bag, "lsq-disparity", estimator=estimator, save_predictions=out_dir, stride=stride)
     return out_dir
 
 
-def bench_bag(model: str, bag: str, out: str, estimator_args: dict) -> Dict:
+def bench_bag(model: str, bag: str, out: str, estimator_args: dict, stride: int = 1) -> Dict:
     """Relative and metric (ground-aligned, obstacles) results of ``model`` on one bag."""
     extrinsics = calibration_of(bag)
     name = os.path.splitext(os.path.basename(bag))[0]
-    folder = os.path.join(out, "predictions", model.replace(":", "_").replace("/", "_"), name)
-    preds = _predictions(model, bag, extrinsics, folder, estimator_args)
-    relative = depth_eval.evaluate(bag, "lsq-disparity", predictions=preds)
+    folder = os.path.join(out, "predictions", model.replace(":", "_").replace("/", "_"),
+                          name + ("_every%d" % stride if stride > 1 else ""))
+    preds = _predictions(model, bag, extrinsics, folder, estimator_args, stride)
+    relative = depth_eval.evaluate(bag, "lsq-disparity", predictions=preds, stride=stride)
     ground = {"extrinsics": extrinsics, "plane_hpr": None, "threshold": ground_fit.FitOptions.threshold,
               "min_inlier_share": ground_fit.FitOptions.min_inlier_share,
               "max_range_m": ground_fit.DEFAULT_MAX_RANGE_M}
     try:
-        metric = depth_eval.evaluate(bag, ground_align.GROUND, predictions=preds, ground=ground)
+        metric = depth_eval.evaluate(bag, ground_align.GROUND, predictions=preds, ground=ground,
+                                     stride=stride)
     except ValueError as exc:  # no confident ground fit in any frame
         metric = {"error": str(exc), "per_frame": [], "frames": 0, "ground": {"confident_share": 0.0}}
     return {"bag": bag, "relative": relative, "metric": metric}
@@ -141,13 +146,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="model specs, and %s for the baseline" % ROAD_PLANE)
     parser.add_argument("--out", required=True,
                         help="folder for predictions, sim_bench.json and sim_bench.md")
+    parser.add_argument("--stride", type=int, default=1, metavar="N",
+                        help="every N-th frame of each bag (the same frames for every model; default 1: all)")
     options.add_runtime(parser)
     args = parser.parse_args(argv)
     estimator_args = options.estimator_kwargs(args, model="")
     try:
         results = {}
         for model in args.models:
-            runs = [bench_bag(model, bag, args.out, estimator_args) for bag in args.bags]
+            runs = [bench_bag(model, bag, args.out, estimator_args, args.stride) for bag in args.bags]
             per_bag = [{"bag": r["bag"], "relative": r["relative"]["metrics"],
                         "metric": r["metric"].get("metrics"), "obstacles": r["metric"].get("obstacles")}
                        for r in runs]
@@ -156,7 +163,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (OSError, ValueError) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 1
-    write_json(os.path.join(args.out, "sim_bench.json"), {"bags": args.bags, "models": results})
+    write_json(os.path.join(args.out, "sim_bench.json"), {"bags": args.bags, "stride": args.stride,
+                                                          "runtime": estimator_args, "models": results})
     table = markdown(results)
     with atomic_file(os.path.join(args.out, "sim_bench.md"), "w") as f:
         f.write(table)
