@@ -1,23 +1,12 @@
 #!/usr/bin/env python3
 """depth_node: camera CompressedImage -> depth (32FC1), colorized depth, metric outputs, diagnostics.
 
-A thin ROS wrapper around the ROS-free ``depth_estimation`` library. The subscriber only hands the
-newest frame to the library's stream (``framepath.stream.FrameStream``: decode | network |
-colorize+publish in three threads, output rate = the slowest stage; a frame a busy stage has not
-taken is dropped and counted), so a slow model never builds a backlog. With ``metric`` on,
-``framepath.metric`` turns each frame into metres from the robot's ground-plane calibration
-(``~depth/metric``, ``~scan``, ``~obstacle_distance``, ``~points``).
-
-In the Duckietown image it is a DTROS node (``NodeType.PERCEPTION``: ``~switch``, parameters,
-diagnostics); elsewhere :class:`PlainNode` gives it the same surface on rospy. Switched off, frames
-are only counted (``frames_paused``); ``~process_frequency`` caps the frames processed per second;
-``config/depth_node/<veh>.yaml`` is merged over the defaults at start; the colour settings,
-``jpeg_quality`` and ``process_frequency`` are read again while it runs.
-
-Start-up checks every parameter and the calibration, loads the model and runs it once on a blank
-frame of ``expected_frame_size``: any problem is one FATAL line per cause and a non-zero exit. A
-frame that fails later is counted (``inference_errors``) and the next one is processed. A restarted
-ROS master makes the node exit with code 3 (its launcher restarts it); SIGINT exits 0 at once.
+A thin ROS wrapper around the ROS-free ``depth_estimation`` library (README, "The node"): frames go to
+``framepath.stream.FrameStream`` (decode | network | colorize+publish), metres come from
+``framepath.metric``; no output subscribed, no inference (``frames_idle``). DTROS in the Duckietown
+image, :class:`PlainNode` elsewhere; frames that reach it switched off are ``frames_paused`` (DTROS
+unsubscribes a switched-off node). ``<veh>.yaml`` is merged over the defaults, launch values win. A bad
+start is one FATAL line per cause; a restarted ROS master exits with code 3; SIGINT exits 0 at once.
 """
 import copy
 import enum
@@ -34,12 +23,12 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, Point
 from std_msgs.msg import Header
 from std_srvs.srv import SetBool, SetBoolResponse
 
-from depth_estimation.framepath.gate import FrameGate
+from depth_estimation.framepath.gate import IDLE, FrameGate
 from depth_estimation.framepath.metric import CalibrationError, check_calibration
 from depth_estimation.framepath.health import ERROR, OK, WARN, error_line
 from depth_estimation.framepath.launcher import exit_now, forward_logs
-from depth_estimation.framepath.params import (CHECKS, RUNTIME, ParameterError, check_params, read_param_file,
-                                               robot_overrides, runtime_update)
+from depth_estimation.framepath.params import (CHECKS, RUNTIME, ParameterError, check_params,
+                                               robot_file_values, runtime_update)
 from depth_estimation.framepath.pipeline import CameraInfoPairing, camera_info_problem, start_pipeline
 from depth_estimation.framepath.stream import Frame, FrameStream
 from depth_estimation.models.specs import ModelNotFound
@@ -61,7 +50,11 @@ WARN_EVERY = 30.0  # seconds between repeated warnings of one kind
 EXIT_MASTER_RESTARTED = 3
 PARAM_POLL = 0.5  # seconds between reads of the run-time parameters (from rospy's subscribed cache)
 MISSING = object()
-CONFIG_DIR_ENV = "DEPTH_NODE_CONFIG_DIR"  # where <veh>.yaml is looked for (default: the package's config)
+NAME = "depth_node"
+METRIC_TOPICS = (("metric", "~depth/metric", Image), ("metric_info", "~depth/metric/camera_info", CameraInfo),
+                 ("scan", "~scan", LaserScan), ("range", "~obstacle_distance", Range),
+                 ("points", "~points", PointCloud2), ("rect", "~depth/metric_rect/image_rect", Image),
+                 ("rect_info", "~depth/metric_rect/camera_info", CameraInfo))  # rect: for depth_image_proc
 DT_HEALTH = {OK: DTHealth.HEALTHY, WARN: DTHealth.WARNING, ERROR: DTHealth.ERROR}
 # The /diagnostics publisher stays on while the node is switched off: DTROS switches off every
 # rospy.Publisher made after its import and keeps the original class as rospy.__Publisher__.
@@ -90,10 +83,8 @@ def to_image(header, array, encoding):
 
 
 class PlainNode:
-    """What this node uses of DTROS (dt-ros-commons, daffy), on plain rospy: the constructor's
-    ``node_name``/``node_type``/``help``, a ``~switch`` service (std_srvs/SetBool) that sets the
-    ``switch`` property and calls ``on_switch_on``/``on_switch_off``, ``set_health`` and
-    ``on_shutdown``. tests/test_dtros.py holds this surface against the DTROS sources."""
+    """What this node uses of DTROS (dt-ros-commons, daffy) on plain rospy: the constructor's keywords,
+    ``~switch`` (SetBool) with ``switch`` and its hooks, ``set_health``, ``on_shutdown`` (test_dtros.py)."""
 
     def __init__(self, node_name, node_type, help=None):  # noqa: A002 - DTROS's keyword
         rospy.init_node(node_name)
@@ -119,19 +110,13 @@ class PlainNode:
         self.is_shutdown = True
         self.on_shutdown()
 
-    def _hook(self, *args, **kwargs):
-        """DTROS's hooks (set_health(health, reason=None) and the others): nothing on plain rospy."""
+    def _hook(self, *args, **kwargs):  # DTROS's hooks (set_health(health, reason=None)...): nothing here
+        pass
 
     on_switch_on = on_switch_off = on_shutdown = set_health = _hook
 
 
 BaseNode = DTROS if DTROS is not None else PlainNode
-
-
-def robot_file(veh):
-    """``<config dir>/<veh>.yaml`` (the package's config/depth_node unless $DEPTH_NODE_CONFIG_DIR)."""
-    folder = os.environ.get(CONFIG_DIR_ENV) or package_config()
-    return os.path.join(folder, veh + ".yaml")
 
 
 def package_config():
@@ -143,28 +128,35 @@ def vehicle():
     return rospy.get_namespace().strip("/").split("/")[0]
 
 
-def merge_robot_file():
-    """Set this robot's own parameters (``<veh>.yaml``, ``veh`` = the first namespace) over the defaults."""
-    veh = vehicle()
-    path = robot_file(veh) if veh else None
-    if not path or not os.path.isfile(path):
-        return
-    robot = read_param_file(path)
-    defaults = read_param_file(os.path.join(package_config(), "default.yaml"))
-    given = {name: rospy.get_param("~" + name) for name in robot if rospy.has_param("~" + name)}
-    changes, kept = robot_overrides(given, defaults, robot, source=path)  # ParameterError on unknown names
-    for name, value in changes.items():
+def launch_values():
+    """The node's parameters as the launch gave them, read before the base class overwrites them."""
+    mapped = rospy.names.get_mappings().get("__name", NAME)
+    name = rosgraph.names.ns_join(rospy.names.get_namespace(), mapped)
+    try:
+        values = rosgraph.Master("/%s_start" % NAME).getParam(name)
+    except Exception:  # noqa: BLE001 - none set, or no master yet: the base class says so next
+        return {}
+    return values if isinstance(values, dict) else {}
+
+
+def merge_robot_file(given):
+    """This robot's own parameters (``<veh>.yaml``) over the defaults; a value the launch gave (``given``,
+    from :func:`launch_values`) wins, on both bases (ParameterError for an unknown name)."""
+    values, line = robot_file_values(package_config(), vehicle(), given)
+    for name, value in values.items():
         rospy.set_param("~" + name, value)
-    rospy.loginfo("depth_node: %s sets %s%s", path, ", ".join(sorted(changes)) or "nothing new",
-                  "; kept the explicitly given %s" % ", ".join(kept) if kept else "")
+    if line:
+        rospy.loginfo("depth_node: %s", line)
 
 
 class DepthNode(BaseNode):
     def __init__(self):
-        super().__init__(node_name="depth_node", node_type=NodeType.PERCEPTION,
+        given = launch_values()
+        self.gate = FrameGate()  # before the base's ~switch service can call on_switch_off
+        super().__init__(node_name=NAME, node_type=NodeType.PERCEPTION,
                          help="monocular depth (Depth-Anything-V2 and smaller variants) on the camera stream")
         forward_logs(rospy)  # the library's log lines to the console and /rosout
-        merge_robot_file()
+        merge_robot_file(given)
         raw = {name: rospy.get_param("~" + name) for name in CHECKS if rospy.has_param("~" + name)}
         self.params = check_params(raw)  # ParameterError names every bad parameter
         self.metric = check_calibration(self.params, vehicle(), self.warn)  # None when off; CalibrationError
@@ -172,7 +164,7 @@ class DepthNode(BaseNode):
         self.ground_frame = frame if "/" in frame or not vehicle() else "%s/%s" % (vehicle(), frame)
         self.pipeline, self.health = start_pipeline(self.params)  # loaded and run once: fails now if at all
         estimator = self.pipeline.estimator
-        self.gate = FrameGate()
+        self.health.set_paused(not self.switch, rospy.get_time())  # a ~switch false while loading holds
         self.set_frequency(self.params["process_frequency"])
         self.camera_infos = CameraInfoPairing()
         self.warned, self.bad_runtime, self.reported_level = {}, None, None
@@ -199,10 +191,8 @@ class DepthNode(BaseNode):
         self.pub_info = rospy.Publisher("~depth/camera_info", CameraInfo, queue_size=1)
         self.pub_diag = PlainPublisher("/diagnostics", DiagnosticArray, queue_size=1)
         if self.metric is not None:  # metric off: no publishers, no cost
-            self.pub_metric, self.pub_metric_info, self.pub_scan, self.pub_range, self.pub_points = (
-                rospy.Publisher(topic, kind, queue_size=1) for topic, kind in (
-                    ("~depth/metric", Image), ("~depth/metric/camera_info", CameraInfo), ("~scan", LaserScan),
-                    ("~obstacle_distance", Range), ("~points", PointCloud2)))
+            for name, topic, kind in METRIC_TOPICS:
+                setattr(self, "pub_" + name, rospy.Publisher(topic, kind, queue_size=1))
             if self.metric.warning:
                 rospy.logwarn("depth_node: %s", self.metric.warning)
         rospy.Subscriber("~camera_info", CameraInfo, queue_size=10,
@@ -213,21 +203,27 @@ class DepthNode(BaseNode):
     def on_image(self, msg):
         now = rospy.get_time()
         stamp = msg.header.stamp.to_sec() or now  # the camera's time; arrival time for unstamped frames
-        skipped = self.gate.admit(stamp)
+        skipped = self.gate.admit(stamp) or (None if self.listened() else IDLE)
         if skipped:
             self.health.frame_skipped(now, skipped, msg.header.seq)
         else:
             self.stream.submit(Frame(msg.data, msg.format, stamp, msg.header), msg.header.seq)
 
     def on_switch_off(self):
-        """~switch false (Duckietown's FSM): no inference, no output; the queued frame is not processed."""
+        """~switch false (Duckietown FSM): no inference or output, queued frame withheld; loading: gate."""
         self.gate.pause()
-        self.health.set_paused(True, rospy.get_time())
-        self.stream.withhold_queued()
+        if getattr(self, "stream", None) is not None:
+            self.health.set_paused(True, rospy.get_time())
+            self.stream.withhold_queued()
 
     def on_switch_on(self):
-        self.health.set_paused(False, rospy.get_time())
+        if getattr(self, "health", None) is not None:
+            self.health.set_paused(False, rospy.get_time())
         self.gate.resume()
+
+    def listened(self):  # any output subscribed? (else no inference: ROS drivers' lazy work)
+        return any(pub.get_num_connections() > 0 for name, pub in vars(self).items()
+                   if name.startswith("pub_") and name != "pub_diag")
 
     def on_shutdown(self):
         if getattr(self, "stream", None) is not None:  # a shutdown while the model loads comes before it
@@ -260,6 +256,10 @@ class DepthNode(BaseNode):
             return
         self.pub_metric.publish(to_image(header, out.frame.depth_m, "32FC1"))
         self.pub_metric_info.publish(info_with(info, header))
+        if self.pub_rect.get_num_connections() > 0 or self.pub_rect_info.get_num_connections() > 0:
+            rect, camera = self.metric.rectified(out)  # D = 0, K = P: what depth_image_proc projects with
+            self.pub_rect.publish(to_image(header, rect, "32FC1"))
+            self.pub_rect_info.publish(CameraInfo(header=header_like(header), **camera._asdict()))
         ground, p, scan = Header(stamp=header.stamp, frame_id=self.ground_frame), self.params, out.scan
         self.pub_scan.publish(LaserScan(header=ground, angle_min=scan.angle_min, angle_max=scan.angle_max,
                                         angle_increment=scan.angle_increment, range_min=scan.range_min,
@@ -307,7 +307,8 @@ class DepthNode(BaseNode):
                 rospy.logwarn("depth_node: ignored a run-time parameter change, keeping the previous "
                               "values: %s", "; ".join(exc.problems))
             return
-        except Exception:  # noqa: BLE001 - master away for a moment: watch_master decides, try again later
+        except Exception as exc:  # noqa: BLE001 - master away for a moment: watch_master decides, try again
+            self.warn("param_poll", "cannot read the run-time parameters (trying again): %s", error_line(exc))
             return
         self.bad_runtime = None
         if not changes:

@@ -12,6 +12,7 @@ import threading
 from typing import Optional
 
 PAUSED, THROTTLED = "paused", "throttled"
+IDLE = "idle"  # the node's decision, not the gate's: no output has a subscriber, so no inference
 
 
 class FrameGate:

@@ -4,8 +4,9 @@ Every camera frame ends in exactly one of: published (``frames_out``), replaced 
 took it or replaced between two stages of the stream (``frames_dropped``, by stage in
 ``frames_dropped_by_stage``), refused as bad input (``frames_rejected``, by kind), failed in
 inference (``inference_errors``), not processed because the node was switched off
-(``frames_paused``) or skipped to keep ``~process_frequency`` (``frames_throttled``); so
-``frames_in = out + dropped + rejected + errors + paused + throttled`` (+ the frame in flight).
+(``frames_paused``), skipped to keep ``~process_frequency`` (``frames_throttled``) or because no
+output had a subscriber (``frames_idle``, the report says ``idle: no subscribers``); so
+``frames_in = out + dropped + rejected + errors + paused + throttled + idle`` (+ frames in flight).
 ``frames_missed`` counts gaps in the camera's ``header.seq`` (lost before the node saw them);
 camera_info problems are counted apart (``camera_info_mismatches``).
 """
@@ -15,7 +16,7 @@ import threading
 from collections import Counter
 from typing import Dict, Optional, Tuple
 
-from depth_estimation.framepath.gate import PAUSED, THROTTLED
+from depth_estimation.framepath.gate import IDLE, PAUSED, THROTTLED
 from depth_estimation.runtime.timing import RateMeter, Rolling, StageTimer
 
 OK, WARN, ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels
@@ -37,7 +38,9 @@ class NodeHealth:
         self.frames_in = self.frames_out = self.frames_dropped = self.frames_rejected = 0
         self.frames_missed = 0  # gaps in the camera's header.seq: lost before the node saw them
         self.inference_errors = self.camera_info_mismatches = 0
-        self.frames_paused = self.frames_throttled = 0
+        self.frames_paused = self.frames_throttled = self.frames_idle = 0
+        self.idle = False  # the last frame found no subscriber to any output: no output is expected
+        self._bad_since_out = Counter()  # frames rejected / failed since the last output, by kind
         self.paused = False  # switched off (~switch): no output is expected
         self.min_period = 0.0  # 1 / ~process_frequency: output is expected at most this often
         self.last_error = self.last_camera_info_problem = ""
@@ -56,6 +59,8 @@ class NodeHealth:
         """A camera frame arrived and was queued; ``dropped_previous``: it replaced one never processed."""
         with self._lock:
             self._arrived(now, seq)
+            if self.idle:  # a subscriber came: the stall clock starts now
+                self.idle, self.last_out = False, now
             self.frames_dropped += int(dropped_previous)
             self.dropped_stages["queue"] += int(dropped_previous)
 
@@ -67,10 +72,14 @@ class NodeHealth:
             self.dropped_stages[stage] += 1
 
     def frame_skipped(self, now: float, reason: str, seq: Optional[int] = None) -> None:
-        """A camera frame arrived and was not queued: ``reason`` is gate.PAUSED or gate.THROTTLED."""
+        """A camera frame arrived and was not queued: ``reason`` is gate.PAUSED, gate.THROTTLED or
+        gate.IDLE (no output has a subscriber)."""
         with self._lock:
             self._arrived(now, seq)
-            if reason == PAUSED:
+            if reason == IDLE:
+                self.frames_idle += 1
+                self.idle = True
+            elif reason == PAUSED:
                 self.frames_paused += 1
             elif reason == THROTTLED:
                 self.frames_throttled += 1
@@ -101,12 +110,14 @@ class NodeHealth:
         with self._lock:
             self.frames_rejected += 1
             self.rejected_kinds[kind] += 1
+            self._bad_since_out["rejected as %s" % kind] += 1
 
     def inference_error(self, message: str) -> None:
         """A frame whose processing raised something other than a rejection (it is not published)."""
         with self._lock:
             self.inference_errors += 1
             self.last_error = " ".join(str(message).split())[:300]
+            self._bad_since_out["failed"] += 1
 
     def camera_info_mismatch(self, problem: str) -> None:
         """A frame published without camera_info because its camera_info does not describe it."""
@@ -118,6 +129,7 @@ class NodeHealth:
         with self._lock:
             self.frames_out += 1
             self.last_out = now
+            self._bad_since_out.clear()
             self.output_rate.tick(now)
             self.end_to_end.add((now - stamp) * 1000.0)
 
@@ -152,6 +164,7 @@ class NodeHealth:
             "frames_dropped": str(self.frames_dropped), "frames_rejected": str(self.frames_rejected),
             "frames_missed": str(self.frames_missed), "inference_errors": str(self.inference_errors),
             "frames_paused": str(self.frames_paused), "frames_throttled": str(self.frames_throttled),
+            "frames_idle": str(self.frames_idle),
             "paused": "true" if self.paused else "false",
             "last_error": self.last_error, "camera_info_mismatches": str(self.camera_info_mismatches),
             "rejected_kinds": ",".join("%s=%d" % kv for kv in sorted(self.rejected_kinds.items())),
@@ -167,7 +180,13 @@ class NodeHealth:
                 new["errors"], self.last_error)
         if self.paused:
             return OK, "paused (~switch off): %d frame(s) not processed" % self.frames_paused
+        if self.idle:
+            return OK, "idle: no subscribers (%d frame(s) not processed)" % self.frames_idle
         if input_fresh and since_out > self.stall_after + self.min_period:
+            bad = self._bad_since_out
+            if bad:  # the cause first: the frames since the last output were refused or failed
+                return ERROR, "output stalled: no depth for %.1f s, the frames since were %s" % (
+                    since_out, ", ".join("%s (%d)" % kv for kv in sorted(bad.items())))
             return ERROR, "output stalled: no depth for %.1f s while camera frames arrive" % since_out
         if not input_fresh:
             waited = now - (self.last_in if self.last_in is not None else self.started)

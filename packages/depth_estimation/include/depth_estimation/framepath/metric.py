@@ -25,11 +25,12 @@ import numpy as np
 from depth_estimation.geometry import obstacles
 from depth_estimation.geometry.calibration import (DEFAULT_EXTRINSICS, Extrinsics, ground_plane,
                                                    load_extrinsics)
-from depth_estimation.geometry.camera import (FrameRays, Intrinsics, intrinsics_from_camera_info,
-                                              read_intrinsics)
+from depth_estimation.geometry.camera import (FrameRays, Intrinsics, camera_info_problem,
+                                              intrinsics_from_camera_info, read_intrinsics)
 from depth_estimation.geometry.files import CalibrationError
 from depth_estimation.geometry.ground import FitOptions, MetricAligner, MetricFrame
 from depth_estimation.geometry.plane import GroundPlane
+from depth_estimation.geometry.rectify import DepthRectifier, RectifiedCamera
 
 CALIBRATIONS = "/data/config/calibrations"  # where a Duckiebot keeps its calibrations
 NONE_WARN_AFTER = 2.0  # seconds in state NONE before the node's diagnostics say WARN
@@ -103,6 +104,7 @@ class MetricOutputs:
         self.source = self.extrinsics.path or self.path
         self.warn = warn
         self._camera: Tuple[Any, Optional[MetricAligner], Optional[FrameRays]] = (None, None, None)
+        self._rectifier: Optional[DepthRectifier] = None
         intrinsics = own_intrinsics(veh, calibrations)
         if intrinsics is not None:  # a plane behind the robot's camera fails now, not on the first frame
             self._aligner(intrinsics).candidates((intrinsics.height, intrinsics.width))  # ~0.4 s, once
@@ -134,8 +136,10 @@ class MetricOutputs:
             aligner = self.aligner_for(camera_info)
         except (CalibrationError, ValueError) as exc:
             return self._fail("calibration %s does not fit this camera: %s" % (self.source, exc))
-        height, width = disparity.shape
-        intrinsics = aligner.intrinsics.for_frame(height, width)
+        mismatch = camera_info_problem(aligner.intrinsics, *disparity.shape)
+        if mismatch:  # the one policy for a camera_info that does not describe the frame
+            return self._fail(mismatch)
+        intrinsics = aligner.intrinsics
         frame = aligner.update(disparity, stamp_s)
         scan, distance, points = None, math.nan, None
         if frame.depth_m is not None:
@@ -148,6 +152,15 @@ class MetricOutputs:
             self.last, self.problem = frame, ""
             self.none_since = (self.none_since or stamp_s) if frame.state == "NONE" else None
         return MetricProducts(frame, intrinsics, aligner.plane, scan, distance, points)
+
+    def rectified(self, products: MetricProducts) -> Tuple[np.ndarray, RectifiedCamera]:
+        """The frame's metric depth on the rectified image and that image's camera_info fields, for
+        ROS' depth tools (:mod:`depth_estimation.geometry.rectify`); ``products`` with a depth."""
+        depth, intrinsics = products.frame.depth_m, products.intrinsics
+        if self._rectifier is None or self._rectifier.intrinsics != intrinsics \
+                or self._rectifier.shape != depth.shape:
+            self._rectifier = DepthRectifier(intrinsics, *depth.shape)
+        return self._rectifier(depth), self._rectifier.camera
 
     def _outputs(self, depth_m: np.ndarray, plane: GroundPlane, intrinsics: Intrinsics, rays: FrameRays):
         o = self.options
@@ -176,15 +189,15 @@ class MetricOutputs:
                   "metric_shift": "%.6g" % (frame.shift if frame else math.nan),
                   "metric_inliers": "%.3f" % (frame.inlier_share if frame else math.nan),
                   "ground_rmse": "%.4g" % (frame.ground_rmse if frame else math.nan)}
-        if problem:
+        if problem:  # the first cause a user should read: what stops the metric outputs now
             return values, "metric depth: " + problem
-        if self.warning:
-            return values, self.warning
         if frame is not None and frame.state == "NONE" and none_since is not None \
                 and now - none_since >= NONE_WARN_AFTER:
+            cause = "; likely because " + self.warning if self.warning else ""
             return values, ("metric depth: no confident ground fit for %.1f s (ground not visible, or the "
-                            "calibration does not match); publishing nothing metric" % (now - none_since))
-        return values, None
+                            "calibration does not match); publishing nothing metric%s"
+                            % (now - none_since, cause))
+        return values, self.warning or None
 
 
 def check_calibration(params: Dict[str, Any], veh: str,

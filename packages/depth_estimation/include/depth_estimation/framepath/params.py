@@ -10,6 +10,7 @@ by :func:`runtime_update`. Nothing here needs ROS.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Callable, Dict, List, Mapping, Tuple
 
 import yaml
@@ -185,6 +186,26 @@ def read_param_file(path: str) -> Dict[str, Any]:
     if not isinstance(values, dict):
         raise ParameterError(["%s: expected name: value lines, got %s" % (path, type(values).__name__)])
     return values
+
+
+CONFIG_DIR_ENV = "DEPTH_NODE_CONFIG_DIR"  # where <veh>.yaml is looked for (default: the package's config)
+
+
+def robot_file_values(config_dir: str, veh: str, given: Mapping[str, Any]) -> Tuple[Dict[str, Any], str]:
+    """``(values to set, the log line)`` for robot ``veh``'s own file (``<$DEPTH_NODE_CONFIG_DIR or
+    config_dir>/<veh>.yaml``) over ``config_dir``'s default.yaml, ``given`` holding what the launch gave
+    the node; ({}, "") without such a file. The values to set hold the launch's value for each name it
+    gave: on DTROS the base class has already set the robot's value of every key of that file by then
+    (dt-ros-commons daffy, dtros.py ``DTROS.__init__``), so the launch's is put back."""
+    path = os.path.join(os.environ.get(CONFIG_DIR_ENV) or config_dir, "%s.yaml" % veh)
+    if not veh or not os.path.isfile(path):
+        return {}, ""
+    robot = read_param_file(path)
+    changes, kept = robot_overrides(given, read_param_file(os.path.join(config_dir, "default.yaml")), robot,
+                                    source=path)
+    line = "%s sets %s%s" % (path, ", ".join(sorted(changes)) or "nothing new",
+                             "; kept the explicitly given %s" % ", ".join(kept) if kept else "")
+    return dict(changes, **{name: given[name] for name in kept}), line
 
 
 def robot_overrides(current: Mapping[str, Any], defaults: Mapping[str, Any], robot: Mapping[str, Any],

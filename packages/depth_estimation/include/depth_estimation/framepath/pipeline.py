@@ -18,6 +18,7 @@ from depth_estimation.framepath import frames
 from depth_estimation.framepath.colorize import Colorizer
 from depth_estimation.framepath.health import NodeHealth
 from depth_estimation.framepath.params import check_params
+from depth_estimation.geometry.camera import camera_info_problem  # noqa: F401 - the node's policy, here too
 from depth_estimation.runtime.estimator import DepthEstimator, Prepared
 from depth_estimation.runtime.timing import StageTimer
 
@@ -148,10 +149,3 @@ class CameraInfoPairing:
         with self._lock:
             at = bisect.bisect_right(self._stamps, stamp_ns)
             return self._infos[at - 1] if at else None
-
-
-def camera_info_problem(info: Any, height: int, width: int) -> Optional[str]:
-    """Why a camera_info cannot describe a ``height`` x ``width`` depth image, or None when it can."""
-    if (int(info.height), int(info.width)) != (height, width):
-        return "camera_info is %dx%d but the frame is %dx%d" % (info.width, info.height, width, height)
-    return None

@@ -157,6 +157,15 @@ def read_intrinsics(path: str) -> Intrinsics:
     return intrinsics_from_camera_info(read_yaml_mapping(path, "intrinsic calibration"), origin=path)
 
 
+def camera_info_problem(info: Any, height: int, width: int) -> Optional[str]:
+    """Why a camera_info (or :class:`Intrinsics`) cannot describe a ``height`` x ``width`` image, or None
+    when it can. The one policy: a camera_info describes frames of its own size only (ROS' image_proc
+    resize scales camera_info with the image); nothing that needs it is made from a rescaled guess."""
+    if (int(info.height), int(info.width)) != (int(height), int(width)):
+        return "camera_info is %dx%d but the frame is %dx%d" % (info.width, info.height, width, height)
+    return None
+
+
 def _undistort(points: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
     """Raw pixel coordinates (N x 2) -> normalised undistorted (x/z, y/z), N x 2 float64."""
     src = points.reshape(-1, 1, 2).astype(np.float64)
