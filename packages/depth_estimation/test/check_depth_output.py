@@ -25,7 +25,7 @@ from std_msgs.msg import Empty
 
 REQUIRED_KEYS = ("inference_ms_p50", "inference_ms_p95", "end_to_end_ms_p50", "decode_ms_p50",
                  "postprocess_ms_p50", "input_hz", "output_hz", "frames_in", "frames_out",
-                 "frames_dropped", "frames_rejected", "frames_paused", "frames_throttled", "paused",
+                 "frames_dropped", "frames_rejected", "frames_paused", "frames_throttled", "frames_idle", "paused",
                  "process_frequency", "model", "backend", "device")
 
 
@@ -138,10 +138,11 @@ class DepthOutputCheck(unittest.TestCase):
         errors, dropped = int(values["inference_errors"]), int(values["frames_dropped"])
         self.assertEqual(frames_in, len(self.expected["stamps_ns"]))
         self.assertEqual(int(values["frames_rejected"]), 0, "a camera_info problem counted as a rejected frame")
-        self.assertEqual(out + dropped + errors + int(values["frames_paused"]) + int(values["frames_throttled"]),
-                         frames_in, values)
+        idle = int(values["frames_idle"])  # before this checker's subscriptions were connected
+        self.assertEqual(out + dropped + errors + int(values["frames_paused"]) + int(values["frames_throttled"])
+                         + idle, frames_in, values)
         self.assertEqual(out, len(depth_keys))
-        processed = frames_in - dropped  # warm-up = inference call 1, then one call per processed frame
+        processed = frames_in - dropped - idle  # warm-up = inference call 1, then one call per processed frame
         self.assertEqual(errors, (processed + 1) // self.expected["fail_every"], values)
         self.assertIn("injected failure", values["last_error"])
         self.assertIn(2, [st.level for st in statuses], "inference failures never raised an ERROR")
@@ -157,7 +158,7 @@ class DepthOutputCheck(unittest.TestCase):
         self.assertGreater(dropped, 0, "the camera was faster than the model, yet nothing was dropped")
         self.assertEqual(int(values["frames_out"]) + dropped + int(values["frames_rejected"])
                          + int(values["inference_errors"]) + int(values["frames_paused"])
-                         + int(values["frames_throttled"]), frames_in)
+                         + int(values["frames_throttled"]) + int(values["frames_idle"]), frames_in)
         infer_s = float(values["inference_ms_p95"]) / 1000.0
         ages = [t - m.header.stamp.to_sec() for t, m in self.got["depth"]]
         bound = 3.0 * infer_s + 1.0

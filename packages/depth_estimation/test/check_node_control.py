@@ -22,7 +22,7 @@ from check_depth_output import DepthOutputCheck, key
 from depth_estimation.framepath.colorize import Colorizer
 
 COUNTS = ("frames_out", "frames_dropped", "frames_rejected", "inference_errors", "frames_paused",
-          "frames_throttled")
+          "frames_throttled", "frames_idle")
 
 
 class NodeControlCheck(DepthOutputCheck):
