@@ -1,7 +1,7 @@
 """The node's health for diagnostics: frame accounting, rates, latencies and the level to report.
 
-Every camera frame ends in exactly one of: published (``frames_out``), replaced before the worker
-took it or replaced between two stages of the stream (``frames_dropped``, by stage in
+Every camera frame ends in exactly one of: published (``frames_out``), replaced before the decode
+stage took it or replaced between two stages of the stream (``frames_dropped``, by stage in
 ``frames_dropped_by_stage``), refused as bad input (``frames_rejected``, by kind), failed in
 inference (``inference_errors``), not processed because the node was switched off
 (``frames_paused``), skipped to keep ``~process_frequency`` (``frames_throttled``) or because no

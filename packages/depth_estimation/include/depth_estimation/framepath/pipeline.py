@@ -1,8 +1,9 @@
 """The node's frame path without ROS: compressed frame -> depth -> colour image and its JPEG.
 
-The ROS node (``src/depth_node.py``) hands frames from a :class:`~.slot.LatestSlot` to
-:class:`DepthPipeline` in a worker thread and publishes the result; :class:`CameraInfoPairing`
-gives each frame the camera_info with its own stamp; :mod:`.health` keeps the counts.
+:class:`DepthPipeline` holds the steps (decode, network, colorize and encode) that
+:class:`~.stream.FrameStream` runs in its stages (the node's decode | network | colorize+publish
+threads, ``depth-live`` too); :class:`CameraInfoPairing` gives each frame the camera_info with its
+own stamp (the subscriber stores, the output stage looks up); :mod:`.health` keeps the counts.
 """
 from __future__ import annotations
 
@@ -127,7 +128,7 @@ class DepthPipeline:
 class CameraInfoPairing:
     """The camera_info that belongs to a frame: the one with the frame's stamp (the Duckiebot camera
     publishes both with the same stamp), else the newest one stamped before the frame. Keeps the
-    last ``keep`` messages; thread-safe (the subscriber stores, the worker looks up)."""
+    last ``keep`` messages; thread-safe (the subscriber stores, the output stage looks up)."""
 
     def __init__(self, keep: int = 60):
         self.keep = keep
