@@ -18,6 +18,7 @@ import time
 import rosgraph
 import rospkg
 import rospy
+from rospy.client import load_command_line_node_params
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, PointCloud2, PointField, Range
 from std_msgs.msg import Header
@@ -129,14 +130,13 @@ def vehicle():
 
 
 def launch_values():
-    """The node's parameters as the launch gave them, read before the base class overwrites them."""
-    mapped = rospy.names.get_mappings().get("__name", NAME)
-    name = rosgraph.names.ns_join(rospy.names.get_namespace(), mapped)
+    """The node's parameters as the launch (or ``_name:=value``) gave them, before the base class runs."""
+    name = rosgraph.names.ns_join(rospy.names.get_namespace(), rospy.names.get_mappings().get("__name", NAME))
     try:
         values = rosgraph.Master("/%s_start" % NAME).getParam(name)
     except Exception:  # noqa: BLE001 - none set, or no master yet: the base class says so next
-        return {}
-    return values if isinstance(values, dict) else {}
+        values = {}
+    return dict(values if isinstance(values, dict) else {}, **load_command_line_node_params(sys.argv))
 
 
 def merge_robot_file(given):
