@@ -110,3 +110,22 @@ def test_no_confident_fit_is_said_before_the_default_calibration_warning(tmp_pat
         outputs.process(flat, 0.1 * i, robot_info())
     message = outputs.report(4.0)[1]
     assert message.startswith("metric depth: no confident ground fit") and outputs.warning in message
+
+
+def test_depth_eval_ground_makes_metres_with_the_nodes_conversion_and_range():
+    """depth-eval --align ground clamped far pixels to 10 m and scored them; the node publishes NaN
+    beyond metric_max_range (5 m). One conversion (geometry.ground.metric_depth), one default."""
+    from depth_estimation.evaluation.ground_align import GroundScorer
+    from depth_estimation.geometry import ground as ground_fit
+
+    with open(os.path.join(PACKAGE_DIR, "config", "depth_node", "default.yaml")) as f:
+        assert yaml.safe_load(f)["metric_max_range"] == ground_fit.DEFAULT_MAX_RANGE_M
+    intrinsics = read_intrinsics(os.path.join(ROBOT, "intrinsic.yaml"))
+    scorer = GroundScorer(intrinsics, extrinsics=os.path.join(ROBOT, "extrinsic.yaml"))
+    disparity = ground_disparity()
+    depth, record = scorer.metric(0, disparity, "disparity")
+    assert record["ground_ok"]
+    node = MetricOutputs(options(), "csc22917").process(disparity, 0.0, robot_info()).frame.depth_m
+    assert np.array_equal(np.isnan(depth), np.isnan(node))
+    assert np.allclose(depth[~np.isnan(depth)], node[~np.isnan(node)], rtol=1e-3)
+    assert np.isnan(depth[:100]).all() and np.nanmax(depth) <= 5.0  # the far ground and the sky: unknown

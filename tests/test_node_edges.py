@@ -190,3 +190,30 @@ def test_a_failing_parameter_poll_is_said_not_hidden(node, monkeypatch):
     n.reread_params()
     n.reread_params()  # said once (then once per warning period), not on every poll
     assert len(said) == 1 and "run-time parameters" in said[0] and "Connection refused" in said[0]
+
+
+def test_the_evaluator_reads_predictions_as_depth_eval_does(monkeypatch):
+    """evaluator_node decoded a prediction as packed little-endian float32; a padded row (step) or a
+    big-endian image was misread. It now uses io.rgbd's decoder, the one depth-eval uses."""
+    import threading
+
+    from sensor_msgs.msg import Image
+
+    spec = importlib.util.spec_from_file_location("evaluator_node_edges", os.path.join(PKG, "src", "evaluator_node.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ev = module.Evaluator.__new__(module.Evaluator)
+    ev.preds, ev.gts, ev.lock = {}, {}, threading.Lock()
+    pred = np.arange(12, dtype=np.float32).reshape(3, 4) / 7.0
+    rows = np.zeros((3, 24), np.uint8)  # 4 floats = 16 bytes of data, 8 of padding per row
+    rows[:, :16] = pred.astype(">f4").view(np.uint8).reshape(3, 16)
+    msg = Image(height=3, width=4, encoding="32FC1", is_bigendian=1, step=24, data=rows.tobytes())
+    msg.header.stamp = rospy.Time(2, 5)
+    ev.on_prediction(msg)
+    assert list(ev.preds) == [2 * 10 ** 9 + 5] and np.array_equal(ev.preds[2 * 10 ** 9 + 5], pred)
+    said = []
+    monkeypatch.setattr(rospy, "logwarn", lambda text, *args: said.append(text % args))
+    msg.encoding = "16UC1"  # not a prediction's encoding: one line, nothing stored
+    msg.header.stamp = rospy.Time(3)
+    ev.on_prediction(msg)
+    assert len(ev.preds) == 1 and "prediction encoding 16UC1; expected 32FC1" in said[0]

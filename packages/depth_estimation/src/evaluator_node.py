@@ -24,31 +24,16 @@ with depth but no metric output, the node's state NONE). It always listens on
 import threading
 import time
 
-import numpy as np
 import rosbag
 import rospy
 from sensor_msgs.msg import Image, Range
 from std_msgs.msg import String
 
 from depth_estimation.evaluation import metrics, obstacle_eval
-from depth_estimation.evaluation.scoring import ALL_INVALID, pick_dataset_topic, score_frame, write_csv
+from depth_estimation.evaluation.scoring import ALL_INVALID, score_frame, write_csv
 from depth_estimation.io.atomic import write_json
-from depth_estimation.io.rgbd import depth_from_msg
-
-
-def stamp_ns(msg):
-    return msg.header.stamp.to_nsec()
-
-
-def bag_dataset(recording, depth_topic):
-    """The dataset an open rosbag.Bag records for ``depth_topic`` (None for older bags)."""
-    topics = recording.get_type_and_topic_info().topics
-    topic = pick_dataset_topic([t for t, info in topics.items() if info.msg_type == "std_msgs/String"],
-                               depth_topic)
-    if topic is not None:
-        for _topic, msg, _t in recording.read_messages(topics=[topic]):
-            return str(msg.data)
-    return None
+from depth_estimation.evaluation.evaluate import bag_dataset
+from depth_estimation.io.rgbd import depth_from_msg, stamp_ns
 
 
 class Evaluator:
@@ -62,7 +47,7 @@ class Evaluator:
         bag_gt_topic = get("~bag_depth_topic", self.gt_topic)
         with rosbag.Bag(bag) as recording:
             self.expected = recording.get_message_count(topic_filters=[bag_gt_topic])
-            self.dataset = bag_dataset(recording, bag_gt_topic)
+        self.dataset = bag_dataset(bag, bag_gt_topic)
         self.preds, self.gts, self.per_frame, self.skipped, self.crops = {}, {}, [], [], set()
         self.scored_stamps = set()
         self.lock, self.last_message, self.done = threading.Lock(), time.time(), False
@@ -87,8 +72,12 @@ class Evaluator:
                       self.gt_topic, self.dataset)
 
     def on_prediction(self, msg):
-        pred = np.frombuffer(msg.data, np.float32).reshape(msg.height, msg.width)
-        self.add(self.preds, stamp_ns(msg), pred.copy())
+        try:  # step, endianness and encoding as the message says (one decoder with depth-eval's)
+            pred = depth_from_msg(msg, what="prediction", millimetres=False)
+        except ValueError as exc:
+            rospy.logwarn("evaluator: prediction at %d ns skipped: %s", stamp_ns(msg), exc)
+            return
+        self.add(self.preds, stamp_ns(msg), pred)
 
     def on_ground_truth(self, msg):
         gt = depth_from_msg(msg)
@@ -98,7 +87,7 @@ class Evaluator:
         self.add(self.gts, stamp_ns(msg), gt)
 
     def on_metric(self, msg):
-        depth = np.frombuffer(msg.data, np.float32).reshape(msg.height, msg.width).copy()
+        depth = depth_from_msg(msg, what="metric depth", millimetres=False)  # step and endianness honoured
         with self.lock:
             self.obstacles.metric_depth(stamp_ns(msg), depth)
 

@@ -124,8 +124,8 @@ def _score_frames(frames_iter, bag_info: dict, estimator, predictions: Optional[
         extra = {}  # type: dict
         if ground is not None:
             if figure is not None and index == figure[1]:
-                ground.figure(figure[0], index, rgb_from_msg(image_msg), pred, kind, depth_range[1])
-            pred, extra = ground.metric(index, pred, kind, depth_range[1])
+                ground.figure(figure[0], index, rgb_from_msg(image_msg), pred, kind)
+            pred, extra = ground.metric(index, pred, kind)
             kind = "depth"
             if pred is None:
                 skipped.append(dict(extra, index=index, stamp=stamp / 1e9, stamp_ns=stamp))

@@ -6,8 +6,10 @@ robot (:func:`depth_estimation.geometry.ground.fit_ground`, per frame, no tempor
 comes from ``--extrinsics FILE.yaml`` (a Duckietown extrinsic calibration, with the intrinsics of the
 bag's camera_info) or ``--ground-plane HEIGHT_M,PITCH_DEG[,ROLL_DEG]`` (the camera's optical centre
 ``HEIGHT_M`` above a flat ground, its optical axis ``PITCH_DEG`` below the horizontal, rolled
-``ROLL_DEG`` about the optical axis). The metric disparity is clamped to at least 1 / max_depth and
-inverted (as ``lsq-disparity`` does), then scored with the usual metrics. A frame whose fit is not
+``ROLL_DEG`` about the optical axis). The fit becomes metres with the node's own conversion
+(:func:`~depth_estimation.geometry.ground.metric_depth`: NaN beyond ``--ground-max-range``, the node's
+``metric_max_range``, 5 m by default, so those pixels count as invalid, not as clamped guesses),
+then scored with the usual metrics. A frame whose fit is not
 confident (too few ground inliers) is not scored: it is listed as skipped, and ``ground.confident_share``
 is the share of frames with a confident fit.
 """
@@ -59,7 +61,8 @@ def add_ground_arguments(parser: argparse.ArgumentParser) -> None:
                        help="a fit is confident with at least this share of ground candidates as inliers "
                             "(default %(default)s)")
     group.add_argument("--ground-max-range", type=float, default=ground_fit.DEFAULT_MAX_RANGE_M,
-                       help="ground candidates up to this distance, m (default %(default)s)")
+                       help="metric depth beyond this is NaN, as the node's metric_max_range; ground "
+                            "candidates up to it, m (default %(default)s)")
     group.add_argument("--figure", metavar="PNG",
                        help="write camera | relative | metric (ground inliers marked) of one frame here")
     group.add_argument("--figure-frame", type=int, default=0, metavar="N",
@@ -129,13 +132,10 @@ class GroundScorer:
                                     rng=np.random.default_rng(index))
         return disparity, gd, candidates, fit
 
-    @staticmethod
-    def _depth(fit, disparity: np.ndarray, max_depth: float) -> np.ndarray:
-        m = fit.scale * disparity.astype(np.float64) + fit.shift
-        return np.where(np.isfinite(disparity), 1.0 / np.maximum(m, 1.0 / max_depth), np.nan)
+    def _depth(self, fit, disparity: np.ndarray) -> np.ndarray:
+        return ground_fit.metric_depth(disparity, fit.scale, fit.shift, self.max_range_m)  # the node's
 
-    def metric(self, index: int, pred: np.ndarray, kind: str,
-               max_depth: float) -> Tuple[Optional[np.ndarray], Dict]:
+    def metric(self, index: int, pred: np.ndarray, kind: str) -> Tuple[Optional[np.ndarray], Dict]:
         """(metric depth with NaN where the prediction has no value, or None without a confident fit;
         the frame's ground record)."""
         disparity, _gd, _cand, fit = self._fit(index, pred, kind)
@@ -145,15 +145,14 @@ class GroundScorer:
         if not fit.ok:
             record["skipped"] = "%s (%s)" % (NO_CONFIDENT_FIT, fit.reason)
             return None, record
-        return self._depth(fit, disparity, max_depth), record
+        return self._depth(fit, disparity), record
 
-    def figure(self, path: str, index: int, rgb: np.ndarray, pred: np.ndarray, kind: str,
-               max_depth: float) -> str:
+    def figure(self, path: str, index: int, rgb: np.ndarray, pred: np.ndarray, kind: str) -> str:
         """Write frame ``index``'s camera | relative | metric figure (ground inliers marked) to ``path``."""
         from depth_estimation.evaluation.ground_figure import write_ground_figure
 
         disparity, gd, candidates, fit = self._fit(index, pred, kind)
-        depth = self._depth(fit, disparity, max_depth) if fit.scale > 0 else np.full(pred.shape, np.nan)
+        depth = self._depth(fit, disparity) if fit.scale > 0 else np.full(pred.shape, np.nan)
         inliers = ground_fit.inlier_mask(disparity, gd, candidates, fit.scale, fit.shift,
                                          self.options.threshold)
         title = ("frame %d: camera %.2f m above the ground, pitch %.1f deg; fit %s, ground inliers %.0f %%, "

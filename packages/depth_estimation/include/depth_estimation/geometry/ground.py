@@ -29,7 +29,7 @@ from depth_estimation.geometry.camera import Intrinsics, pixel_rays
 from depth_estimation.geometry.plane import GroundPlane
 
 STATES = ("OK", "HOLD", "NONE")
-DEFAULT_MAX_RANGE_M = 10.0
+DEFAULT_MAX_RANGE_M = 5.0  # metres: the node's metric_max_range (default.yaml) and depth-eval's
 DEFAULT_SAMPLES = 1024
 
 

@@ -19,16 +19,18 @@ COMPRESSED_TYPE = bags.IMAGE_TYPE
 IMAGE_TYPE = bags.DEPTH_TYPE
 
 
-def depth_from_msg(msg) -> np.ndarray:
-    """A sensor_msgs/Image (32FC1 metres or 16UC1 millimetres) as float32 HxW metres (0 = no data)."""
+def depth_from_msg(msg, what: str = "ground truth", millimetres: bool = True) -> np.ndarray:
+    """A sensor_msgs/Image (32FC1 metres, or 16UC1 millimetres when ``millimetres``) as float32 HxW
+    metres (0 = no data), its ``step`` (row padding) and ``is_bigendian`` honoured; ``what`` names it
+    in errors (a depth_node prediction is 32FC1 only: ``millimetres=False``)."""
     encoding = str(msg.encoding)
     if encoding == "32FC1":
         dtype, scale = np.dtype(np.float32), 1.0
-    elif encoding == "16UC1":
+    elif encoding == "16UC1" and millimetres:
         dtype, scale = np.dtype(np.uint16), 1e-3
     else:
-        raise ValueError("ground truth encoding %s; expected 32FC1 (metres) or 16UC1 (millimetres)"
-                         % encoding)
+        raise ValueError("%s encoding %s; expected 32FC1%s" % (what, encoding, " (metres) or 16UC1 "
+                                                               "(millimetres)" if millimetres else ""))
     dtype = dtype.newbyteorder(">" if msg.is_bigendian else "<")
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     data = msg.data  # bytes from rospy, a uint8 array from rosbags
@@ -37,8 +39,8 @@ def depth_from_msg(msg) -> np.ndarray:
     else:
         raw = np.asarray(data, np.uint8)
     if raw.size < height * step or step < width * dtype.itemsize:
-        raise ValueError("ground truth image of %d bytes does not hold %dx%d %s (step %d)"
-                         % (raw.size, height, width, encoding, step))
+        raise ValueError("%s image of %d bytes does not hold %dx%d %s (step %d)"
+                         % (what, raw.size, height, width, encoding, step))
     rows = raw[: height * step].reshape(height, step)[:, : width * dtype.itemsize]
     depth = np.ascontiguousarray(rows).view(dtype).reshape(height, width).astype(np.float32)
     return depth * np.float32(scale) if scale != 1.0 else depth
@@ -98,8 +100,11 @@ def detect_topics(path: str, image_topic: Optional[str] = None,
 
 
 def stamp_ns(msg) -> int:
-    """A message's header stamp in integer nanoseconds."""
-    return int(msg.header.stamp.sec) * 10 ** 9 + int(msg.header.stamp.nanosec)
+    """A message's header stamp in integer nanoseconds (rosbags' sec/nanosec or rospy's secs/nsecs)."""
+    stamp = msg.header.stamp
+    if hasattr(stamp, "nanosec"):
+        return int(stamp.sec) * 10 ** 9 + int(stamp.nanosec)
+    return int(stamp.secs) * 10 ** 9 + int(stamp.nsecs)
 
 
 def paired_frames(path: str, image_topic: str, depth_topic: str,
