@@ -12,6 +12,7 @@ import copy
 import enum
 import math
 import os
+import sys
 import threading
 import time
 
