@@ -162,6 +162,21 @@ def test_save_load_round_trip(model, tmp_path):
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+def test_half_folder_stores_half_the_bytes_and_loads_as_float32(model, tmp_path):
+    full, half = str(tmp_path / "full"), str(tmp_path / "half")
+    fd.save_student(model, full)
+    fd.save_student(model, half, half=True)
+    size = [os.path.getsize(os.path.join(d, "model.safetensors")) for d in (full, half)]
+    assert 0.45 < size[1] / size[0] < 0.55
+    assert json.load(open(os.path.join(half, "config.json")))["weights_dtype"] == "float16"
+    loaded = fd.load_student(half)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    x = torch.randn(2, 3, 192, 256)
+    with torch.no_grad():
+        ref, out = model(x), loaded(x)
+    assert 0 < float((out - ref).norm() / ref.norm()) < 1e-2  # rounded weights, same network
+
+
 def test_save_refuses_overwrite(tmp_path):
     d = str(tmp_path / "student")
     first, second = fd.random_student(1), fd.random_student(2)

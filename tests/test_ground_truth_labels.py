@@ -15,6 +15,7 @@ from depth_estimation.io.rgbd import depth_from_msg, detect_topics, paired_frame
 from depth_estimation.models import fastdepth, specs
 from depth_estimation.models.specs import ModelNotFound, parse_spec
 from depth_estimation.runtime.estimator import DepthEstimator
+from depth_estimation.tools import weights as weights_cmd
 from depth_fixtures import REAL_RGBD, rgbd_fixture
 
 K = (60.0, 60.0, 48.0, 32.0)
@@ -149,7 +150,7 @@ def test_cli_ground_truth_and_a_mix_with_teacher_labels(rgbd_bags, tiny_dir, tmp
     assert parse_spec(os.path.join(out, "student")).kind == "student_dir"
 
 
-def test_shipped_spec_loads_its_folder_and_a_missing_one_is_one_line(tmp_path, monkeypatch, tum_rgb):
+def test_shipped_spec_loads_its_folder_and_a_missing_one_is_one_line(tmp_path, monkeypatch, tum_rgb, capsys):
     folder = str(tmp_path / "fastdepth-duckietown")
     monkeypatch.setitem(specs.SHIPPED, "fastdepth-duckietown", folder)
     with pytest.raises(ModelNotFound) as err:
@@ -161,6 +162,10 @@ def test_shipped_spec_loads_its_folder_and_a_missing_one_is_one_line(tmp_path, m
     est = DepthEstimator("fastdepth-duckietown", input_size=None).load()
     depth = est.infer(tum_rgb)
     assert depth.shape == tum_rgb.shape[:2] and np.isfinite(depth).all()
+    assert weights_cmd.main(["fetch", "fastdepth-duckietown"]) == 0  # shipped: nothing to download
+    assert capsys.readouterr().out.strip() == folder
     os.remove(os.path.join(folder, "model.safetensors"))
     with pytest.raises(ModelNotFound, match="model.safetensors"):
         DepthEstimator("fastdepth-duckietown").load()
+    assert weights_cmd.main(["where", "fastdepth-duckietown"]) == 1  # the image build stops here
+    assert "git checkout" in capsys.readouterr().err

@@ -184,10 +184,14 @@ def _config() -> dict:
     }
 
 
-def save_student(model: FastDepthMNV3, directory: str, overwrite: bool = False) -> str:
-    """Write ``config.json`` + ``model.safetensors`` into ``directory`` atomically; returns it."""
+def save_student(model: FastDepthMNV3, directory: str, overwrite: bool = False, half: bool = False) -> str:
+    """Write ``config.json`` + ``model.safetensors`` into ``directory`` atomically; returns it.
+    ``half``: floating-point tensors stored as float16 (half the bytes; loaded back as float32)."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    return write_model_folder(directory, state, WEIGHTS_NAME, CONFIG_NAME, _config(), overwrite=overwrite)
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    config = dict(_config(), weights_dtype="float16" if half else "float32")
+    return write_model_folder(directory, state, WEIGHTS_NAME, CONFIG_NAME, config, overwrite=overwrite)
 
 
 def _read_config(directory: str) -> dict:
@@ -209,5 +213,5 @@ def load_student(directory: str, device: str = "cpu") -> FastDepthMNV3:
     if not os.path.isfile(weights):
         raise FileNotFoundError("student weights missing: %s" % weights)
     model = FastDepthMNV3()
-    model.load_state_dict(load_file(weights, device=str(device)), strict=True)
+    model.load_state_dict(load_file(weights, device=str(device)), strict=True)  # float16 files: cast up
     return model.to(device).eval()

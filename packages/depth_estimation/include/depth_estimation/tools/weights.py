@@ -1,7 +1,8 @@
 """``python3 -m depth_estimation.weights fetch|where SPEC``: released weights into the local cache.
 
 ``fetch`` downloads a spec's weights once (configuration and safetensors only; the Dockerfile does
-this at build time, so the robot needs no network); ``where`` prints their local directory.
+this at build time, so the robot needs no network); ``where`` prints their local directory. A model
+shipped with the package (``fastdepth-duckietown``) needs no download: both print its folder.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import List, Optional
 
 from depth_estimation import options
 from depth_estimation.models import hub
-from depth_estimation.models.specs import ModelNotFound, parse_spec
+from depth_estimation.models.specs import SHIPPED, ModelNotFound, parse_spec
 
 
 def _hub_id(spec_text: str) -> str:
@@ -30,6 +31,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                       help="a model spec with released weights, e.g. da2-small, or a Hugging Face id")
     args = parser.parse_args(argv)
     try:
+        if args.spec.strip() in SHIPPED:
+            print(parse_spec(args.spec).path)  # ModelNotFound when its folder is incomplete
+            return 0
         hub_id = _hub_id(args.spec)
         print(hub.fetch(hub_id) if args.command == "fetch" else hub.resolve(hub_id, args.spec))
     except (ModelNotFound, ValueError) as exc:
