@@ -5,6 +5,7 @@ import argparse
 import glob
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -183,6 +184,18 @@ def test_train_outputs_checkpoints_and_resume(cache, tmp_path, monkeypatch):
         assert torch.allclose(v.float(), w.float(), atol=1e-5), k
     with torch.no_grad():
         assert student(torch.zeros(1, 3, 64, 96)).shape == (1, 64, 96)
+
+
+def test_no_pillow_means_no_previews_not_a_failed_run(cache, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("tensorboard")
+    monkeypatch.setitem(sys.modules, "PIL", None)  # import PIL fails, as without Pillow
+    out = str(tmp_path / "run")
+    train.train(cache, out, steps=2, batch_size=2, size=SIZE, val_every=1, ckpt_every=1, progress=False)
+    assert "Pillow is not installed" in capsys.readouterr().err
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(os.path.join(out, "tb")).Reload()
+    assert "val/loss" in events.Tags()["scalars"] and not events.Tags()["images"]
 
 
 def test_cli(cache, tmp_path):

@@ -68,6 +68,15 @@ def _preview_rows(x: Tensor, y: Tensor, pred: Tensor) -> np.ndarray:
     return np.concatenate(rows, axis=0)
 
 
+def has_pillow() -> bool:
+    """TensorBoard's add_image needs Pillow; without it the previews are left out (not the run)."""
+    try:
+        import PIL  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _distributed() -> Tuple[int, int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not torch.distributed.is_initialized():
@@ -164,8 +173,12 @@ class Trainer:
         os.makedirs(self.out, exist_ok=True)
         try:
             from torch.utils.tensorboard import SummaryWriter  # optional: needs the tensorboard package
-            return SummaryWriter(log_dir or os.path.join(self.out, "tb"),
-                                 purge_step=self.start + 1 if self.start else None)
+            writer = SummaryWriter(log_dir or os.path.join(self.out, "tb"),
+                                   purge_step=self.start + 1 if self.start else None)
+            if not has_pillow():
+                print("Pillow is not installed: no TensorBoard preview images (pip install pillow)",
+                      file=sys.stderr)
+            return writer
         except ImportError:
             print("tensorboard is not installed: no TensorBoard logs (pip install tensorboard)",
                   file=sys.stderr)
@@ -237,7 +250,7 @@ class Trainer:
         with torch.no_grad():
             if self.val_set is not None:
                 self._validation_losses(step)
-            if self.writer is not None:
+            if self.writer is not None and has_pillow():
                 self._log_preview(step)
         self.model.train()
 
