@@ -131,11 +131,27 @@ def test_demo_stops_a_process_group_only_when_all_of_it_has_exited(tmp_path):
     assert marker.exists(), "the child was killed before it finished"
 
 
-def test_demo_falls_back_to_random_weights_loudly(hf_cache, capsys):
+def test_demo_falls_back_to_the_shipped_student_then_to_random_weights_loudly(hf_cache, capsys, tmp_path,
+                                                                             monkeypatch):
+    from depth_estimation.models import fastdepth, specs
     from depth_estimation.tools import demo
-    assert demo.choose_model(None) == "random:da2-small"
+    folder = str(tmp_path / "fastdepth-duckietown")
+    monkeypatch.setitem(specs.SHIPPED, "fastdepth-duckietown", folder)
+    assert demo.choose_model(None) == "random:da2-small"  # no folder: nothing trained here
     assert "UNTRAINED" in capsys.readouterr().out
+    fastdepth.save_student(fastdepth.random_student(), folder)
+    assert demo.choose_model(None) == "fastdepth-duckietown"
+    assert "UNTRAINED" not in capsys.readouterr().out
     assert demo.choose_model("random:da2-base") == "random:da2-base"
+
+    monkeypatch.setattr(demo, "simulator_installed", lambda: True)
+    parse = demo.build_parser().parse_args
+    assert demo.wants_sim(parse([]), "fastdepth-duckietown")  # the student's first demo: its own world
+    assert not demo.wants_sim(parse(["--bag", "x.bag"]), "fastdepth-duckietown")  # the recording, asked for
+    assert not demo.wants_sim(parse(["--model", "fastdepth-duckietown"]), "fastdepth-duckietown")
+    assert not demo.wants_sim(parse([]), "da2-small") and demo.wants_sim(parse(["--sim"]), "da2-small")
+    monkeypatch.setattr(demo, "simulator_installed", lambda: False)
+    assert not demo.wants_sim(parse([]), "fastdepth-duckietown")  # no simulator: the real recording
 
 
 def test_evaluate_launch_scores_the_node_like_depth_eval(tiny_dir, tmp_path):

@@ -11,11 +11,16 @@ with ``metric:=true`` and the simulated robot's calibration; the report adds the
 the simulator's ground truth and the montage shows camera | metric depth | ground truth.
 
 Model: the default spec (``da2-small``) with real weights from the local cache when present,
-fetched once when the hub is reachable, else ``random:da2-small`` behind a loud banner.
+fetched once when the hub is reachable, else the student shipped with the package
+(``fastdepth-duckietown``, trained in the Duckietown simulator), and then, unless ``--bag`` names a
+recording, on the simulated drive (``--sim``) when the simulator is installed: a new user's first
+demo shows real depth, metres and obstacle distances against the ground truth. Only when the
+student's folder is missing too: ``random:da2-small`` behind a loud banner.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import signal
@@ -40,6 +45,7 @@ from depth_estimation.models.specs import ModelNotFound, parse_spec
 DEFAULT_CONFIG = os.path.join(PACKAGE_DIR, "config", "depth_node", "default.yaml")
 DEFAULT_BAG = os.path.join(ASSETS_DIR, "recordings", "raspicam_aruco_marker.bag")
 IMAGE_SAVER = "/usr/lib/image_view/image_saver"
+STUDENT = "fastdepth-duckietown"  # shipped with the package: the model when no other weights are here
 
 
 def node_defaults() -> Dict:
@@ -59,11 +65,33 @@ def choose_model(requested: Optional[str]) -> str:
         hub.fetch(spec.hub_id)
         return spec.text
     except Exception as exc:  # no network here is the normal case
-        fallback = "random:" + (spec.arch or "da2-small")
-        line = "NO WEIGHTS for %s (%s): running %s, UNTRAINED - the depth below is meaningless" % (
-            spec.text, type(exc).__name__, fallback)
-        print("\n" + "!" * len(line) + "\n" + line + "\n" + "!" * len(line) + "\n", flush=True)
-        return fallback
+        try:
+            parse_spec(STUDENT)  # its folder is complete
+        except ModelNotFound as missing:
+            fallback = "random:" + (spec.arch or "da2-small")
+            line = "NO WEIGHTS for %s (%s) and %s: running %s, UNTRAINED - the depth below is meaningless" % (
+                spec.text, type(exc).__name__, missing, fallback)
+            print("\n" + "!" * len(line) + "\n" + line + "\n" + "!" * len(line) + "\n", flush=True)
+            return fallback
+        print("[demo] no weights for %s (%s): running %s, the student shipped with the package (trained in "
+              "the Duckietown simulator only)" % (spec.text, type(exc).__name__, STUDENT), flush=True)
+        return STUDENT
+
+
+def wants_sim(args: argparse.Namespace, model: str) -> bool:
+    """``--sim``, or the shipped student chosen for want of other weights with no ``--bag`` given
+    (it was trained in the simulator: its drive shows what it does, with the ground truth)."""
+    if args.sim or args.model or args.bag or model != STUDENT or not simulator_installed():
+        return bool(args.sim)
+    print("[demo] %s was trained in the Duckietown simulator: showing it on a simulated drive "
+          "(--bag %s for the real recording)" % (STUDENT, os.path.relpath(DEFAULT_BAG)), flush=True)
+    return True
+
+
+def simulator_installed() -> bool:
+    """The simulated drive can run: the simulator is installed and there is a display or Xvfb."""
+    return (importlib.util.find_spec("gym_duckietown") is not None
+            and bool(os.environ.get("DISPLAY") or shutil.which("Xvfb")))
 
 
 def free_port() -> int:
@@ -197,7 +225,8 @@ def print_table(report: Dict) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python3 -m depth_estimation.tools.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bag", default=DEFAULT_BAG, help="camera recording (CompressedImage frames)")
+    parser.add_argument("--bag", help="camera recording (CompressedImage frames; default: the real "
+                        "recording in assets/recordings, or the simulated drive for the shipped student)")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the replayed stream")
     parser.add_argument("--rate", type=float, default=30.0, help="camera rate of the replay (Hz)")
     parser.add_argument("--veh", default="duckiebot", help="robot name (topic namespace)")
@@ -302,6 +331,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ValueError, ModelNotFound) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 2
+    args.sim = wants_sim(args, model)
     out = os.path.abspath(args.out)
     png_dir, log_dir, outputs = _fresh_output(out)
     work = tempfile.mkdtemp(prefix="depth_demo_")
@@ -317,7 +347,7 @@ def _run(args: argparse.Namespace, model: str, out: str, work: str, paths: Tuple
     if args.sim:
         sim_bag, extrinsics = demo_sim.render_drive(work, args.veh, args.seconds, args.rate)
         node_args = demo_sim.node_arguments(extrinsics)
-    source = sim_bag or args.bag
+    source = sim_bag or args.bag or DEFAULT_BAG
     frames = bags.read_camera_frames(source)
     if not frames:
         print("error: %s has no sensor_msgs/CompressedImage frames" % source, file=sys.stderr)
