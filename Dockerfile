@@ -114,7 +114,8 @@ RUN . /opt/ros/${ROS_DISTRO}/setup.sh && \
 
 # what the launchers run unless DEPTH_MODEL / DEPTH_BACKEND are set (README, "On the robot"):
 # - amd64: DEFAULT_MODEL's weights, fetched here (the robot may have no internet, and /data is
-#   mounted at run time, so the cache lives inside the image), run with torch;
+#   mounted at run time, so the cache lives inside the image), run with torch; when they cannot be
+#   fetched, the student shipped in assets/models (fastdepth-duckietown, trained in simulation);
 # - arm64v8: assets/robot/default.onnx, exported once on the laptop (fixed input, opset 11, checked
 #   against torch there; e.g. da2-small at input 308 for 640x480 frames), run with TensorRT. The
 #   build stops here, naming the command, when that file is missing or TensorRT 7.1 cannot read it.
@@ -134,9 +135,12 @@ if r['opset'] > 11 or r['tensorrt_issues'] else print('baking in', r['spec'], r[
     echo "${REPO_PATH}/${ROBOT_ONNX}" > /opt/depth_estimation/default_model && \
     echo tensorrt > /opt/depth_estimation/default_backend; \
   else \
-    PYTHONPATH=${REPO_PATH}/packages/depth_estimation/include \
-      python3 -m depth_estimation.tools.weights fetch "${DEFAULT_MODEL}" && \
-    echo "${DEFAULT_MODEL}" > /opt/depth_estimation/default_model && \
+    export PYTHONPATH=${REPO_PATH}/packages/depth_estimation/include && \
+    if python3 -m depth_estimation.tools.weights fetch "${DEFAULT_MODEL}"; then \
+      echo "${DEFAULT_MODEL}" > /opt/depth_estimation/default_model; \
+    else echo "no weights for ${DEFAULT_MODEL}: the default is the shipped student fastdepth-duckietown" && \
+      python3 -m depth_estimation.tools.weights where fastdepth-duckietown && \
+      echo fastdepth-duckietown > /opt/depth_estimation/default_model; fi && \
     echo torch > /opt/depth_estimation/default_backend; \
   fi
 
