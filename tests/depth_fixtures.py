@@ -190,7 +190,8 @@ def floor_extrinsics(depth: np.ndarray, path: str) -> str:
     return write_extrinsics(path, homography_from_plane(plane_from_normal(normal, distance), intrinsics))
 
 
-def metric_fixture(directory: str, count: int = 24, rate: float = 4.0, veh: str = "testbot") -> str:
+def metric_fixture(directory: str, count: int = 24, rate: float = 4.0, veh: str = "testbot",
+                   name: str = "metric.bag", stamped: bool = True) -> str:
     """A real floor frame as a camera stream with its Kinect camera_info, the floor's extrinsic file
     (``metric_extrinsic.yaml``) and the scene's depth with a board on the floor (``metric_depth.npy``,
     what test/oracle_depth answers for the network)."""
@@ -202,8 +203,9 @@ def metric_fixture(directory: str, count: int = 24, rate: float = 4.0, veh: str 
     frame_id = "%s/camera_optical_frame" % veh
     info = build.camera_info(build.header(0, 0, frame_id), 640, 480, FLOOR_INTRINSICS)
     frame = bags.CameraFrame(_jpeg(color), "jpeg", frame_id, info)
-    out = os.path.join(directory, "metric.bag")
-    stamps = bags.camera_stream_bag([frame], out, veh=veh, count=count, rate=rate, tail=3.0, overwrite=True)
+    out = os.path.join(directory, name)
+    stamps = bags.camera_stream_bag([frame], out, veh=veh, count=count, rate=rate, tail=3.0, overwrite=True,
+                                    stamped=stamped)
     write_sidecar(out, stamps, {}, frame, rate, depth=os.path.join(directory, "metric_depth.npy"))
     return out
 
@@ -228,6 +230,11 @@ def prepare(directory: str = DEFAULT_DIR) -> Dict[str, str]:
         "rgbd": rgbd_fixture(os.path.join(directory, "rgbd.bag")),
         # a real floor frame at 4 Hz with the floor's calibration, for metric depth (test/oracle_depth)
         "metric": metric_fixture(directory),
+        # 10 s of it at 8 Hz (more frames than the node keeps camera_infos), and the same with every
+        # header stamp 0: looped in test/looped_stream.test
+        "metric_loop": metric_fixture(directory, count=80, rate=8.0, name="metric_loop.bag"),
+        "metric_unstamped": metric_fixture(directory, count=80, rate=8.0, name="metric_unstamped.bag",
+                                           stamped=False),
     }
     return paths
 

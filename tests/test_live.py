@@ -168,3 +168,17 @@ def test_a_busy_model_drops_frames_instead_of_queueing_them(tiny_dir, real_jpeg,
     report = json.loads((tmp_path / "report.json").read_text())
     check_accounting(report)
     assert (report["frames_in"], report["frames_out"], report["frames_dropped"]) == (10, 1, 9), report
+
+
+def test_the_student_runs_at_its_own_size_unless_told(real_jpeg, tmp_path, capsys):
+    """--help says 0 (the model's own size, 192 for the student) is the default for other models than
+    Depth-Anything-V2: the run says and uses that, not default.yaml's Depth-Anything-V2 308 (-> 320)."""
+    from depth_estimation.models.fastdepth import random_student, save_student
+
+    student = save_student(random_student(seed=3), str(tmp_path / "student"))
+    for extra, side in (([], "192"), (["--input-size", "256"], "256")):
+        argv = ["--robot", ROBOT, "--model", student, "--device", "cpu", "--threads", "1", "--out",
+                str(tmp_path / ("out" + side)), "--no-window", "--frames", "2", "--status-every", "0"] + extra
+        assert live.run(live.parse_args(argv), camera=BurstCamera(real_jpeg, 2)) == 0
+        assert "input short side %s)" % side in capsys.readouterr().out
+    assert live.load_params(None, {"model": "random:da2-small"})["input_size"] == 308

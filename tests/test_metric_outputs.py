@@ -66,8 +66,10 @@ def test_off_costs_nothing_and_on_needs_a_usable_calibration(tmp_path):
     broken.write_text("<<<<<<< HEAD\nhomography: [1, 0, 0, 0, 1, 0, 0, 0, 1]\n=======\n>>>>>>> theirs\n")
     with pytest.raises(CalibrationError, match=str(broken)):
         MetricOutputs(params(extrinsics_file=str(broken)), "csc22917")
-    outputs = MetricOutputs(params(extrinsics_file=str(tmp_path / "missing.yaml")), "nobody")
-    assert "missing.yaml" in outputs.warning and outputs.source.endswith("default.yaml")
+    with pytest.raises(CalibrationError, match="missing.yaml: no such file"):  # named: a typo is no fallback
+        MetricOutputs(params(extrinsics_file=str(tmp_path / "missing.yaml")), "nobody")
+    outputs = MetricOutputs(params(extrinsics_file=""), "nobody")  # the robot's own path: falls back
+    assert "camera_extrinsic/nobody.yaml" in outputs.warning and outputs.source.endswith("default.yaml")
     values, warning = outputs.report(0.0)
     assert warning == outputs.warning and values["metric_calibration"].endswith("default.yaml")
 
@@ -148,3 +150,92 @@ def test_a_calibration_that_puts_the_ground_above_the_robots_camera_stops_the_st
         info = yaml.safe_load(f)
     assert outputs.process(np.ones((480, 640), np.float32), 0.0, info) is None
     assert "up.yaml" in said[0] and "nothing metric" in said[0] and "up.yaml" in outputs.report(0.0)[1]
+
+
+def _robot_calibrations(tmp_path):
+    import shutil
+
+    calibrations = tmp_path / "calibrations"
+    (calibrations / "camera_intrinsic").mkdir(parents=True)
+    shutil.copy(os.path.join(ROBOT, "intrinsic.yaml"), str(calibrations / "camera_intrinsic" / "csc22917.yaml"))
+    return str(calibrations)
+
+
+def _homography_file(tmp_path, name, H):
+    from depth_estimation.geometry.calibration import write_extrinsics
+
+    return write_extrinsics(str(tmp_path / name), H)
+
+
+@pytest.mark.parametrize("change, words", [
+    (np.diag([-1.0, -1.0, 1.0]), "looks backwards"),  # the fleet file turned 180 degrees
+    (None, "looks up"),  # flipped upside down (csc22913: pitch -30 deg)
+])
+def test_a_homography_turned_or_flipped_stops_the_start_and_the_camera_info_path(tmp_path, change, words):
+    robot = "csc22917" if change is not None else "csc22913"
+    folder = os.path.join(REPO_DIR, "assets", "calibrations", robot)
+    H = read_extrinsics(os.path.join(folder, "extrinsic.yaml")).H
+    H = change @ H if change is not None else H @ np.array([[1.0, 0, 0], [0, -1, 479], [0, 0, 1]])
+    bad = _homography_file(tmp_path, "bad.yaml", H)
+    import shutil
+
+    calibrations = tmp_path / "calibrations"
+    (calibrations / "camera_intrinsic").mkdir(parents=True)
+    shutil.copy(os.path.join(folder, "intrinsic.yaml"), str(calibrations / "camera_intrinsic" / "r.yaml"))
+    with pytest.raises(CalibrationError, match=words):
+        MetricOutputs(params(extrinsics_file=bad), "r", calibrations=str(calibrations))
+    said = []
+    outputs = MetricOutputs(params(extrinsics_file=bad), "r", warn=lambda kind, text: said.append(text),
+                            calibrations=str(tmp_path / "none"))
+    with open(os.path.join(folder, "intrinsic.yaml")) as f:
+        info = yaml.safe_load(f)
+    for stamp in range(5):
+        assert outputs.process(np.ones((480, 640), np.float32), float(stamp), info) is None
+    assert len(said) == 1 and words in said[0] and "nothing metric" in said[0]
+    assert words in outputs.report(0.0)[1]
+
+
+def test_an_unlikely_pose_is_a_warning_with_its_values_in_diagnostics(tmp_path, camera):
+    from depth_estimation.geometry.calibration import homography_from_plane, plane_from_height_pitch
+
+    info, _plane, intrinsics, _ground = camera
+    steep = _homography_file(tmp_path, "steep.yaml", homography_from_plane(plane_from_height_pitch(0.12, 46.8),
+                                                                           intrinsics))
+    said = []
+    outputs = MetricOutputs(params(extrinsics_file=steep), "csc22917", warn=lambda kind, text: said.append(text),
+                            calibrations=_robot_calibrations(tmp_path))
+    assert "pitch 46.8 deg" in outputs.warning and "2-35 deg down" in outputs.warning
+    assert len(said) == 1 and "unlikely calibration" in said[0]
+    values, warning = outputs.report(0.0)
+    assert warning == outputs.warning
+    assert values["metric_camera_pitch_deg"] == "46.8" and values["metric_camera_height_m"] == "0.120"
+    good = MetricOutputs(params(), "csc22917", calibrations=_robot_calibrations(tmp_path / "good"))
+    assert good.warning is None and good.report(0.0)[0]["metric_camera_pitch_deg"] == "10.1"
+
+
+@pytest.mark.parametrize("change, words", [
+    (dict(K=[11454.0, 0, 328.4, 0, 11454.0, 174.0, 0, 0, 1]), "field of view of 3.2 deg"),
+    (dict(D=[-5.4, 44.3, 0.0, 0.0, 0.0]), "rays in order"),
+    (dict(D=[-0.25, 0.04, 0.0]), "plumb_bob' with 3 coefficients"),
+    (dict(D=[-0.25, 0.04, 0.0, 0.0, 0.0, 0.0]), "with 6 coefficients"),
+    (dict(D=[0.0] * 999 + [0.1]), "with 1000 coefficients"),
+])
+def test_camera_intrinsics_that_cannot_be_this_camera_are_one_calibration_problem(camera, change, words):
+    """fx = 11454 and D = [-5.4, 44.3] (fleet files that passed), malformed plumb_bob distortion (a raw
+    cv2.error per frame before): refused once, with the cause, and nothing metric is published."""
+    import cv2
+
+    info, *_ = camera
+    bad = dict(info, distortion_model="plumb_bob")
+    for key, value in change.items():
+        bad["camera_matrix" if key == "K" else "distortion_coefficients"] = {"data": value}
+    said = []
+    outputs = MetricOutputs(params(), "csc22917", warn=lambda kind, text: said.append(text))
+    disparity = (3.0 / np.full((480, 640), 2.0) + 0.25).astype(np.float32)
+    for stamp in range(4):
+        try:
+            assert outputs.process(disparity, float(stamp), bad) is None
+        except cv2.error as exc:  # what main did
+            pytest.fail("raw OpenCV error: %s" % exc)
+    assert len(said) == 1 and words in said[0] and "nothing metric" in said[0], said
+    assert words in outputs.report(0.0)[1]

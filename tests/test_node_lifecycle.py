@@ -209,3 +209,53 @@ def test_a_robot_file_with_an_unknown_name_stops_the_node(master, tmp_path, tiny
     fatal = _fatal(output)
     assert code == 2 and len(fatal) == 1, output[-3000:]
     assert "t.yaml: unknown parameter ~colour_map" in fatal[0]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_the_model_load_exits_at_once(master, tmp_path, signum):
+    """random:da2-small takes seconds to build here (a TensorRT build: minutes); the node leaves
+    without finishing the load."""
+    log = tmp_path / "node.log"
+    proc = master.node("model:=random:da2-small", "input_size:=518", log=log)
+    try:
+        _wait_for(log, "loading random:da2-small", proc, timeout=60)
+        time.sleep(0.5)
+        proc.send_signal(signum)
+        code = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    output = log.read_text()
+    assert code == 0 and "listening on" not in output, output[-3000:]  # left before the load finished
+    assert "Traceback" not in output and "terminate called" not in output
+
+
+def test_a_named_extrinsics_file_that_does_not_exist_stops_the_node(master, tmp_path, tiny_dir):
+    """A typo in extrinsics_file is no fallback to the generic pose (0.34 m read for a true 0.50 m)."""
+    code, _seconds, output = _run(master, tmp_path, "model:=" + tiny_dir, "input_size:=56", "metric:=true",
+                                  "extrinsics_file:=/nonexistent/robot_extrinsics.yaml")
+    fatal = _fatal(output)
+    assert code == 2 and len(fatal) == 1, output[-3000:]
+    assert "/nonexistent/robot_extrinsics.yaml: no such file" in fatal[0]
+
+
+def test_each_valid_run_time_change_applies_and_each_bad_one_is_said(master, tmp_path, tiny_dir):
+    """``colormap notacolormap`` set together with good values: the good ones are taken at once, the
+    bad one is one WARN line (not repeated at every poll)."""
+    log = tmp_path / "node.log"
+    proc = master.node("model:=" + tiny_dir, "input_size:=56", log=log)
+    try:
+        _wait_for(log, "listening on", proc, timeout=120)
+        for name, value in (("colormap", "notacolormap"), ("process_frequency", "2.0"), ("jpeg_quality", "10"),
+                            ("color_percentiles", "[50, 10]")):
+            subprocess.run(["rosparam", "set", "/t/depth_node/" + name, value], env=master.env, check=True)
+        _wait_for(log, "jpeg_quality=10", proc, timeout=30)
+        _wait_for(log, "process_frequency=2.0", proc, timeout=30)
+        time.sleep(2.0)  # four more polls
+        output = log.read_text()
+        refused = [line for line in output.splitlines() if "ignored a run-time parameter change" in line]
+        assert sum("~colormap" in line for line in refused) == 1, output[-3000:]
+        assert sum("~color_percentiles" in line for line in refused) == 1, output[-3000:]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)

@@ -192,8 +192,30 @@ def test_camera_info_pairs_with_the_frame_of_the_same_stamp():
     assert pairing.find(20) == "info20"  # not the newest (30)
     assert pairing.find(25) == "info20" and pairing.find(99) == "info30"
     assert pairing.find(5) is None
-    pairing.store(40, "info40")  # keeps the newest 3
-    assert pairing.find(10) is None and pairing.find(40) == "info40"
+    pairing.store(40, "info40")  # keeps the last 3 received, whatever their stamps
+    assert pairing.find(30) == "info20" and pairing.find(10) == "info10" and pairing.find(40) == "info40"
+
+
+def test_camera_info_pairs_when_stamps_go_back_repeat_or_are_zero():
+    """A looped bag (``rosbag play -l``) or a restarted simulator: the stamps start again from the
+    beginning; the camera_info received last for a stamp is the one paired, none is thrown away for
+    being older-stamped than the ones before it."""
+    pairing = CameraInfoPairing(keep=60)
+    loop = [1700 + i for i in range(80)]  # 80 frames, more than it keeps
+    for lap in range(3):
+        for stamp in loop:
+            pairing.store(stamp, (lap, stamp))
+            assert pairing.find(stamp) == (lap, stamp)
+    restarted = CameraInfoPairing(keep=60)
+    for stamp in loop:
+        restarted.store(stamp, ("before", stamp))
+    restarted.store(5, ("after", 5))  # a simulator restarted its clock
+    assert restarted.find(5) == ("after", 5) and restarted.find(7) == ("after", 5)
+    unstamped = CameraInfoPairing()
+    assert unstamped.find(0) is None and not unstamped.received
+    unstamped.store(0, "first")
+    unstamped.store(0, "second")
+    assert unstamped.find(0) == "second" and unstamped.received
 
 
 def test_camera_info_problems_are_counted_apart_from_frames():
@@ -266,17 +288,35 @@ def _counts(values):
 
 def test_gate_pauses_and_throttles_by_camera_time():
     gate = FrameGate(frequency=2.0)
-    stamps = [100.0 + i / 30.0 for i in range(61)]  # 2 s of a 30 Hz camera
+    stamps = [100 * 10 ** 9 + round(i * 1e9 / 30) for i in range(61)]  # 2 s of a 30 Hz camera
     admitted = [t for t in stamps if gate.admit(t) is None]
-    assert len(admitted) <= 5 and min(np.diff(admitted)) >= 0.5  # never more often than 2 Hz
-    assert gate.admit(stamps[-1] + 0.01) == THROTTLED
+    assert len(admitted) == 5 and min(np.diff(admitted)) >= 0.5e9  # never more often than 2 Hz
+    assert gate.admit(stamps[-1] + 10 ** 7) == THROTTLED
     gate.pause()
-    assert gate.admit(200.0) == PAUSED
+    assert gate.admit(200 * 10 ** 9) == PAUSED
     gate.resume()
-    assert gate.admit(stamps[-1] + 0.02) is None  # resumes with the next frame, whatever the spacing
-    assert gate.admit(50.0) is None  # the clock went back (a replayed bag): spacing starts anew
+    assert gate.admit(stamps[-1] + 2 * 10 ** 7) is None  # resumes with the next frame, whatever the spacing
+    assert gate.admit(50 * 10 ** 9) is None  # the clock went back (a replayed bag): spacing starts anew
     gate.set_frequency(0.0)
-    assert all(gate.admit(50.0 + i / 30.0) is None for i in range(1, 30))
+    assert all(gate.admit(50 * 10 ** 9 + round(i * 1e9 / 30)) is None for i in range(1, 30))
+
+
+@pytest.mark.parametrize("camera_hz, frequency, expected", [
+    (30.0, 10.0, 100), (30.0, 7.5, 75), (30.0, 5.0, 50), (30.0, 15.0, 150), (30.0, 2.0, 20), (30.0, 12.0, 100),
+    (15.0, 5.0, 50), (20.0, 10.0, 100),
+])
+def test_gate_keeps_the_promised_rate_of_an_exact_camera(camera_hz, frequency, expected):
+    """10 s of an exact camera (integer-nanosecond stamps as a camera driver or a bag writes them):
+    the rates the README promises, not 79 instead of 100 at 10 Hz (float seconds just under the
+    period) and never faster than ``frequency`` (12 Hz of a 30 Hz camera: every third frame)."""
+    for jitter_ns in (0, 2 * 10 ** 6):
+        gate = FrameGate(frequency=frequency)
+        rng = np.random.default_rng(0)
+        stamps = [17 * 10 ** 17 + round(i * 1e9 / camera_hz) + int(rng.integers(-jitter_ns, jitter_ns + 1))
+                  for i in range(int(10 * camera_hz))]
+        admitted = [t for t in stamps if gate.admit(t) is None]
+        assert len(admitted) == expected, (jitter_ns, len(admitted))
+        assert min(np.diff(admitted)) > 1e9 / frequency - 1e9 / camera_hz / 2
 
 
 def test_paused_and_throttled_frames_keep_the_accounting_exact():
@@ -309,15 +349,25 @@ def test_run_time_parameters_are_checked_and_only_changes_returned():
     params = check_params(defaults())
     assert set(RUNTIME) == {"colormap", "color_range", "color_percentiles", "color_vmin", "color_vmax",
                             "jpeg_quality", "process_frequency"}
-    assert runtime_update(params, {"colormap": "inferno", "jpeg_quality": 85}) == {}
-    assert runtime_update(params, {"colormap": "Turbo", "process_frequency": 2}) == {
-        "colormap": "turbo", "process_frequency": 2.0}
-    with pytest.raises(ParameterError) as caught:
-        runtime_update(params, {"color_range": "fixed", "color_vmin": 5.0, "color_vmax": 1.0})
-    assert "color_vmin" in caught.value.problems[0]
-    with pytest.raises(ParameterError) as caught:
-        runtime_update(params, {"model": "da2-base"})
-    assert "restart" in caught.value.problems[0]
+    assert runtime_update(params, {"colormap": "inferno", "jpeg_quality": 85}) == ({}, [])
+    assert runtime_update(params, {"colormap": "Turbo", "process_frequency": 2}) == ({
+        "colormap": "turbo", "process_frequency": 2.0}, [])
+    changes, problems = runtime_update(params, {"color_range": "fixed", "color_vmin": 5.0, "color_vmax": 1.0})
+    assert len(problems) == 1 and "color_vmin" in problems[0] and changes == {"color_range": "fixed", "color_vmin": 5.0}
+    changes, problems = runtime_update(params, {"model": "da2-base"})
+    assert changes == {} and len(problems) == 1 and "restart" in problems[0]
+    # both ends of the fixed range move together, though each alone would be refused
+    assert runtime_update(dict(params, color_range="fixed"), {"color_vmin": 30.0, "color_vmax": 40.0})[0] == {
+        "color_vmin": 30.0, "color_vmax": 40.0}
+
+
+def test_one_bad_run_time_value_does_not_block_the_good_ones():
+    """After ``colormap notacolormap``, ``process_frequency 2`` and ``jpeg_quality 10`` still apply."""
+    params = check_params(defaults())
+    changes, problems = runtime_update(params, {"colormap": "notacolormap", "process_frequency": 2,
+                                                "jpeg_quality": 10, "color_percentiles": [50, 10]})
+    assert changes == {"process_frequency": 2.0, "jpeg_quality": 10}
+    assert len(problems) == 2 and "~colormap" in problems[0] and "~color_percentiles" in problems[1]
 
 
 def test_a_robots_file_overrides_defaults_but_not_explicit_values(tmp_path):
@@ -350,7 +400,7 @@ def test_the_pipeline_takes_new_colour_settings_from_the_next_frame(tiny_dir):
     pipe.estimator.load()
     frame = _jpeg(np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8))
     first = pipe.process(frame, "jpeg")
-    params.update(runtime_update(params, {"colormap": "jet", "jpeg_quality": 20}))
+    params.update(runtime_update(params, {"colormap": "jet", "jpeg_quality": 20})[0])
     pipe.configure(params)
     second = pipe.process(frame, "jpeg")
     lo, hi = np.percentile(second.depth, (2, 98))
@@ -358,3 +408,21 @@ def test_the_pipeline_takes_new_colour_settings_from_the_next_frame(tiny_dir):
     assert np.array_equal(second.colorized, cv2.applyColorMap(scaled, cv2.COLORMAP_JET))
     assert not np.array_equal(first.colorized, second.colorized)
     assert len(second.colorized_jpeg) < len(first.colorized_jpeg)  # quality 20 < 85
+
+
+def test_a_jpeg_with_trailing_bytes_is_a_frame_and_a_cut_one_is_not():
+    """Decoders accept a JPEG followed by a few bytes after its end marker (some cameras pad frames);
+    a JPEG cut before its end marker is still refused as truncated."""
+    import cv2
+
+    from depth_estimation.framepath import frames
+    from depth_fixtures import _jpeg
+
+    image = np.random.default_rng(2).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    good = _jpeg(image)
+    for tail in (b"\x00\x01\x02", b"\xff\xff\xff\xff", b"garbage after the image"):
+        assert cv2.imdecode(np.frombuffer(good + tail, np.uint8), cv2.IMREAD_COLOR) is not None
+        assert np.array_equal(frames.decode(good + tail), frames.decode(good))
+    with pytest.raises(RejectedFrame) as caught:
+        frames.decode(good[:len(good) // 2] + b"\x00\x01\x02")
+    assert caught.value.kind == "truncated"

@@ -47,6 +47,13 @@ def test_rostest(test_file, fixtures, tmp_path):
     _rostest(tmp_path, test_file, "fixtures:=" + fixtures)
 
 
+@pytest.mark.parametrize("args", [["sim_time:=true"], ["sim_time:=false"], ["sim_time:=true", "bag:=metric_unstamped"]],
+                         ids=["sim_time", "wall_time", "unstamped"])
+def test_a_looped_bag_keeps_every_output_and_the_timers(args, fixtures, tmp_path):
+    """rosbag play -l (with --clock: ROS time jumps back at each loop, like a restarted simulator)."""
+    _rostest(tmp_path, "looped_stream.test", "fixtures:=" + fixtures, *args)
+
+
 def test_student_folder_runs_in_the_node(fixtures, tmp_path):
     """A student folder (what depth-distill train writes) is a model the node publishes depth with."""
     from depth_estimation.models.fastdepth import random_student, save_student

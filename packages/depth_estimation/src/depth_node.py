@@ -6,7 +6,8 @@ A thin ROS wrapper around the ROS-free ``depth_estimation`` library (README, "Th
 ``framepath.metric``; no output subscribed, no inference (``frames_idle``). DTROS in the Duckietown
 image, :class:`PlainNode` elsewhere; frames that reach it switched off are ``frames_paused`` (DTROS
 unsubscribes a switched-off node). ``<veh>.yaml`` is merged over the defaults, launch values win. A bad
-start is one FATAL line per cause; a restarted ROS master exits with code 3; SIGINT exits 0 at once.
+start is one FATAL line per cause; a restarted ROS master exits with code 3; SIGINT/SIGTERM exit
+0 at once (also during the model load); ROS time or camera stamps going back cost no output.
 """
 import copy
 import enum
@@ -14,7 +15,6 @@ import math
 import os
 import sys
 import threading
-import time
 
 import rosgraph
 import rospkg
@@ -25,6 +25,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, Point
 from std_msgs.msg import Header
 from std_srvs.srv import SetBool, SetBoolResponse
 
+from depth_estimation.framepath.background import every, watch_restart
 from depth_estimation.framepath.gate import IDLE, FrameGate
 from depth_estimation.framepath.metric import CalibrationError, check_calibration
 from depth_estimation.framepath.health import ERROR, OK, WARN, error_line
@@ -163,13 +164,14 @@ class DepthNode(BaseNode):
         self.metric = check_calibration(self.params, vehicle(), self.warn)  # None when off; CalibrationError
         frame = self.params["ground_frame"]
         self.ground_frame = frame if "/" in frame or not vehicle() else "%s/%s" % (vehicle(), frame)
+        rospy.loginfo("depth_node: loading %s", self.params["model"])
         self.pipeline, self.health = start_pipeline(self.params)  # loaded and run once: fails now if at all
         estimator = self.pipeline.estimator
         self.health.set_paused(not self.switch, rospy.get_time())  # a ~switch false while loading holds
         self.set_frequency(self.params["process_frequency"])
         self.camera_infos = CameraInfoPairing()
-        self.warned, self.bad_runtime, self.reported_level = {}, None, None
-        self.exit_code = 0
+        self.warned, self.bad_runtime, self.reported_level = {}, set(), None
+        self.time_jumped, self.exit_code = False, 0
         if DTParam is not None:  # Duckietown: the run-time parameters are editable ones in its tools
             for name in RUNTIME:
                 DTParam("~" + name, help="changes at run time",
@@ -178,12 +180,20 @@ class DepthNode(BaseNode):
                                   active=lambda: self.gate.active, clock=rospy.get_time, warn=self.warn,
                                   pipelined=self.params["pipelined"]).start()
         self._advertise()  # publishers before frames can arrive: the stream publishes on them
-        rospy.Timer(rospy.Duration(float(self.params["diagnostics_period"])), self.publish_diagnostics)
-        rospy.Timer(rospy.Duration(PARAM_POLL), self.reread_params)
+        for period, call in ((self.params["diagnostics_period"], self.publish_diagnostics),
+                             (PARAM_POLL, self.reread_params)):
+            every(float(period), call, rospy.sleep, rospy.is_shutdown, rospy.ROSTimeMovedBackwardsException,
+                  self.time_jump, lambda exc: self.warn("timer", "timer: %s", error_line(exc)))
         threading.Thread(target=self.watch_master, name="master_watch", daemon=True).start()
         rospy.loginfo("depth_node: %s on %s (%s), input short side %d; listening on %s",
                       estimator.name, estimator.device, estimator.backend, estimator.input_size,
                       rospy.resolve_name("~image/compressed"))
+
+    def time_jump(self, exc):  # rospy.Timer would die; the node's timers (framepath.background) go on
+        if not self.time_jumped:
+            self.time_jumped = True
+            rospy.logwarn("depth_node: ROS time moved backwards by %.1f s (a looped bag or a restarted "
+                          "simulator); diagnostics and parameter checks go on from the new time", exc.time)
 
     def _advertise(self):
         self.pub_depth = rospy.Publisher("~depth/image_raw", Image, queue_size=1)
@@ -203,12 +213,12 @@ class DepthNode(BaseNode):
 
     def on_image(self, msg):
         now = rospy.get_time()
-        stamp = msg.header.stamp.to_sec() or now  # the camera's time; arrival time for unstamped frames
-        skipped = self.gate.admit(stamp) or (None if self.listened() else IDLE)
+        stamp_ns = msg.header.stamp.to_nsec() or int(round(now * 1e9))  # arrival time for unstamped frames
+        skipped = self.gate.admit(stamp_ns) or (None if self.listened() else IDLE)
         if skipped:
             self.health.frame_skipped(now, skipped, msg.header.seq)
         else:
-            self.stream.submit(Frame(msg.data, msg.format, stamp, msg.header), msg.header.seq)
+            self.stream.submit(Frame(msg.data, msg.format, stamp_ns / 1e9, msg.header), msg.header.seq)
 
     def on_switch_off(self):
         """~switch false (Duckietown FSM): no inference or output, queued frame withheld; loading: gate."""
@@ -227,8 +237,11 @@ class DepthNode(BaseNode):
                    if name.startswith("pub_") and name != "pub_diag")
 
     def on_shutdown(self):
-        if getattr(self, "stream", None) is not None:  # a shutdown while the model loads comes before it
-            self.stream.close(timeout=0)
+        """SIGINT/SIGTERM (rospy's handler, in the main thread): during the model load, which has no
+        stream yet and would otherwise run to its end (seconds, a TensorRT build minutes), exit now."""
+        if getattr(self, "stream", None) is None:
+            exit_now(0)
+        self.stream.close(timeout=0)
 
     def wants(self):
         """(colorized, jpeg): make the colour images only while someone subscribes to them."""
@@ -244,15 +257,15 @@ class DepthNode(BaseNode):
         if result.colorized_jpeg is not None:
             self.pub_jpeg.publish(CompressedImage(header=header_like(header), data=result.colorized_jpeg,
                                                   format="bgr8; jpeg compressed bgr8"))
-        self.publish_camera_info(header, height, width)
-        if self.metric is not None:
-            self.publish_metric(header, result.depth)
-
-    def publish_metric(self, header, disparity):
-        """Metres: depth (with the camera_info it is in), scan, obstacle distance and points; nothing
-        while the ground fit is not confident (state NONE) or there is no camera_info."""
         info = self.camera_infos.find(header.stamp.to_nsec())
-        out = self.metric.process(disparity, header.stamp.to_sec(), info)
+        self.publish_camera_info(header, info, height, width)
+        if self.metric is not None:
+            self.publish_metric(header, frame.stamp, info, result.depth)
+
+    def publish_metric(self, header, stamp, info, disparity):
+        """Metres: depth (with its camera_info), scan, obstacle distance and points at ``stamp`` (s; arrival
+        for an unstamped frame); nothing while the fit is not confident (NONE) or there is no camera_info."""
+        out = self.metric.process(disparity, stamp, info)
         if out is None or out.frame.depth_m is None:
             return
         self.pub_metric.publish(to_image(header, out.frame.depth_m, "32FC1"))
@@ -274,9 +287,10 @@ class DepthNode(BaseNode):
             self.pub_points.publish(PointCloud2(header=header_like(header), height=1, width=n, fields=XYZ,
                                                 point_step=12, row_step=12 * n, data=out.points.tobytes()))
 
-    def publish_camera_info(self, header, height, width):
-        info = self.camera_infos.find(header.stamp.to_nsec())
-        if info is None:
+    def publish_camera_info(self, header, info, height, width):
+        if info is None:  # counted when the camera publishes camera_info at all
+            if self.camera_infos.received:
+                self.health.camera_info_missing()
             return
         problem = camera_info_problem(info, height, width)
         if problem:
@@ -298,20 +312,17 @@ class DepthNode(BaseNode):
         self.health.min_period = self.gate.period
 
     def reread_params(self, _event=None):
-        """Apply changed run-time parameters (params.RUNTIME); a bad value is logged once and ignored."""
+        """Apply each valid change of a run-time parameter (params.RUNTIME); each bad one is said once."""
         try:
             raw = {name: rospy.get_param_cached("~" + name, MISSING) for name in RUNTIME}
-            changes = runtime_update(self.params, {k: v for k, v in raw.items() if v is not MISSING})
-        except ParameterError as exc:
-            if exc.problems != self.bad_runtime:
-                self.bad_runtime = exc.problems
-                rospy.logwarn("depth_node: ignored a run-time parameter change, keeping the previous "
-                              "values: %s", "; ".join(exc.problems))
-            return
         except Exception as exc:  # noqa: BLE001 - master away for a moment: watch_master decides, try again
             self.warn("param_poll", "cannot read the run-time parameters (trying again): %s", error_line(exc))
             return
-        self.bad_runtime = None
+        changes, problems = runtime_update(self.params, {k: v for k, v in raw.items() if v is not MISSING})
+        for problem in sorted(set(problems) - self.bad_runtime):  # each bad value once, on a line of its own
+            rospy.logwarn("depth_node: ignored a run-time parameter change, keeping the previous one: %s",
+                          problem)
+        self.bad_runtime = set(problems)
         if not changes:
             return
         self.params.update(changes)
@@ -340,27 +351,17 @@ class DepthNode(BaseNode):
 
     def watch_master(self):
         """Exit (code 3) when the ROS master restarts: this node's registrations are gone with it."""
-        master, first_pid, unreachable = rosgraph.Master(rospy.get_name()), None, False
-        while not rospy.is_shutdown():
-            try:
-                pid = master.getPid()
-            except Exception:  # noqa: BLE001 - down or unreachable: keep asking
-                if not unreachable:
-                    rospy.logwarn("depth_node: the ROS master at %s is unreachable",
-                                  rosgraph.get_master_uri())
-                unreachable = True
-                time.sleep(1.0)
-                continue
-            unreachable = False
-            first_pid = pid if first_pid is None else first_pid
-            if pid != first_pid:
-                rospy.logfatal("depth_node: the ROS master at %s restarted (pid %d, was %d); its "
-                               "registrations and parameters are gone, exiting so that the launcher "
-                               "restarts this node", rosgraph.get_master_uri(), pid, first_pid)
-                self.exit_code = EXIT_MASTER_RESTARTED
-                rospy.signal_shutdown("ROS master restarted")
-                return
-            time.sleep(1.0)
+        uri = rosgraph.get_master_uri()
+        watch_restart(rosgraph.Master(rospy.get_name()).getPid, rospy.is_shutdown,
+                      lambda: rospy.logwarn("depth_node: the ROS master at %s is unreachable", uri),
+                      self.master_restarted)
+
+    def master_restarted(self, pid, first_pid):
+        rospy.logfatal("depth_node: the ROS master at %s restarted (pid %d, was %d); its registrations and "
+                       "parameters are gone, exiting so that the launcher restarts this node",
+                       rosgraph.get_master_uri(), pid, first_pid)
+        self.exit_code = EXIT_MASTER_RESTARTED
+        rospy.signal_shutdown("ROS master restarted")
 
 
 def start():

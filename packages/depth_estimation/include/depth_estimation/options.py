@@ -15,7 +15,7 @@ Imports only the standard library, so ``--help`` is instant.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 DEVICES = ("auto", "cpu", "cuda")
@@ -97,6 +97,19 @@ def add_force(parser: argparse.ArgumentParser, what: str = "the output") -> None
 
 def add_progress(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``minimum`` (``--runs 0`` is no benchmark)."""
+    def check(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("%r is not a whole number" % text) from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError("%d: at least %d" % (value, minimum))
+        return value
+    return check
 
 
 def comma_list(text: str) -> List[str]:

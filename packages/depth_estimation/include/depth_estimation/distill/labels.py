@@ -28,7 +28,7 @@ from tqdm import tqdm
 from depth_estimation import options
 from depth_estimation.distill import ground_truth, label_cache, sources
 from depth_estimation.framepath.frames import RejectedFrame, decode
-from depth_estimation.io.atomic import atomic_file, write_bytes
+from depth_estimation.io.atomic import atomic_file, output_problem, write_bytes
 from depth_estimation.models.specs import ModelNotFound
 from depth_estimation.runtime import preprocess
 from depth_estimation.runtime.estimator import DepthEstimator
@@ -294,6 +294,10 @@ def add_label_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
 
 def run_label(args: argparse.Namespace) -> int:
+    problem = output_problem(args.cache, folder=True)
+    if problem:  # before the teacher loads
+        print("error: %s" % problem, file=sys.stderr)
+        return 2
     try:
         if (args.images is None) == (args.bags is None):
             raise ValueError("give exactly one of --images and --bags")
@@ -308,6 +312,15 @@ def run_label(args: argparse.Namespace) -> int:
         return 2
     print("%s: seen %d, labelled %d, skipped %d (cached), failed %d"
           % (args.cache, counts["seen"], counts["labelled"], counts["skipped"], counts["failed"]))
+    source = args.images if args.images is not None else args.bags
+    if not counts["seen"]:
+        print("error: nothing to label: no .jpg/.jpeg/.png image or bag frame in %s (shard %s)"
+              % (source, args.shard), file=sys.stderr)
+        return 2
+    if counts["failed"] and not counts["labelled"] and not counts["skipped"]:
+        print("error: every one of the %d items of %s failed (unreadable or not an image); no label written"
+              % (counts["failed"], source), file=sys.stderr)
+        return 1
     return 0
 
 

@@ -50,7 +50,7 @@ from depth_estimation.evaluation.scoring import (ALL_INVALID, STRING_TYPE, add_s
                                                  score_frame, write_csv)
 from depth_estimation.framepath import frames
 from depth_estimation.io import bags
-from depth_estimation.io.atomic import atomic_file, write_json
+from depth_estimation.io.atomic import atomic_file, output_problem, write_error, write_json
 from depth_estimation.io.images import image_size
 from depth_estimation.io.rgbd import depth_from_msg, detect_topics, paired_frames, topics_by_type
 
@@ -266,6 +266,11 @@ def main(argv=None) -> int:
                   "threshold": args.ground_threshold, "min_inlier_share": args.ground_min_inlier_share,
                   "max_range_m": args.ground_max_range}
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    problems = [output_problem(path) for path in (args.json, args.csv, args.figure) if path]
+    problems.append(bags.bag_problem(args.bag))
+    if any(problems):  # before the work: a long evaluation is not lost to its output place
+        print("\n".join("error: %s" % p for p in problems if p), file=sys.stderr)
+        return 1
     try:
         estimator = None
         if args.model:
@@ -296,10 +301,13 @@ def main(argv=None) -> int:
         print(obstacle_eval.summary_line(result["obstacles"]))
     if result["invalid_prediction_pixels"]:
         print("%d prediction pixels without a value left out" % result["invalid_prediction_pixels"])
-    if args.json:
-        write_json(args.json, result)
-    if args.csv:
-        write_csv(args.csv, result)
+    for path, write in ((args.json, write_json), (args.csv, write_csv)):
+        try:
+            if path:
+                write(path, result)
+        except OSError as exc:
+            print("error: %s" % write_error(path, exc), file=sys.stderr)
+            return 1
     return 0
 
 

@@ -27,9 +27,13 @@ class RejectedFrame(ValueError):
 
 
 def _complete(data: bytes, fmt: str) -> bool:
+    """Whether the image's end marker is there. A JPEG's end of image (FFD9) may be followed by
+    trailing bytes (decoders ignore them); inside the scan data an FF byte is always stuffed, so an
+    FFD9 after the first start of scan (FFDA) is the end marker."""
     if fmt == "png":
         return b"IEND" in data[-32:]
-    return data.rstrip(b"\x00")[-2:] == b"\xff\xd9"
+    scan = data.find(b"\xff\xda")
+    return scan >= 0 and data.find(b"\xff\xd9", scan) >= 0
 
 
 def decode(data: bytes, fmt_hint: str = "", min_side: int = 16, max_side: int = 4096,

@@ -16,20 +16,29 @@ IDLE = "idle"  # the node's decision, not the gate's: no output has a subscriber
 
 
 class FrameGate:
-    """Admits frames by their camera time (seconds): ``admit`` returns None (process it), PAUSED or
-    THROTTLED. Two admitted frames are never closer than ``1 / frequency`` (0 = no limit); a clock
-    that goes back (a replayed bag, a restarted camera) starts the spacing anew. Thread-safe."""
+    """Admits frames by their camera time (integer nanoseconds): ``admit`` returns None (process it),
+    PAUSED or THROTTLED. Two admitted frames are never closer than ``1 / frequency`` (0 = no limit)
+    less a quarter of the camera's own period (the last gap between two arriving frames), so a
+    10 Hz limit on a 30 Hz camera takes every third frame although three camera periods come a
+    nanosecond short of 0.1 s; a clock that goes back (a replayed bag, a restarted camera) starts
+    the spacing anew. Thread-safe."""
 
     def __init__(self, frequency: float = 0.0):
         self._lock = threading.Lock()
         self.active = True
         self.frequency = float(frequency)
-        self._last: Optional[float] = None
+        self._last: Optional[int] = None  # the last admitted frame
+        self._previous: Optional[int] = None  # the last arriving frame
+        self._camera_ns = 0  # the camera's period, from the last positive gap between arriving frames
 
     @property
     def period(self) -> float:
         """The least time between two admitted frames, in seconds (0 = no limit)."""
         return 1.0 / self.frequency if self.frequency > 0 else 0.0
+
+    @property
+    def period_ns(self) -> int:
+        return int(round(1e9 / self.frequency)) if self.frequency > 0 else 0
 
     def set_frequency(self, frequency: float) -> None:
         with self._lock:
@@ -44,13 +53,17 @@ class FrameGate:
         with self._lock:
             self.active, self._last = True, None
 
-    def admit(self, stamp: float) -> Optional[str]:
+    def admit(self, stamp_ns: int) -> Optional[str]:
+        stamp_ns = int(stamp_ns)
         with self._lock:
             if not self.active:
                 return PAUSED
-            if self._last is not None and stamp < self._last:
+            previous, self._previous = self._previous, stamp_ns
+            if previous is not None and stamp_ns > previous:
+                self._camera_ns = stamp_ns - previous
+            if self._last is not None and stamp_ns < self._last:
                 self._last = None
-            if self._last is not None and stamp - self._last < self.period:
+            if self._last is not None and stamp_ns - self._last < self.period_ns - self._camera_ns // 4:
                 return THROTTLED
-            self._last = stamp
+            self._last = stamp_ns
             return None

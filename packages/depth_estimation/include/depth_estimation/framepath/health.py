@@ -8,7 +8,8 @@ inference (``inference_errors``), not processed because the node was switched of
 output had a subscriber (``frames_idle``, the report says ``idle: no subscribers``); so
 ``frames_in = out + dropped + rejected + errors + paused + throttled + idle`` (+ frames in flight).
 ``frames_missed`` counts gaps in the camera's ``header.seq`` (lost before the node saw them);
-camera_info problems are counted apart (``camera_info_mismatches``).
+camera_info problems are counted apart (``camera_info_mismatches``; ``camera_info_unpaired``: frames
+for which no camera_info of theirs had arrived although the camera publishes them).
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ class NodeHealth:
         self.timer, self.info, self.stall_after = timer, dict(info), stall_after
         self.frames_in = self.frames_out = self.frames_dropped = self.frames_rejected = 0
         self.frames_missed = 0  # gaps in the camera's header.seq: lost before the node saw them
-        self.inference_errors = self.camera_info_mismatches = 0
+        self.inference_errors = self.camera_info_mismatches = self.camera_info_unpaired = 0
         self.frames_paused = self.frames_throttled = self.frames_idle = 0
         self.idle = False  # the last frame found no subscriber to any output: no output is expected
         self._bad_since_out = Counter()  # frames rejected / failed since the last output, by kind
@@ -125,6 +126,11 @@ class NodeHealth:
             self.camera_info_mismatches += 1
             self.last_camera_info_problem = problem
 
+    def camera_info_missing(self) -> None:
+        """A frame for which no camera_info could be paired (published without one)."""
+        with self._lock:
+            self.camera_info_unpaired += 1
+
     def frame_out(self, now: float, stamp: float) -> None:
         with self._lock:
             self.frames_out += 1
@@ -142,7 +148,8 @@ class NodeHealth:
             values.update(self._timings())
             values.update(self._counts(now))
             current = Counter({"rejected": self.frames_rejected, "errors": self.inference_errors,
-                               "camera_info": self.camera_info_mismatches})
+                               "camera_info": self.camera_info_mismatches,
+                               "unpaired": self.camera_info_unpaired})
             new, self._reported = current - self._reported, current
             level, message = self._judge(now, new)
         return level, message, values
@@ -167,6 +174,7 @@ class NodeHealth:
             "frames_idle": str(self.frames_idle),
             "paused": "true" if self.paused else "false",
             "last_error": self.last_error, "camera_info_mismatches": str(self.camera_info_mismatches),
+            "camera_info_unpaired": str(self.camera_info_unpaired),
             "rejected_kinds": ",".join("%s=%d" % kv for kv in sorted(self.rejected_kinds.items())),
             "frames_dropped_by_stage": ",".join("%s=%d" % kv for kv in sorted(self.dropped_stages.items())
                                                 if kv[1]),
@@ -197,6 +205,9 @@ class NodeHealth:
                 new["rejected"], ", ".join(sorted(self.rejected_kinds)))
         if new["camera_info"]:
             return WARN, "depth published without camera_info: %s" % self.last_camera_info_problem
+        if new["unpaired"]:
+            return WARN, "depth published without camera_info: %d frame(s) since last report had none of " \
+                "theirs (no camera_info with their stamp or before it)" % new["unpaired"]
         return OK, "depth at %.1f Hz from %.1f Hz input" % (self.output_rate.rate(now),
                                                              self.input_rate.rate(now))
 

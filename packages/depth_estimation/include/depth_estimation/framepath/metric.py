@@ -2,8 +2,10 @@
 
 :class:`MetricOutputs` is built from the node's checked parameters (``metric`` true): it reads the
 robot's extrinsic calibration once at start (``extrinsics_file``, by default Duckietown's
-``/data/config/calibrations/camera_extrinsic/<veh>.yaml``; a missing file falls back to the package's
-default with a warning, a malformed one stops the node with one line naming it), and per frame,
+``/data/config/calibrations/camera_extrinsic/<veh>.yaml``; when that robot file is missing it falls
+back to the package's default with a warning; a named file that is missing, a malformed one or one
+that puts the ground behind or above the camera stops the node with one line naming it; a pose or
+lens unlikely on a DB21 is a warning: :mod:`depth_estimation.geometry.plausibility`), and per frame,
 with that frame's camera_info, aligns the network's relative disparity to the ground plane
 (:class:`~depth_estimation.geometry.ground.MetricAligner`) and reads the laser scan, the obstacle
 distance ahead and a decimated point cloud off the metric depth
@@ -18,8 +20,9 @@ import math
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
+import cv2
 import numpy as np
 
 from depth_estimation.geometry import obstacles
@@ -31,6 +34,7 @@ from depth_estimation.geometry.files import CalibrationError
 from depth_estimation.geometry.ground import FitOptions, MetricAligner, MetricFrame
 from depth_estimation.geometry.plane import GroundPlane
 from depth_estimation.geometry.rectify import DepthRectifier, RectifiedCamera
+from depth_estimation.geometry.plausibility import calibration_values, check_intrinsics, check_pose
 
 CALIBRATIONS = "/data/config/calibrations"  # where a Duckiebot keeps its calibrations
 NONE_WARN_AFTER = 2.0  # seconds in state NONE before the node's diagnostics say WARN
@@ -100,28 +104,63 @@ class MetricOutputs:
             raise TypeError("MetricOutputs needs MetricOptions (from_params for the node's parameters)")
         self.options = options
         self.path = extrinsics_path(options, veh)
-        self.extrinsics, self.warning = load_extrinsics(self.path, DEFAULT_EXTRINSICS)  # CalibrationError
+        if options.extrinsics_file and not os.path.isfile(os.path.expanduser(self.path)):
+            raise CalibrationError("%s: no such file (~extrinsics_file); only the robot's own default path "
+                                   "falls back to a generic pose" % self.path)
+        self.extrinsics, warning = load_extrinsics(self.path, DEFAULT_EXTRINSICS)  # CalibrationError
+        self.warnings: List[str] = [warning] if warning else []
         self.source = self.extrinsics.path or self.path
+        self.values: Dict[str, str] = {}
         self.warn = warn
         self._camera: Tuple[Any, Optional[MetricAligner], Optional[FrameRays]] = (None, None, None)
         self._rectifier: Optional[DepthRectifier] = None
+        self._rejected: Tuple[Any, str] = (None, "")
+        self._said: set = set()
         intrinsics = own_intrinsics(veh, calibrations)
         if intrinsics is not None:  # a plane behind the robot's camera fails now, not on the first frame
-            self._aligner(intrinsics).candidates((intrinsics.height, intrinsics.width))  # ~0.4 s, once
+            own = os.path.join(calibrations, "camera_intrinsic", "%s.yaml" % veh)
+            self._aligner(intrinsics, own).candidates((intrinsics.height, intrinsics.width))  # ~0.4 s, once
         self.last: Optional[MetricFrame] = None
         self.problem = ""
         self.none_since: Optional[float] = None
         self._lock = threading.Lock()
 
+    @property
+    def warning(self) -> Optional[str]:
+        """The calibration's warnings as one line (None when it looks like a DB21's)."""
+        return "; ".join(self.warnings) or None
+
+    def _checked_plane(self, intrinsics: Intrinsics, intrinsics_origin: str) -> GroundPlane:
+        """The ground plane for ``intrinsics``, checked for plausibility (CalibrationError for the
+        impossible; warnings kept for the log and diagnostics, the values for diagnostics)."""
+        warnings = check_intrinsics(intrinsics, intrinsics_origin)
+        plane = ground_plane(self.extrinsics, intrinsics)
+        warnings += check_pose(plane, self.source)
+        self.values = calibration_values(plane, intrinsics)
+        for line in warnings:
+            if line not in self.warnings:
+                self.warnings.append(line)
+                if self.warn is not None:
+                    self.warn("calibration", "metric depth: unlikely calibration: %s" % line)
+        return plane
+
     def aligner_for(self, camera_info: Any) -> MetricAligner:
         """The aligner of this camera (a new one when the camera_info's calibration changes)."""
-        return self._aligner(intrinsics_from_camera_info(camera_info))
+        return self._aligner(intrinsics_from_camera_info(camera_info), "camera_info")
 
-    def _aligner(self, intrinsics: Intrinsics) -> MetricAligner:
+    def _aligner(self, intrinsics: Intrinsics, origin: str) -> MetricAligner:
+        """CalibrationError (the same one again, at no cost, for the same camera) when the camera's
+        calibration cannot be used."""
         key = (intrinsics.width, intrinsics.height, tuple(intrinsics.K.ravel()), tuple(intrinsics.D))
+        if self._rejected[0] == key:
+            raise CalibrationError(self._rejected[1])
         if self._camera[0] != key:  # the old camera's ground maps and rays go with its aligner
             o = self.options
-            plane = ground_plane(self.extrinsics, intrinsics)
+            try:
+                plane = self._checked_plane(intrinsics, origin)
+            except CalibrationError as exc:
+                self._rejected = (key, str(exc))
+                raise
             aligner = MetricAligner(plane, intrinsics, o.time_constant_s, o.hold_s, o.max_range_m, o.fit)
             self._camera = (key, aligner, None)
         return self._camera[1]
@@ -134,8 +173,9 @@ class MetricOutputs:
             return self._fail("no camera_info for the frame: metric depth needs the camera's intrinsics")
         try:
             aligner = self.aligner_for(camera_info)
-        except (CalibrationError, ValueError) as exc:
-            return self._fail("calibration %s does not fit this camera: %s" % (self.source, exc))
+        except (CalibrationError, ValueError, cv2.error) as exc:
+            return self._fail("calibration %s does not fit this camera: %s" % (self.source, " ".join(
+                str(exc).split())))
         mismatch = camera_info_problem(aligner.intrinsics, *disparity.shape)
         if mismatch:  # the one policy for a camera_info that does not describe the frame
             return self._fail(mismatch)
@@ -176,8 +216,9 @@ class MetricOutputs:
     def _fail(self, problem: str) -> None:
         with self._lock:
             self.problem = problem
-        if self.warn is not None:
-            self.warn("metric", "metric depth: %s; publishing nothing metric" % problem)
+        if self.warn is not None and problem not in self._said:  # once per problem: diagnostics keep it
+            self._said.add(problem)
+            self.warn("metric_%d" % len(self._said), "metric depth: %s; publishing nothing metric" % problem)
         return None
 
     def report(self, now: float) -> Tuple[Dict[str, str], Optional[str]]:
@@ -189,6 +230,7 @@ class MetricOutputs:
                   "metric_shift": "%.6g" % (frame.shift if frame else math.nan),
                   "metric_inliers": "%.3f" % (frame.inlier_share if frame else math.nan),
                   "ground_rmse": "%.4g" % (frame.ground_rmse if frame else math.nan)}
+        values.update(("metric_" + k, v) for k, v in self.values.items())
         if problem:  # the first cause a user should read: what stops the metric outputs now
             return values, "metric depth: " + problem
         if frame is not None and frame.state == "NONE" and none_since is not None \

@@ -163,15 +163,24 @@ def _relations(params: Dict[str, Any]) -> List[str]:
     return problems
 
 
-def runtime_update(params: Mapping[str, Any], raw: Mapping[str, Any]) -> Dict[str, Any]:
-    """The run-time parameters in ``raw`` whose checked value differs from ``params`` (the node's
-    typed parameters); ParameterError when the new values are bad (alone or together)."""
-    unknown = sorted(set(raw) - set(RUNTIME))
-    if unknown:
-        raise ParameterError(["parameter ~%s cannot change at run time (restart the node)" % name
-                              for name in unknown])
-    merged = check_params(dict(params, **raw))
-    return {name: merged[name] for name in RUNTIME if merged[name] != params[name]}
+def runtime_update(params: Mapping[str, Any], raw: Mapping[str, Any]) -> Tuple[Dict[str, Any], List[str]]:
+    """``(changes, problems)`` for new values of run-time parameters: the ones in ``raw`` whose checked
+    value differs from ``params`` (the node's typed parameters), and one line for each parameter that
+    cannot take its new value (bad alone or with the others, or not a run-time parameter). A bad
+    value never holds back the good ones."""
+    problems = ["parameter ~%s cannot change at run time (restart the node)" % name
+                for name in sorted(set(raw) - set(RUNTIME))]
+    wanted = {name: raw[name] for name in RUNTIME if name in raw}
+    try:
+        merged = check_params(dict(params, **wanted))  # together: color_vmin/vmax may move at once
+    except ParameterError:
+        merged = dict(params)
+        for name, value in wanted.items():  # one at a time: each valid one is taken
+            try:
+                merged = check_params(dict(merged, **{name: value}))
+            except ParameterError as exc:
+                problems += exc.problems
+    return {name: merged[name] for name in RUNTIME if merged[name] != params[name]}, problems
 
 
 def read_param_file(path: str) -> Dict[str, Any]:

@@ -7,10 +7,10 @@ own stamp (the subscriber stores, the output stage looks up); :mod:`.health` kee
 """
 from __future__ import annotations
 
-import bisect
 import threading
+from collections import deque
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -126,27 +126,36 @@ class DepthPipeline:
 
 
 class CameraInfoPairing:
-    """The camera_info that belongs to a frame: the one with the frame's stamp (the Duckiebot camera
-    publishes both with the same stamp), else the newest one stamped before the frame. Keeps the
-    last ``keep`` messages; thread-safe (the subscriber stores, the output stage looks up)."""
+    """The camera_info that belongs to a frame, among the last ``keep`` received (in arrival order):
+    the newest one with the frame's stamp (the Duckiebot camera publishes both with the same stamp;
+    a looped bag or a restarted simulator repeats stamps), else the one stamped last before the
+    frame; an unstamped frame (stamp 0) takes the newest one received. The oldest received is the
+    one forgotten, whatever its stamp, so stamps that go backwards or repeat lose nothing. None when
+    nothing fits (the caller counts it). Thread-safe (the subscriber stores, the worker looks up)."""
 
     def __init__(self, keep: int = 60):
-        self.keep = keep
-        self._stamps: List[int] = []
-        self._infos: List[Any] = []
+        self._infos: Deque[Tuple[int, Any]] = deque(maxlen=keep)
         self._lock = threading.Lock()
+
+    @property
+    def received(self) -> bool:
+        return bool(self._infos)
 
     def store(self, stamp_ns: int, info: Any) -> None:
         with self._lock:
-            at = bisect.bisect_right(self._stamps, stamp_ns)
-            if at and self._stamps[at - 1] == stamp_ns:
-                self._infos[at - 1] = info
-            else:
-                self._stamps.insert(at, stamp_ns)
-                self._infos.insert(at, info)
-            del self._stamps[:-self.keep], self._infos[:-self.keep]
+            self._infos.append((int(stamp_ns), info))
 
     def find(self, stamp_ns: int) -> Optional[Any]:
         with self._lock:
-            at = bisect.bisect_right(self._stamps, stamp_ns)
-            return self._infos[at - 1] if at else None
+            infos = list(self._infos)
+        if not infos:
+            return None
+        if stamp_ns == 0:
+            return infos[-1][1]
+        best: Optional[Tuple[int, Any]] = None
+        for stamp, info in reversed(infos):  # newest first: of equal stamps the newest wins
+            if stamp == stamp_ns:
+                return info
+            if stamp < stamp_ns and (best is None or stamp > best[0]):
+                best = (stamp, info)
+        return best[1] if best is not None else None

@@ -22,6 +22,9 @@ from depth_estimation.geometry.files import CalibrationError, read_yaml_mapping
 #: Distortion models read with OpenCV's pinhole model (ROS names); ``equidistant`` uses cv2.fisheye.
 PINHOLE_MODELS = ("plumb_bob", "rational_polynomial", "")
 FISHEYE_MODELS = ("equidistant", "fisheye")
+#: How many distortion coefficients each model takes (ROS image_geometry; OpenCV's pinhole model for "").
+D_SIZES = {"plumb_bob": (5,), "rational_polynomial": (8,), "": (4, 5, 8, 12, 14), "equidistant": (4,),
+           "fisheye": (4,)}
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,9 @@ def intrinsics_from_camera_info(msg: Any, origin: str = "camera_info") -> Intrin
     if model not in PINHOLE_MODELS + FISHEYE_MODELS:
         raise CalibrationError("%s: distortion model %r; supported: plumb_bob, rational_polynomial, "
                                "equidistant" % (origin, model))
+    if D and len(D) not in D_SIZES[model]:
+        raise CalibrationError("%s: distortion %r with %d coefficients; it takes %s" % (
+            origin, model or "(no model)", len(D), " or ".join(str(n) for n in D_SIZES[model])))
     return Intrinsics(fx, fy, cx, cy, width, height, D, model, P, R)
 
 

@@ -125,3 +125,29 @@ def write_model_folder(directory: str, tensors: Dict[str, Any], weights_name: st
             json.dump(info, f, indent=1, default=json_default)
 
     return write_folder(directory, fill, overwrite)
+
+
+def output_problem(path: str, folder: bool = False) -> Optional[str]:
+    """Why a tool could not write its output ``path`` (``folder``: an output folder), as one line, or
+    None: checked before the work starts, so a long run is not lost on a read-only or missing place.
+    The nearest existing folder must take a new file (a temporary one, removed at once)."""
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.isdir(path) != folder and os.path.exists(path):
+        return "cannot write %s: it exists and is %s" % (path, "not a folder" if folder else "a folder")
+    existing = path if folder else os.path.dirname(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return "cannot write %s: %s is not a folder" % (path, existing)
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        return "cannot write %s: %s (%s)" % (path, exc.strerror or exc, existing)
+    return None
+
+
+def write_error(path: str, exc: OSError) -> str:
+    """One line for a write that failed (disk full, permissions) naming the file and the cause."""
+    return "cannot write %s: %s" % (path, exc.strerror or exc)
+

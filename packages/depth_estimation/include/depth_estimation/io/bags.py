@@ -193,7 +193,7 @@ def read_camera_frames(path: str, limit: Optional[int] = None) -> List[CameraFra
 
 def camera_stream_bag(frames: Sequence[CameraFrame], out: str, veh: str = "duckiebot", count: int = 30,
                       rate: float = 30.0, start: float = 1.7e9, bad: Optional[Dict[int, bytes]] = None,
-                      tail: float = 0.0, overwrite: bool = False) -> List[int]:
+                      tail: float = 0.0, overwrite: bool = False, stamped: bool = True) -> List[int]:
     """Write ``count`` frames (cycling through ``frames``) at ``rate`` Hz; frame i of ``bad`` gets
     those bytes instead. ``tail`` > 0 adds that many seconds of ``/stream_end`` (std_msgs/Empty,
     every 0.25 s) after the last frame, so a ``--clock`` replay keeps time running while the
@@ -208,7 +208,7 @@ def camera_stream_bag(frames: Sequence[CameraFrame], out: str, veh: str = "ducki
         for i in range(count):
             frame = frames[i % len(frames)]
             ns = int(round(start * 1e9)) + int(round(i * 1e9 / rate))  # integer ns: no float drift
-            header = build.header(i, ns, frame.frame_id)
+            header = build.header(i, ns if stamped else 0, frame.frame_id)
             if frame.camera_info is not None:
                 write(info_topic, ns, build.restamped(frame.camera_info, header))
             write(image_topic, ns, build.compressed_image(header, frame.format, bad.get(i, frame.data)))
@@ -216,6 +216,22 @@ def camera_stream_bag(frames: Sequence[CameraFrame], out: str, veh: str = "ducki
         for k in range(1, int(tail / 0.25) + 1):
             write(END_TOPIC, int(round((start + (count - 1) / rate + 0.25 * k) * 1e9)), build.empty())
     return stamps
+
+
+def bag_problem(path: str) -> Optional[str]:
+    """Why ``path`` is not a ROS 1 bag these tools can read, as one line, or None."""
+    from rosbags.rosbag1 import Reader  # optional: only bag readers need it
+
+    if not os.path.isfile(path):
+        return "%s: no such file" % path
+    try:
+        with Reader(path) as reader:
+            reader.connections  # noqa: B018 - reading the index is the check
+    except Exception as exc:  # noqa: BLE001 - rosbags' ReaderError and whatever a foreign file raises
+        cause = " ".join(str(exc).split()) or type(exc).__name__
+        return ("%s is not a readable ROS 1 bag (%s); a bag whose recorder was stopped before it wrote "
+                "its index is repaired with: rosbag reindex %s" % (path, cause, path))
+    return None
 
 
 def iter_messages(path: str, topics: Optional[Sequence[str]] = None) -> Iterator:

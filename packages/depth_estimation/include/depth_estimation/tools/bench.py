@@ -44,6 +44,7 @@ from depth_estimation.evaluation.metrics import fit_scale_shift
 from depth_estimation.framepath.colorize import Colorizer
 from depth_estimation.framepath.frames import decode
 from depth_estimation.framepath.pipeline import DepthPipeline
+from depth_estimation.io.atomic import output_problem, write_error
 from depth_estimation.io.paths import ASSETS_DIR
 from depth_estimation.io.paths import file_bytes as stored_bytes
 from depth_estimation.models import hub
@@ -342,8 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="comma-separated input sizes, each run in turn; each is the "
                         + options.INPUT_SIZE_HELP)
     options.add_threads(parser)
-    parser.add_argument("--runs", type=int, default=10, help="timed frames per path (default 10)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed frames first (default 2)")
+    parser.add_argument("--runs", type=options.count(1), default=10,
+                        help="timed frames per path (default 10)")
+    parser.add_argument("--warmup", type=options.count(0), default=2, help="untimed frames first (default 2)")
     parser.add_argument("--frames", default=DEFAULT_FRAMES, help="a folder of images or a bag")
     parser.add_argument("--paths", type=path_list, default=",".join(PATHS), metavar="PATH[,PATH...]",
                         help="which paths to measure, of %s (default all)" % ",".join(PATHS))
@@ -356,6 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    problems = [output_problem(path) for path in (args.json, args.csv, args.plot) if path]
+    if any(problems):  # before hours of measuring
+        print("\n".join("error: %s" % p for p in problems if p), file=sys.stderr)
+        return 2
     try:
         check_variants(args.variants)  # one line on a bad spec, before frames are read or a process starts
         frames = load_frames(args.frames)
@@ -366,8 +372,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     meta = {"command": " ".join(["depth-bench"] + (argv if argv is not None else sys.argv[1:])),
             "frames": args.frames, "cpu_count": os.cpu_count(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
-    write_outputs(rows, args.json, args.csv, args.plot, meta)
     print_table(rows)
+    try:
+        write_outputs(rows, args.json, args.csv, args.plot, meta)
+    except OSError as exc:
+        print("error: %s" % write_error(exc.filename or "the results", exc), file=sys.stderr)
+        return 1
     return 0
 
 

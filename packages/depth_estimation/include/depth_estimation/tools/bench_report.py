@@ -48,15 +48,20 @@ def add_ratios(rows: List[Dict[str, Any]]) -> None:
 
 def write_outputs(rows: List[Dict], json_path: Optional[str], csv_path: Optional[str],
                   plot_path: Optional[str], meta: Dict) -> None:
-    if json_path:
-        write_json(json_path, {"meta": meta, "rows": rows})
-    if csv_path:
-        with atomic_file(csv_path, newline="") as f:
+    """The result files asked for; an OSError names the one that failed (``filename``)."""
+    def write_csv(path: str) -> None:
+        with atomic_file(path, newline="") as f:
             writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
-    if plot_path:
-        plot(rows, plot_path)
+
+    for path, write in ((json_path, lambda p: write_json(p, {"meta": meta, "rows": rows})),
+                        (csv_path, write_csv), (plot_path, lambda p: plot(rows, p))):
+        try:
+            if path:
+                write(path)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror or str(exc), path) from exc
 
 
 def plot(rows: List[Dict], path: str) -> None:

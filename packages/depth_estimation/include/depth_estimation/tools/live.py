@@ -32,7 +32,9 @@ from depth_estimation.framepath.params import ParameterError, check_params
 from depth_estimation.framepath.pipeline import DepthPipeline, DepthResult, start_pipeline
 from depth_estimation.framepath.slot import LatestSlot
 from depth_estimation.framepath.stream import handle_frame
+from depth_estimation.io.atomic import output_problem
 from depth_estimation.io.paths import PACKAGE_DIR
+from depth_estimation.models.specs import parse_spec
 from depth_estimation.tools.live_output import Recorder, Window, display_available, side_by_side
 from depth_estimation.tools.live_sdk import ROBOT_TYPES, SIM_ROBOT, CameraError, SdkCamera
 
@@ -106,14 +108,29 @@ class LiveLoop:
 
 
 def load_params(config: Optional[str], overrides: Dict[str, Any]) -> Dict[str, Any]:
-    """The node's parameters: default.yaml, then ``config`` over it, then the options given, checked."""
+    """The node's parameters: default.yaml, then ``config`` over it, then the options given, checked.
+    default.yaml's ``input_size`` is a Depth-Anything-V2 size: another model (the student) runs at its
+    own size (0) unless ``--input-size`` or the config says otherwise, as the demo runs it."""
     with open(DEFAULT_CONFIG) as f:
         raw = yaml.safe_load(f)
+    chosen: Dict[str, Any] = {}
     if config:
         with open(config) as f:
-            raw.update(yaml.safe_load(f) or {})
-    raw.update({name: value for name, value in overrides.items() if value is not None})
+            chosen = yaml.safe_load(f) or {}
+        raw.update(chosen)
+    given = {name: value for name, value in overrides.items() if value is not None}
+    model = given.get("model", raw["model"])
+    if "input_size" not in given and "input_size" not in chosen and not _is_da2(model):
+        given["input_size"] = 0
+    raw.update(given)
     return check_params(raw)
+
+
+def _is_da2(model: Any) -> bool:
+    try:
+        return parse_spec(str(model)).family == "da2"
+    except ValueError:
+        return True  # check_params / the loader say what is wrong with it
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--model", help=options.MODEL_HELP)
     model.add_argument("--backend", choices=options.BACKENDS)
     model.add_argument("--device", choices=options.DEVICES)
-    model.add_argument("--input-size", type=int, metavar="N", help=options.INPUT_SIZE_HELP)
+    model.add_argument("--input-size", type=int, metavar="N", help=options.INPUT_SIZE_HELP.replace(
+        "default 0", "default: the config's input_size for Depth-Anything-V2 (308 in default.yaml), 0 for "
+        "other models"))
     model.add_argument("--threads", type=int, metavar="N", help="CPU threads; 0 = all cores")
     out = parser.add_argument_group("output")
     out.add_argument("--out", metavar="DIR", help="write live.avi (camera | depth), report.json "
@@ -276,6 +295,10 @@ def run(args: argparse.Namespace, camera: Any = None) -> int:
     except ParameterError as exc:
         for problem in exc.problems:
             print("depth-live: %s" % problem, file=sys.stderr)
+        return EXIT_PARAMS
+    problem = output_problem(args.out, folder=True) if args.out else None
+    if problem:  # before the camera and the model
+        print("depth-live: %s" % problem, file=sys.stderr)
         return EXIT_PARAMS
     try:  # before the model: a missing SDK is found in a second
         camera = camera or SdkCamera(args.robot, simulated=args.sim, host=args.host, port=args.port,
