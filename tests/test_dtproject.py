@@ -28,7 +28,8 @@ NOT_ON_THE_ROBOT = {"torch", "torchvision", "transformers", "tokenizers", "huggi
 ML_BASE_MODULES = {"tensorrt", "pycuda", "numpy"}
 BASE_IMAGE_ENV = {"CATKIN_WS_DIR", "LAUNCH_DIR", "ROS_DISTRO"}  # set by dt-base-environment / dt-ros-commons
 # import name -> PyPI name, where they differ
-IMPORT_TO_DIST = {"cv2": "opencv-python-headless", "yaml": "pyyaml", "PIL": "pillow", "sklearn": "scikit-learn"}
+IMPORT_TO_DIST = {"cv2": "opencv-python-headless", "yaml": "pyyaml", "PIL": "pillow", "sklearn": "scikit-learn",
+                  "duckietown_world": "duckietown-world-daffy"}
 # provided by the ROS install of the base image along with rospy
 ROS_CORE_MODULES = {"rospy", "rosgraph", "rospkg", "roslib", "genpy", "catkin_pkg"}
 NEWER_THAN_PY38 = {"zoneinfo", "graphlib", "tomllib"}  # the image runs Python 3.8
@@ -441,7 +442,8 @@ def test_imports_of_what_the_image_runs_are_installed():
     entries = entry_points()
     if not entries:
         pytest.skip("no node or weights module yet")
-    reqs, pkg_deps = requirements(), set()
+    # amd64 installs both files: dependencies-py3.txt and the Duckietown libraries of dependencies-py3.dt.txt
+    reqs, pkg_deps = {**requirements(), **requirements("dependencies-py3.dt.txt")}, set()
     for d in catkin_packages().values():
         root = ET.parse(d / "package.xml").getroot()
         pkg_deps |= {e.text for e in root if e.tag in ("depend", "exec_depend", "run_depend")}
