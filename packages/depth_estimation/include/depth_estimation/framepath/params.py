@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Mapping, Tuple
 import yaml
 
 from depth_estimation.framepath.colorize import RANGE_MODES, colormap_names
-from depth_estimation.options import BACKEND_CHOICES, DEVICES
+from depth_estimation.options import BACKENDS, DEVICES
 
 
 class ParameterError(ValueError):
@@ -84,7 +84,7 @@ def _frame_size(value: Any) -> Tuple[int, int]:
 
 CHECKS: Dict[str, Callable[[Any], Any]] = {
     "model": _text,
-    "backend": _one_of(BACKEND_CHOICES),
+    "backend": _one_of(BACKENDS),
     "device": _one_of(DEVICES),
     "half": _boolean,
     "input_size": _in_range(0, 4096, int),
