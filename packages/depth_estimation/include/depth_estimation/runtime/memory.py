@@ -16,15 +16,23 @@ from typing import Any, Dict, Optional
 _STATUS = "/proc/self/status"
 
 
-def rss_mb() -> Optional[float]:
-    """Resident memory of this process in MiB (None when unreadable)."""
+def proc_field_mb(path: str, field: str) -> Optional[float]:
+    """The ``field:`` line (in kB) of a /proc file such as /proc/meminfo, in MiB; None when unreadable."""
     try:
-        with open(_STATUS) as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024.0  # kB
     except (OSError, ValueError, IndexError):
         pass
+    return None
+
+
+def rss_mb() -> Optional[float]:
+    """Resident memory of this process in MiB (None when unreadable)."""
+    rss = proc_field_mb(_STATUS, "VmRSS")
+    if rss is not None:
+        return rss
     try:
         import resource  # Unix only: the peak, the closest there is without /proc
 

@@ -13,6 +13,7 @@ import re
 from typing import Any, Callable, Optional, Tuple
 
 from depth_estimation.runtime.runners import ExportError
+from depth_estimation.runtime.memory import proc_field_mb
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +37,7 @@ class BuildMemoryError(RuntimeError):
 
 def available_mb(meminfo: str = MEMINFO) -> Optional[float]:
     """``MemAvailable`` of the machine in MiB (on a Jetson: what CPU and GPU can still take), or None."""
-    try:
-        with open(meminfo) as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 1024.0  # kB
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+    return proc_field_mb(meminfo, "MemAvailable")
 
 
 def build_memory_mb(onnx_bytes: int, workspace_mb: int) -> float:
