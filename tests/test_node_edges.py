@@ -24,7 +24,6 @@ from depth_estimation.framepath.gate import FrameGate  # noqa: E402
 from depth_estimation.framepath.health import OK, NodeHealth  # noqa: E402
 from depth_estimation.framepath.metric import check_calibration  # noqa: E402
 from depth_estimation.framepath.params import check_params  # noqa: E402
-from depth_estimation.framepath.pipeline import CameraInfoPairing  # noqa: E402
 from depth_estimation.runtime.timing import StageTimer  # noqa: E402
 
 from conftest import ROOT  # noqa: E402
@@ -157,17 +156,15 @@ def test_the_rectified_metric_pair_is_published_for_its_subscribers(node, monkey
     info = CameraInfo(width=640, height=480, distortion_model="plumb_bob", K=cal["camera_matrix"]["data"],
                       D=cal["distortion_coefficients"]["data"], R=cal["rectification_matrix"]["data"],
                       P=cal["projection_matrix"]["data"])
-    n.camera_infos = CameraInfoPairing()
-    n.camera_infos.store(rospy.Time(1).to_nsec(), info)
     for name, _topic, _kind in node.METRIC_TOPICS:
         setattr(n, "pub_" + name, Publisher())
     from test_edges import ground_disparity
 
     header = Header(stamp=rospy.Time(1), frame_id="csc22917/camera_optical_frame")
-    n.publish_metric(header, ground_disparity())
+    n.publish_metric(header, 1.0, info, ground_disparity())
     assert n.pub_metric.sent and not n.pub_rect.sent  # nobody listens to the rectified pair: not made
     n.pub_rect, n.pub_rect_info = Publisher(1), Publisher(1)
-    n.publish_metric(header, ground_disparity())
+    n.publish_metric(header, 1.0, info, ground_disparity())
     image, rect_info = n.pub_rect.sent[0], n.pub_rect_info.sent[0]
     assert (image.encoding, image.height, image.width, image.header.frame_id) == ("32FC1", 480, 640,
                                                                                    header.frame_id)
