@@ -48,7 +48,7 @@ from depth_estimation.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 CHECKPOINT = "checkpoint"
 SCHEDULES = ("onecycle", "cosine")
-RESUME_KEYS = ("steps", "batch_size", "lr", "weight_decay", "schedule", "size", "alpha", "val_fraction",
+RESUME_KEYS = ("init", "steps", "batch_size", "lr", "weight_decay", "schedule", "size", "alpha", "val_fraction",
                "seed")
 LOSS_KEYS = ("loss", "ssi", "grad")
 
@@ -137,7 +137,10 @@ class Trainer:
 
     def _build_model(self) -> None:
         c = self.config
-        self.model = fastdepth.random_student(c["seed"]).to(self.device).train()
+        if c.get("init"):  # fine-tune: start from a student folder's weights (safetensors, no pickle)
+            self.model = fastdepth.load_student(c["init"]).to(self.device).train()
+        else:
+            self.model = fastdepth.random_student(c["seed"]).to(self.device).train()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=c["lr"],
                                            weight_decay=c["weight_decay"])
         if c["schedule"] == "onecycle":
@@ -302,14 +305,16 @@ def train(cache, out: str, steps: int = 1000, batch_size: int = 16, lr: float = 
           weight_decay: float = 1e-4, schedule: str = "onecycle", size: Tuple[int, int] = (192, 256),
           val_fraction: float = 0.05, val_every: int = 100, ckpt_every: int = 100, seed: int = 0,
           workers: int = 0, resume: bool = False, log_dir: Optional[str] = None, progress: bool = True,
-          alpha: float = 0.5) -> Dict:
-    """Train a random-initialized student on ``cache`` (a folder or several); write ``out/`` (see
+          alpha: float = 0.5, init: Optional[str] = None) -> Dict:
+    """Train a student on ``cache`` (a folder or several), random-initialized or from the student
+    folder ``init`` (fine-tuning, e.g. the shipped ``fastdepth-duckietown``); write ``out/`` (see
     the module doc) and return the history {"config", "train": [...], "val": [...], "images_per_s", ...}."""
     size = (int(size[0]), int(size[1]))
     _check_settings(size, schedule, steps, batch_size, val_every, ckpt_every, val_fraction)
     settings = {"cache": caches(cache), "steps": steps, "batch_size": batch_size, "lr": lr,
                 "weight_decay": weight_decay, "schedule": schedule, "size": list(size), "alpha": alpha,
-                "val_fraction": val_fraction, "val_every": val_every, "ckpt_every": ckpt_every, "seed": seed}
+                "val_fraction": val_fraction, "val_every": val_every, "ckpt_every": ckpt_every, "seed": seed,
+                "init": os.path.abspath(init) if init else None}
     trainer = Trainer(cache, out, settings, workers=workers, resume=resume, log_dir=log_dir)
     return trainer.run(progress=progress)
 
@@ -341,6 +346,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     add("--val-every", type=int, default=100, help="validate every N steps (default 100)")
     add("--ckpt-every", type=int, default=100, help="checkpoint every N steps (default 100)")
     add("--resume", action="store_true", help="continue from <out>/checkpoint")
+    add("--init", default=None, metavar="STUDENT", help="start from this student folder's weights "
+        "(fine-tuning, e.g. assets/models/fastdepth-duckietown or <run>/student) instead of random ones")
     add("--log-dir", default=None, help="TensorBoard folder (default <out>/tb)")
     add("--seed", type=int, default=0, help="initialization, data order and augmentation seed")
     add("--workers", type=int, default=0, help="data loader worker processes (default 0)")
@@ -354,7 +361,7 @@ def run_train(args: argparse.Namespace) -> int:
                         weight_decay=args.weight_decay, schedule=args.schedule, size=args.size,
                         val_fraction=args.val_fraction, val_every=args.val_every, ckpt_every=args.ckpt_every,
                         seed=args.seed, workers=args.workers, resume=args.resume, log_dir=args.log_dir,
-                        progress=args.progress)
+                        progress=args.progress, init=args.init)
     except (ValueError, FileExistsError, FileNotFoundError, KeyError) as exc:
         print("depth-distill train: error: %s" % exc, file=sys.stderr)
         return 2
