@@ -209,3 +209,19 @@ def test_cli(cache, tmp_path):
     assert train.run_train(args) == 0
     assert parse_spec(str(tmp_path / "run" / "student")).kind == "student_dir"
     assert train.run_train(args) == 2  # the checkpoint is there: needs --resume
+
+
+def test_init_fine_tunes_a_student_folder(cache, tmp_path):
+    """--init: the run starts from the folder's weights (a lower first loss than the same seed from
+    random weights, on the same batch); a missing folder is one clear error."""
+    kw = dict(steps=2, batch_size=2, lr=1e-3, size=SIZE, val_every=1, ckpt_every=1, seed=3, progress=False)
+    base = train.train(cache, str(tmp_path / "base"), **dict(kw, steps=12, lr=3e-3))
+    folder = str(tmp_path / "base" / "student")
+    scratch = train.train(cache, str(tmp_path / "scratch"), **kw)
+    tuned = train.train(cache, str(tmp_path / "tuned"), init=folder, **kw)
+    assert tuned["config"]["init"] == os.path.abspath(folder)
+    assert tuned["train"][0]["loss"] < scratch["train"][0]["loss"]  # same batch, trained weights
+    args = train.add_train_arguments(argparse.ArgumentParser()).parse_args(
+        ["--cache", cache, "--out", str(tmp_path / "x"), "--init", str(tmp_path / "nope"), "--steps", "1",
+         "--batch-size", "2", "--size", "64x96", "--no-progress"])
+    assert train.run_train(args) == 2

@@ -48,8 +48,8 @@ from depth_estimation.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 CHECKPOINT = "checkpoint"
 SCHEDULES = ("onecycle", "cosine")
-RESUME_KEYS = ("init", "steps", "batch_size", "lr", "weight_decay", "schedule", "size", "alpha", "val_fraction",
-               "seed")
+RESUME_KEYS = ("init", "steps", "batch_size", "lr", "weight_decay", "schedule", "size", "alpha",
+               "val_fraction", "seed")
 LOSS_KEYS = ("loss", "ssi", "grad")
 
 
