@@ -34,6 +34,7 @@ from depth_estimation.framepath.params import (CHECKS, RUNTIME, ParameterError, 
                                                robot_file_values, runtime_update)
 from depth_estimation.framepath.pipeline import CameraInfoPairing, camera_info_problem, start_pipeline
 from depth_estimation.framepath.stream import Frame, FrameStream
+from depth_estimation.geometry import tof
 from depth_estimation.models.specs import ModelNotFound
 
 try:  # the Duckietown image (dt-ros-commons): importing it also decorates rospy.Publisher/Subscriber
@@ -56,7 +57,8 @@ MISSING = object()
 NAME = "depth_node"
 METRIC_TOPICS = (("metric", "~depth/metric", Image), ("metric_info", "~depth/metric/camera_info", CameraInfo),
                  ("scan", "~scan", LaserScan), ("range", "~obstacle_distance", Range),
-                 ("points", "~points", PointCloud2), ("rect", "~depth/metric_rect/image_rect", Image),
+                 ("tof", "~tof/metric_range", Range), ("points", "~points", PointCloud2),
+                 ("rect", "~depth/metric_rect/image_rect", Image),
                  ("rect_info", "~depth/metric_rect/camera_info", CameraInfo))  # rect: for depth_image_proc
 DT_HEALTH = {OK: DTHealth.HEALTHY, WARN: DTHealth.WARNING, ERROR: DTHealth.ERROR}
 # The /diagnostics publisher stays on while the node is switched off: DTROS switches off every
@@ -79,8 +81,7 @@ def info_with(info, header):
 
 def to_image(header, array, encoding):
     msg = Image(header=header_like(header), height=array.shape[0], width=array.shape[1], encoding=encoding,
-                is_bigendian=0)
-    msg.step = array.strides[0]
+                is_bigendian=0, step=array.strides[0])
     msg.data = array.tobytes()
     return msg
 
@@ -206,6 +207,9 @@ class DepthNode(BaseNode):
                 setattr(self, "pub_" + name, rospy.Publisher(topic, kind, queue_size=1))
             if self.metric.warning:
                 rospy.logwarn("depth_node: %s", self.metric.warning)
+            if self.params["tof_topic"]:  # the front ToF for the cross-check (framepath.tof_check)
+                rospy.Subscriber(self.params["tof_topic"], Range, queue_size=10, callback=lambda m: (
+                    self.metric.tof.reading(m.header.stamp.to_sec() or rospy.get_time(), m.range)))
         rospy.Subscriber("~camera_info", CameraInfo, queue_size=10,
                          callback=lambda msg: self.camera_infos.store(msg.header.stamp.to_nsec(), msg))
         rospy.Subscriber("~image/compressed", CompressedImage, self.on_image, queue_size=1,
@@ -282,6 +286,9 @@ class DepthNode(BaseNode):
                                      field_of_view=2 * math.atan2(p["corridor_width"] / 2,
                                                                   p["obstacle_max_range"]),
                                      min_range=0.0, max_range=p["obstacle_max_range"], range=out.distance))
+        if out.tof is not None:  # the front ToF's reading as this frame's metric depth predicts it
+            self.pub_tof.publish(Range(header=Header(stamp=header.stamp, frame_id=tof.frame_id(vehicle())),
+                                       range=out.tof.metric_m, **tof.RANGE_FIELDS))
         if out.points is not None:  # x, y, z float32 in the camera's optical frame
             n = len(out.points)
             self.pub_points.publish(PointCloud2(header=header_like(header), height=1, width=n, fields=XYZ,

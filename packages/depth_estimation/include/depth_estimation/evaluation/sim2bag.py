@@ -12,7 +12,11 @@ metres along the optical axis, 0 = none: sky, beyond ``--max-depth``), ``/<veh>/
 camera_info`` (the simulated camera, with its distortion), ``/<veh>/dataset`` = ``duckietown-sim``,
 and the obstacle ground truth: ``/<veh>/obstacle_gt`` (sensor_msgs/Range: the closest obstacle in the
 node's corridor, +inf when none, :mod:`depth_estimation.evaluation.sim_world`) and
-``/<veh>/depth_gt/obstacle_mask`` (mono8, 255 = object).
+``/<veh>/depth_gt/obstacle_mask`` (mono8, 255 = object). The DB21M's front time-of-flight sensor is
+simulated as Duckietown's driver publishes it (:mod:`depth_estimation.geometry.tof`):
+``/<veh>/front_center_tof_driver_node/range`` at 15 Hz (stamps k / 15 s; each reading from the
+latest frame's exact depth), frame ``<veh>/tof/front_center``, the raw reading (8.19 m when it sees
+nothing), mounted on the simulated robot as on a DB21M relative to its camera.
 
 ``--frames`` is the total, split evenly over ``--maps`` (rendered one after the other). One bag is
 one robot: its camera (height, tilt, field of view) is the simulator's nominal one, or with
@@ -47,6 +51,7 @@ from depth_estimation.evaluation.sim_render import SimCamera, SimRenderer
 from depth_estimation.evaluation.sim_world import (MODES, PoseSampler, add_obstacles, node_obstacle_params,
                                                    obstacle_distance_gt, obstacle_mask, poses)
 from depth_estimation.geometry.calibration import homography_from_plane, write_extrinsics
+from depth_estimation.geometry import tof
 from depth_estimation.geometry.camera import FrameRays, Intrinsics
 from depth_estimation.io.atomic import atomic_file
 from depth_estimation.io.bags import (DEPTH_TYPE, IMAGE_TYPE, INFO_TYPE, RANGE_TYPE, MessageBuilder,
@@ -105,6 +110,7 @@ class SimFrame:
     mask: np.ndarray
     obstacle_m: float
     map_name: str
+    tof_m: float  # the front time-of-flight sensor's reading (geometry.tof)
 
 
 class SimSession:
@@ -155,8 +161,10 @@ class SimSession:
                 start = time.perf_counter()
                 rgb, depth = renderer.render(pos, angle)
                 self.render_s += time.perf_counter() - start
+                xn, yn = rays(*depth.shape)
                 yield SimFrame(rgb, depth, obstacle_mask(depth, plane, rays),
-                               obstacle_distance_gt(depth, plane, rays, self.obstacle_params), map_name)
+                               obstacle_distance_gt(depth, plane, rays, self.obstacle_params), map_name,
+                               tof.cone_reading(depth, xn, yn, plane).range_m)
 
 
 def intrinsic_yaml(intrinsics: Intrinsics, name: str) -> str:
@@ -200,14 +208,17 @@ def write_sim_bag(config: SimConfig, out: str, force: bool = False, jpeg: bool =
     build, ns = MessageBuilder(), config.veh
     image_topic, depth_topic, info_topic = rgbd_topics(ns)
     range_topic, mask_topic = obstacle_topics(ns)
+    tof_topic = "/%s/%s" % (ns, tof.TOPIC)
     topics = [(image_topic, IMAGE_TYPE), (depth_topic, DEPTH_TYPE), (info_topic, INFO_TYPE),
-              (dataset_topic(depth_topic), STRING_TYPE), (range_topic, RANGE_TYPE), (mask_topic, DEPTH_TYPE)]
+              (dataset_topic(depth_topic), STRING_TYPE), (range_topic, RANGE_TYPE), (mask_topic, DEPTH_TYPE),
+              (tof_topic, RANGE_TYPE)]
     frame_id, ground_id = "%s/camera_optical_frame" % ns, "%s/footprint" % ns
     obstacle = session.obstacle_params
     fov = 2.0 * math.atan2(obstacle["corridor_width"] / 2.0, obstacle["obstacle_max_range"])
     start_ns = int(round(DEFAULT_START * 1e9))
     bar = progress_bar(progress, config.frames, os.path.basename(out))
-    began, count, seen = time.perf_counter(), 0, 0
+    began, count, seen, tofs = time.perf_counter(), 0, 0, 0
+    tof_stamp = lambda k: start_ns + int(round(k * 1e9 / tof.RATE_HZ))  # noqa: E731
     try:
         with write_bag(out, topics, build.store) as write:
             write(dataset_topic(depth_topic), start_ns, build.string(SIM_DATASET))
@@ -222,6 +233,11 @@ def write_sim_bag(config: SimConfig, out: str, force: bool = False, jpeg: bool =
                 write(mask_topic, stamp, build.mono8(header, frame.mask))
                 write(range_topic, stamp, build.range(build.header(i, stamp, ground_id), frame.obstacle_m,
                                                       fov, 0.0, obstacle["obstacle_max_range"]))
+                while tof_stamp(tofs) < stamp + int(round(1e9 / config.hz)):  # the driver's 15 Hz timer
+                    write(tof_topic, tof_stamp(tofs), build.range(
+                        build.header(tofs, tof_stamp(tofs), tof.frame_id(ns)), frame.tof_m,
+                        tof.RANGE_FIELDS["field_of_view"], tof.MIN_RANGE_M, tof.MAX_RANGE_M))
+                    tofs += 1
                 count, seen = count + 1, seen + int(math.isfinite(frame.obstacle_m))
                 if bar is not None:
                     bar.update(1)

@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 import cv2
 import numpy as np
 
+from depth_estimation.framepath.tof_check import TofCheck, TofComparison
 from depth_estimation.geometry import obstacles
 from depth_estimation.geometry.calibration import (DEFAULT_EXTRINSICS, Extrinsics, ground_plane,
                                                    load_extrinsics)
@@ -35,6 +36,7 @@ from depth_estimation.geometry.ground import FitOptions, MetricAligner, MetricFr
 from depth_estimation.geometry.plane import GroundPlane
 from depth_estimation.geometry.rectify import DepthRectifier, RectifiedCamera
 from depth_estimation.geometry.plausibility import calibration_values, check_intrinsics, check_pose
+from depth_estimation.geometry.tof import TofPose
 
 CALIBRATIONS = "/data/config/calibrations"  # where a Duckiebot keeps its calibrations
 NONE_WARN_AFTER = 2.0  # seconds in state NONE before the node's diagnostics say WARN
@@ -58,6 +60,9 @@ class MetricOptions:
     scan_fov_deg: float
     points: bool
     points_step: int
+    tof_pose: TofPose = TofPose()
+    tof_time_constant_s: float = 1.0
+    tof_tolerance: float = 0.2
 
     @classmethod
     def from_params(cls, params: Dict[str, Any]) -> "MetricOptions":
@@ -70,7 +75,8 @@ class MetricOptions:
                    obstacle_max_height_m=p["obstacle_max_height"],
                    obstacle_max_range_m=p["obstacle_max_range"], corridor_width_m=p["corridor_width"],
                    scan_bins=p["scan_bins"], scan_fov_deg=p["scan_fov_deg"], points=p["points"],
-                   points_step=p["points_step"])
+                   points_step=p["points_step"], tof_pose=TofPose.from_list(p["tof_pose"]),
+                   tof_time_constant_s=p["tof_time_constant"], tof_tolerance=p["tof_tolerance"])
 
 
 def extrinsics_path(options: MetricOptions, veh: str) -> str:
@@ -93,6 +99,7 @@ class MetricProducts(NamedTuple):
     scan: Optional[obstacles.Scan]
     distance: float  # metres ahead to the closest obstacle in the corridor, inf when none, nan in NONE
     points: Optional[np.ndarray]  # N x 3 float32 in the camera's optical frame
+    tof: Optional[TofComparison] = None  # the time-of-flight cross-check of this frame, when it made one
 
 
 class MetricOutputs:
@@ -112,6 +119,7 @@ class MetricOutputs:
         self.source = self.extrinsics.path or self.path
         self.values: Dict[str, str] = {}
         self.warn = warn
+        self.tof = TofCheck(options.tof_pose, options.tof_time_constant_s, options.tof_tolerance)
         self._camera: Tuple[Any, Optional[MetricAligner], Optional[FrameRays]] = (None, None, None)
         self._rectifier: Optional[DepthRectifier] = None
         self._rejected: Tuple[Any, str] = (None, "")
@@ -181,17 +189,18 @@ class MetricOutputs:
             return self._fail(mismatch)
         intrinsics = aligner.intrinsics
         frame = aligner.update(disparity, stamp_s)
-        scan, distance, points = None, math.nan, None
+        scan, distance, points, tof = None, math.nan, None, None
         if frame.depth_m is not None:
             key, _, rays = self._camera
             if rays is None or rays.intrinsics != intrinsics:
                 rays = FrameRays(intrinsics)
                 self._camera = (key, aligner, rays)
             scan, distance, points = self._outputs(frame.depth_m, aligner.plane, intrinsics, rays)
+            tof = self.tof.frame(stamp_s, frame.depth_m, *rays(*frame.depth_m.shape), aligner.plane)
         with self._lock:
             self.last, self.problem = frame, ""
             self.none_since = (self.none_since or stamp_s) if frame.state == "NONE" else None
-        return MetricProducts(frame, intrinsics, aligner.plane, scan, distance, points)
+        return MetricProducts(frame, intrinsics, aligner.plane, scan, distance, points, tof)
 
     def rectified(self, products: MetricProducts) -> Tuple[np.ndarray, RectifiedCamera]:
         """The frame's metric depth on the rectified image and that image's camera_info fields, for
@@ -231,6 +240,8 @@ class MetricOutputs:
                   "metric_inliers": "%.3f" % (frame.inlier_share if frame else math.nan),
                   "ground_rmse": "%.4g" % (frame.ground_rmse if frame else math.nan)}
         values.update(("metric_" + k, v) for k, v in self.values.items())
+        tof_values, tof_warning = self.tof.report()
+        values.update(tof_values)
         if problem:  # the first cause a user should read: what stops the metric outputs now
             return values, "metric depth: " + problem
         if frame is not None and frame.state == "NONE" and none_since is not None \
@@ -239,7 +250,7 @@ class MetricOutputs:
             return values, ("metric depth: no confident ground fit for %.1f s (ground not visible, or the "
                             "calibration does not match); publishing nothing metric%s"
                             % (now - none_since, cause))
-        return values, self.warning or None
+        return values, tof_warning or self.warning or None
 
 
 def check_calibration(params: Dict[str, Any], veh: str,

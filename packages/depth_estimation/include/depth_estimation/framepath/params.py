@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, List, Mapping, Tuple
 import yaml
 
 from depth_estimation.framepath.colorize import RANGE_MODES, colormap_names
+from depth_estimation.geometry.tof import TofPose
 from depth_estimation.options import BACKENDS, DEVICES
 
 
@@ -123,6 +124,11 @@ CHECKS: Dict[str, Callable[[Any], Any]] = {
     "points": _boolean,
     "points_step": _in_range(1, 256, int),
     "ground_frame": _text,
+    # the front time-of-flight cross-check of the metric depth (framepath.tof_check)
+    "tof_topic": lambda v: "" if v in ("", None) else _text(v),
+    "tof_pose": lambda v: list(TofPose.from_list(v).__dict__.values()),
+    "tof_time_constant": _in_range(0.0, 60.0, low_open=True),
+    "tof_tolerance": _in_range(0.0, 10.0, low_open=True),
 }
 
 # Safe to change while the node runs (read again about twice a second); the others need a restart.
