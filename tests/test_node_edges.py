@@ -144,6 +144,15 @@ def test_no_subscriber_to_any_output_no_inference_and_diagnostics_say_idle(node,
     assert submitted == [2]
 
 
+def robot_camera_info():
+    """csc22917's camera_info (its intrinsic file) as the camera sends it."""
+    with open(os.path.join(ROBOT, "intrinsic.yaml")) as f:
+        cal = yaml.safe_load(f)
+    return CameraInfo(width=640, height=480, distortion_model="plumb_bob", K=cal["camera_matrix"]["data"],
+                      D=cal["distortion_coefficients"]["data"], R=cal["rectification_matrix"]["data"],
+                      P=cal["projection_matrix"]["data"])
+
+
 def test_the_rectified_metric_pair_is_published_for_its_subscribers(node, monkeypatch):
     with open(DEFAULTS) as f:
         raw = yaml.safe_load(f)
@@ -151,11 +160,7 @@ def test_the_rectified_metric_pair_is_published_for_its_subscribers(node, monkey
     n = node.DepthNode.__new__(node.DepthNode)
     n.params = check_params(raw)
     n.metric, n.ground_frame = check_calibration(n.params, "csc22917"), "csc22917/footprint"
-    with open(os.path.join(ROBOT, "intrinsic.yaml")) as f:
-        cal = yaml.safe_load(f)
-    info = CameraInfo(width=640, height=480, distortion_model="plumb_bob", K=cal["camera_matrix"]["data"],
-                      D=cal["distortion_coefficients"]["data"], R=cal["rectification_matrix"]["data"],
-                      P=cal["projection_matrix"]["data"])
+    info = robot_camera_info()
     for name, _topic, _kind in node.METRIC_TOPICS:
         setattr(n, "pub_" + name, Publisher())
     from test_edges import ground_disparity

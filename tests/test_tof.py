@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
+from depth_estimation.evaluation import tof_eval
 from depth_estimation.evaluation.sim_render import SimCamera
-from depth_estimation.framepath.metric import MetricOptions, MetricOutputs
 from depth_estimation.framepath.params import ParameterError, check_params
 from depth_estimation.framepath.tof_check import TofCheck
 from depth_estimation.geometry import tof
@@ -25,9 +25,12 @@ DEFAULTS = os.path.join(PACKAGE_DIR, "config", "depth_node", "default.yaml")
 
 
 def _scene(wall_m=None, camera=CAMERA, pose=tof.TofPose()):
+    return _scene_of(camera.intrinsics(), camera.plane(), wall_m, pose)
+
+
+def _scene_of(intr, plane, wall_m=None, pose=tof.TofPose()):
     """Exact depth of the road and, with ``wall_m``, a wall facing the robot ``wall_m`` ahead of the
     sensor (perpendicular to its axis); with its rays and plane."""
-    intr, plane = camera.intrinsics(), camera.plane()
     xn, yn = FrameRays(intr)(intr.height, intr.width)
     depth = ground_depth_map(plane, intr, intr.height, intr.width)
     depth = np.where(np.isfinite(depth) & (depth > 0) & (depth < 10.0), depth, np.inf)
@@ -165,51 +168,80 @@ def test_the_simulated_tof_follows_the_driver(sim_bag):
     assert sum(0.05 <= r <= 1.2 for r in ranges) >= 10, ranges
 
 
-def _run_metric(bag, extrinsics_file):
-    """The node's library path (MetricOutputs with its ToF check) on the bag, exact depth as the
-    network's relative output; ToF messages given in stamp order before each frame, as they arrive.
-    Returns (the per-frame comparisons, (seconds from the first frame, warning) when caught, outputs)."""
-    with open(DEFAULTS) as f:
-        raw = yaml.safe_load(f)
-    raw.update(metric=True, extrinsics_file=extrinsics_file)
-    outputs = MetricOutputs(MetricOptions.from_params(check_params(raw)), "simbot")
-    msgs = _messages(bag)
-    readings = sorted((_stamp(m), m.range) for m in msgs["tof"])
-    per_frame, caught = [], None
-    for depth_msg, info in zip(msgs["depth"], msgs["info"]):
-        t = _stamp(depth_msg)
-        while readings and readings[0][0] <= t + 1e-6:
-            outputs.tof.reading(*readings.pop(0))
-        depth = np.frombuffer(bytes(depth_msg.data), "<f4").reshape(depth_msg.height, depth_msg.width)
-        with np.errstate(divide="ignore"):
-            disparity = np.where(depth > 0, 1.0 / depth, 0.0).astype(np.float32)
-        products = outputs.process(disparity, t, info)
-        per_frame.append(products.tof)
-        values, warning = outputs.report(t)
-        if caught is None and values["tof_state"] == "DISAGREE":
-            caught = (t - _stamp(msgs["depth"][0]), warning)
-    return per_frame, caught, outputs
-
-
 def test_the_metric_depth_agrees_with_the_simulated_tof_per_frame(sim_bag):
     bag, calib, _tmp = sim_bag
-    per_frame, caught, outputs = _run_metric(bag, os.path.join(calib, "camera_extrinsic", "simbot.yaml"))
-    compared = [c for c in per_frame if c is not None]
-    assert len(compared) >= 5 and caught is None, (len(compared), caught)
+    result = tof_eval.run(bag, os.path.join(calib, "camera_extrinsic", "simbot.yaml"))
+    compared = result["comparisons"]  # per frame: ToF reading and the metric depth's prediction
+    assert result["compared"] == len(compared) >= 5 and result["caught"] is None, result
     ratios = np.array([c.ratio for c in compared])
-    assert abs(np.median(ratios) - 1.0) < 0.05, ratios
-    assert outputs.report(99.0)[0]["tof_state"] == "AGREE"
+    assert abs(np.median(ratios) - 1.0) < 0.05 and result["state"] == "AGREE", ratios
 
 
 def test_a_camera_height_x1_5_is_caught_within_2_s(sim_bag):
-    from depth_estimation.geometry.calibration import homography_from_plane, write_extrinsics
+    from depth_estimation.geometry.calibration import ground_plane, read_extrinsics
 
     bag, calib, tmp = sim_bag
-    wrong = replace(CAMERA, width=160, height=120)
-    wrong = replace(wrong, height_m=1.5 * wrong.height_m)
-    path = write_extrinsics(str(tmp / "x1.5.yaml"), homography_from_plane(wrong.plane(), wrong.intrinsics()))
-    per_frame, caught, _outputs = _run_metric(bag, path)
-    ratios = [c.ratio for c in per_frame if c is not None]
+    right = os.path.join(calib, "camera_extrinsic", "simbot.yaml")
+    info = _messages(bag)["info"][0]
+    wrong = tof_eval.scaled_height(right, info, 1.5, str(tmp / "x1.5.yaml"))
+    camera = replace(CAMERA, width=160, height=120)
+    height = ground_plane(read_extrinsics(wrong), camera.intrinsics()).height_m
+    assert abs(height - 1.5 * camera.height_m) < 1e-3
+    result = tof_eval.run(bag, right, height_scale=1.5)
+    ratios = [c.ratio for c in result["comparisons"]]
     assert ratios and abs(np.median(ratios) - 1 / 1.5) < 0.07, ratios
-    assert caught is not None and caught[0] <= 2.0, caught
-    assert "time-of-flight disagrees" in caught[1]
+    caught = result["caught"]
+    assert caught is not None and caught["after_s"] <= 2.0, caught
+    assert "time-of-flight disagrees" in caught["warning"] and result["state"] == "DISAGREE"
+
+
+def test_the_node_feeds_the_check_and_publishes_each_frames_prediction(monkeypatch):
+    """depth_node's wiring: ~tof_topic's messages reach the check, the compared frame's prediction is
+    published on ~tof/metric_range in the driver's frame and fields, the diagnostics count it."""
+    import importlib.util
+
+    rospy = pytest.importorskip("rospy")
+    from sensor_msgs.msg import Range
+    from std_msgs.msg import Header
+
+    from conftest import ROOT
+    from depth_estimation.framepath.metric import check_calibration
+    from depth_estimation.geometry.calibration import ground_plane, read_extrinsics
+    from depth_estimation.geometry.camera import read_intrinsics
+    from test_node_edges import Publisher, robot_camera_info
+
+    spec = importlib.util.spec_from_file_location("depth_node_tof", os.path.join(
+        ROOT, "packages", "depth_estimation", "src", "depth_node.py"))
+    node = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(node)
+    robot = os.path.join(ROOT, "assets", "calibrations", "csc22917")
+    with open(DEFAULTS) as f:
+        raw = yaml.safe_load(f)
+    raw.update(metric=True, extrinsics_file=os.path.join(robot, "extrinsic.yaml"), metric_time_constant=0.0)
+    n = node.DepthNode.__new__(node.DepthNode)
+    n.params = check_params(raw)
+    n.metric, n.ground_frame = check_calibration(n.params, "csc22917"), "csc22917/footprint"
+    subscribed = {}
+    monkeypatch.setattr(rospy, "Subscriber", lambda topic, _kind, callback=None, **_kw: subscribed.update(
+        {topic: callback}))
+    monkeypatch.setattr(rospy, "Publisher", lambda *_a, **_kw: Publisher(1))
+    monkeypatch.setattr(node, "PlainPublisher", lambda *_a, **_kw: Publisher(1))
+    monkeypatch.setattr(node, "vehicle", lambda: "csc22917")
+    n._advertise()
+    intr = read_intrinsics(os.path.join(robot, "intrinsic.yaml"))
+    plane = ground_plane(read_extrinsics(os.path.join(robot, "extrinsic.yaml")), intr)
+    depth = _scene_of(intr, plane, 0.5)[0]
+    disparity = (3.0 / np.where(depth > 0, depth, 50.0) + 0.25).astype(np.float32)
+    header = Header(stamp=rospy.Time(1), frame_id="csc22917/camera_optical_frame")
+    n.publish_metric(header, 1.0, robot_camera_info(), disparity)
+    assert not n.pub_tof.sent  # no reading yet
+    subscribed["front_center_tof_driver_node/range"](Range(header=Header(stamp=rospy.Time(2)), range=0.5))
+    header.stamp = rospy.Time(2)
+    n.publish_metric(header, 2.0, robot_camera_info(), disparity)
+    sent = n.pub_tof.sent[0]
+    assert sent.header.frame_id == "csc22917/tof/front_center" and sent.header.stamp == rospy.Time(2)
+    assert abs(sent.range - 0.5) < 0.05 and sent.radiation_type == Range.INFRARED
+    assert abs(sent.field_of_view - math.radians(25)) < 1e-6
+    assert (sent.min_range, sent.max_range) == (0.05, 1.2)
+    values, warning = n.metric.report(2.0)
+    assert values["tof_count"] == "1" and values["tof_state"] == "AGREE" and warning is None

@@ -7,8 +7,9 @@ sensor's pose from ``~tof_pose``). A pair is compared only when both are within 
 (0.05-1.2 m): :class:`TofComparison` per frame (ratio = ToF / metric, residual = metric - ToF). The
 log of the ratio is filtered with the time constant ``~tof_time_constant`` (seconds of frame stamps;
 it starts from agreement, so one odd pair does not flip it); while the filtered ratio is off by more
-than ``~tof_tolerance`` the state is DISAGREE and the node's diagnostics WARN: the metric scale (the
-camera's height or tilt in the calibration, or the ground fit) is wrong by about that ratio.
+than ``~tof_tolerance`` the state is DISAGREE and the node's diagnostics WARN: the metres ahead are
+wrong by about that ratio (the camera's height or tilt in the calibration, or the model's depth of
+what is in front of the robot: the check cannot tell which).
 """
 from __future__ import annotations
 
@@ -120,9 +121,9 @@ class TofCheck:
         if state != "DISAGREE":
             return values, None
         return values, ("time-of-flight disagrees with the metric depth: ToF / metric %.2f over the last "
-                        "%.1f s (%d pairs, median residual %+.3f m); the metric scale is off: check the "
-                        "camera's extrinsic calibration (height, tilt)" % (ratio, self.time_constant_s,
-                                                                          self.pairs, residual))
+                        "%.1f s (%d pairs, median residual %+.3f m): the camera's height or tilt in the "
+                        "extrinsic calibration, or the model's depth of what is ahead, is off"
+                        % (ratio, self.time_constant_s, self.pairs, residual))
 
 
 __all__ = ["TofCheck", "TofComparison", "MAX_PAIR_S", "STATES"]
