@@ -22,14 +22,16 @@ PY38_VENV := $(ROOT)/.build/py38-venv
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup apt venv workspace py38 test demo clean
+.PHONY: help setup apt venv workspace pins py38 test demo clean
 
 help:
 	@echo "make demo   - run the depth node on a real camera recording, write PNGs + latency report"
 	@echo "make test   - pytest on the core library + rostest integration tests"
-	@echo "make setup  - install ROS (apt), the venv and build the catkin workspace (both above do this)"
+	@echo "make setup  - install ROS (apt), the venv and build the catkin workspace (both above do this;"
+	@echo "              make test also builds the Python 3.8 venv and the Duckietown-image pins)"
 
-setup: apt venv workspace py38
+# `make demo` needs these only; `make test` also builds the Python 3.8 venv and the pins (below)
+setup: apt venv workspace
 
 apt: $(STAMPS)/apt
 $(STAMPS)/apt: dependencies-apt-dev.txt
@@ -43,15 +45,24 @@ $(STAMPS)/apt: dependencies-apt-dev.txt
 	@touch $@
 
 venv: $(STAMPS)/venv
-$(STAMPS)/venv: requirements.txt constraints.txt requirements-py38.txt $(STAMPS)/apt
+$(STAMPS)/venv: requirements.txt constraints.txt $(STAMPS)/apt
 	@mkdir -p $(STAMPS)
 	@[ -x $(PY) ] || { echo "[setup] creating $(VENV)"; /usr/bin/python3 -m venv --system-site-packages $(VENV); }
 	@echo "[setup] installing Python dependencies (torch CPU, transformers, ...)"
 	@$(PIP) install $(WHEELS) -c constraints.txt -r requirements.txt 2>&1 | grep -v -e '^WARNING: Location' -e '^$$' || true
 	@$(PY) -c "import torch, transformers, cv2, numpy, rosbags; assert numpy.__version__ < '2'" \
 	  || { echo "[setup] Python dependencies failed to install"; exit 1; }
+	@touch $@
+
+# The Duckietown image's transformers pins in a side directory, for the tests only. pip's conflict
+# check would compare them with the venv's own packages (transformers 5 requires kernels, which
+# requires huggingface-hub>=1.32, the pins hold 0.36): the two sets never share a sys.path, so the
+# check is off (--no-warn-conflicts) instead of printing a resolver error.
+pins: $(STAMPS)/pins
+$(STAMPS)/pins: requirements-py38.txt constraints.txt $(STAMPS)/venv
 	@echo "[setup] installing the Duckietown-image pins (transformers==4.46.3) into $(COMPAT)"
-	@rm -rf $(COMPAT) && $(PIP) install --target $(COMPAT) -c constraints.txt -r requirements-py38.txt 2>&1 | grep -v -e '^WARNING: Location' -e '^$$' || true
+	@rm -rf $(COMPAT) && $(PIP) install --no-warn-conflicts --target $(COMPAT) -c constraints.txt \
+	  -r requirements-py38.txt 2>&1 | grep -v -e '^WARNING: Location' -e '^$$' || true
 	@touch $@
 
 workspace: $(STAMPS)/workspace
@@ -79,7 +90,7 @@ $(STAMPS)/py38: dependencies-py3.txt
 	fi
 	@touch $@
 
-test: setup
+test: setup pins py38
 	@source ./env.sh && cd $(ROOT) && python -m pytest $(PYTEST_ARGS)
 
 demo: setup

@@ -78,43 +78,75 @@ def stream_parts(tiny_dir):
     return start_pipeline(check_params(params(tiny_dir)))
 
 
-def test_the_next_frame_is_decoded_and_the_previous_published_while_the_network_works(stream_parts):
+def counted_prepare(pipeline):
+    """Records the bytes count of every frame the decode stage decodes."""
+    decoded, prepare = [], pipeline.prepare
+    pipeline.prepare = lambda data, fmt="": decoded.append(len(data)) or prepare(data, fmt)
+    return decoded
+
+
+class FakeTimer:
+    """The stream's duration clock, moved by the test; each reading is counted (``reads``)."""
+
+    def __init__(self):
+        self.now, self.reads = 0.0, threading.Semaphore(0)
+
+    def __call__(self):
+        self.reads.release()
+        return self.now
+
+    def read_again(self):
+        """Wait until the stream has read this clock afresh (it looks at it in every wait)."""
+        while self.reads.acquire(blocking=False):
+            pass
+        return self.reads.acquire(timeout=WAIT)
+
+
+def test_the_newest_frame_is_decoded_just_before_the_network_is_free_and_the_previous_published(
+        stream_parts):
     pipeline, health = stream_parts
     held, out = HeldNetwork(pipeline.estimator), Recorder()
-    decoded = []
-    prepare = pipeline.prepare
-    pipeline.prepare = lambda data, fmt="": decoded.append(len(data)) or prepare(data, fmt)
-    stream = FrameStream(pipeline, health, out).start()
+    decoded, timer = counted_prepare(pipeline), FakeTimer()
+    stream = FrameStream(pipeline, health, out)
+    stream.timer = timer
+    stream.mean_s.update(infer=1.0, decode=0.1)  # a network known to take 1 s, a decode 0.1 s
+    stream.start()
     try:
         stream.submit(Frame(jpeg(48, 64, 10), "jpeg", 1.0, "header-1"))
-        assert held.entered.acquire(timeout=WAIT)  # frame 1 is inside the network
+        assert held.entered.acquire(timeout=WAIT)  # frame 1 is inside the network since t=0
         stream.submit(Frame(jpeg(60, 80, 20), "jpeg", 2.0, "header-2"))
-        assert stream.wait_for_room(WAIT)
-        # frame 2 gets decoded while frame 1 is still held in the network
+        timer.now = 0.5
+        assert timer.read_again() and len(decoded) == 1  # 0.5 s of network left: frame 2 waits
+        stream.submit(Frame(jpeg(72, 96, 30), "jpeg", 3.0, "header-3"))  # replaces frame 2
+        timer.now = 0.95  # the network ends within one decode: the newest frame is decoded now
         assert wait_until(lambda: len(decoded) == 2) and not out.published
-        held.release.release()  # frame 1 leaves the network; frame 2 enters it and is held
+        held.release.release()  # frame 1 leaves the network; frame 3 enters it at once and is held
         assert held.entered.acquire(timeout=WAIT)
-        assert out.wait(1)  # frame 1 is published while frame 2 is held in the network
+        assert out.wait(1)  # frame 1 is published while frame 3 is held in the network
         assert out.published[0][:3] == ("header-1", 1.0, (48, 64))
         held.release.release()
-        assert out.wait(2) and out.published[1][:3] == ("header-2", 2.0, (60, 80))
+        assert out.wait(2) and out.published[1][:3] == ("header-3", 3.0, (72, 96))
     finally:
         held.release.release()
         stream.close()
-    assert health.frames_in == health.frames_out == 2 and health.frames_dropped == 0
+    assert health.frames_in == 3 and health.frames_out == 2 and dict(health.dropped_stages) == {"queue": 1}
+    assert len(decoded) == 2 and len(held.calls) == 2
 
 
-def test_a_busy_network_drops_older_frames_counted_by_stage_and_publishes_the_newest(stream_parts):
+def test_a_busy_network_leaves_newer_frames_undecoded_and_publishes_the_newest(stream_parts):
     pipeline, health = stream_parts
     held, out = HeldNetwork(pipeline.estimator), Recorder()
-    stream = FrameStream(pipeline, health, out).start()
+    decoded, timer = counted_prepare(pipeline), FakeTimer()
+    stream = FrameStream(pipeline, health, out)
+    stream.timer = timer
+    stream.start()
     try:
         stream.submit(Frame(jpeg(48, 64, 0), "jpeg", 0.0, 0))
         assert held.entered.acquire(timeout=WAIT)
-        for i in range(1, 8):  # the network holds frame 0: frames queue up nowhere
-            assert stream.wait_for_room(WAIT)
+        for i in range(1, 8):  # the network holds frame 0 (its duration unknown): nothing is decoded
             stream.submit(Frame(jpeg(48, 64, i), "jpeg", float(i), i))
-        assert wait_until(lambda: health.frames_dropped == 6)
+            assert timer.read_again()  # the decode stage looked again, and waits
+        assert health.frames_dropped == 6 and len(decoded) == 1
         for _ in range(2):
             held.release.release()
         assert out.wait(2) and wait_until(stream.idle)
@@ -124,8 +156,42 @@ def test_a_busy_network_drops_older_frames_counted_by_stage_and_publishes_the_ne
         stream.close()
     assert [p[0] for p in out.published] == [0, 7]  # the newest frame, never a backlog
     assert health.frames_in == 8 and health.frames_out == 2 and health.frames_dropped == 6
-    assert health.dropped_stages["decode"] == 6  # decoded, then replaced before the network was free
-    assert len(held.calls) == 2
+    assert dict(health.dropped_stages) == {"queue": 6}  # replaced before decoding: none decoded in vain
+    assert len(decoded) == 2 and len(held.calls) == 2
+
+
+def test_the_network_takes_no_frame_while_the_output_stage_has_not_taken_its_last_result(stream_parts):
+    pipeline, health = stream_parts
+    out, gate, publishing = Recorder(), threading.Semaphore(0), threading.Semaphore(0)
+    decoded, calls = counted_prepare(pipeline), []
+    run = pipeline.estimator.run
+    pipeline.estimator.run = lambda prepared: calls.append(prepared.frame_hw) or run(prepared)
+
+    def publish(frame, result):
+        publishing.release()
+        assert gate.acquire(timeout=WAIT), "the test never released the output"
+        out(frame, result)
+
+    stream = FrameStream(pipeline, health, publish).start()
+    try:
+        stream.submit(Frame(jpeg(48, 64, 0), "jpeg", 0.0, 0))
+        assert publishing.acquire(timeout=WAIT)  # frame 0 is held in the output stage
+        stream.submit(Frame(jpeg(48, 64, 1), "jpeg", 1.0, 1))
+        assert wait_until(lambda: len(calls) == 2)  # frame 1's result waits for the output stage
+        stream.submit(Frame(jpeg(48, 64, 2), "jpeg", 2.0, 2))
+        assert wait_until(lambda: len(decoded) == 3)  # decoded, it waits for the network
+        stream.submit(Frame(jpeg(48, 64, 3), "jpeg", 3.0, 3))  # waits for the decode stage ...
+        stream.submit(Frame(jpeg(48, 64, 4), "jpeg", 4.0, 4))  # ... and is replaced there
+        assert len(calls) == 2 and len(decoded) == 3
+        for _ in range(4):
+            gate.release()
+        assert out.wait(4) and wait_until(stream.idle)
+    finally:
+        for _ in range(4):
+            gate.release()
+        stream.close()
+    assert [p[0] for p in out.published] == [0, 1, 2, 4] and len(calls) == 4
+    assert health.frames_in == 5 and dict(health.dropped_stages) == {"queue": 1}
 
 
 def test_bad_frames_and_failing_stages_are_counted_and_the_stream_goes_on(stream_parts):
@@ -196,7 +262,7 @@ def test_wait_for_network_paces_a_camera_to_the_network(stream_parts):
         stream.submit(Frame(jpeg(48, 64, 0), "jpeg", 0.0, 0))
         assert held.entered.acquire(timeout=WAIT) and stream.wait_for_network(WAIT)  # frame 0 in the network
         stream.submit(Frame(jpeg(48, 64, 1), "jpeg", 1.0, 1))
-        # decoded, it waits for the busy network: the next camera frame would only be dropped
+        # it waits for the busy network: the next camera frame would only replace it
         assert wait_until(lambda: not stream.wait_for_network(0))
         held.release.release()
         assert held.entered.acquire(timeout=WAIT) and stream.wait_for_network(WAIT)

@@ -2,9 +2,15 @@
 
 While the network works on frame *n*, frame *n+1* is decoded and prepared and frame *n-1* is
 mapped back to the frame, colorized, encoded and published, so the output rate is that of the
-slowest stage, not of their sum. Between two stages sits a :class:`~.slot.LatestSlot`: a stage
-that is busy never builds a backlog, the frame it had not taken is replaced and counted as dropped
-(``frames_dropped_by_stage``: ``queue`` before decoding, ``decode`` and ``infer`` after those).
+slowest stage, not of their sum. Between two stages sits a :class:`~.slot.LatestSlot`.
+
+Back-pressure: a stage takes a new frame only when the next stage has taken its previous output,
+so no stage works on a frame that would then be dropped. The decode stage moreover takes the
+newest camera frame *just in time*: when the network waits for a frame, or when the network's
+current frame will end within one decode (running means of both stages' durations), so that the
+frame the network gets is as fresh as the camera allows. Camera frames that arrive meanwhile replace
+each other before decoding and are counted as dropped there (``frames_dropped_by_stage``: ``queue``;
+``decode`` and ``infer`` count a result replaced after those stages, which back-pressure prevents).
 Every frame ends in exactly one of the :class:`~.health.NodeHealth` counts: published, dropped,
 rejected (bad input, at decoding), an error (in any stage; the stream goes on with the next frame)
 or withheld (the node was switched off meanwhile).
@@ -16,7 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from depth_estimation.framepath import frames
 from depth_estimation.framepath.health import NodeHealth, error_line
@@ -25,6 +31,7 @@ from depth_estimation.framepath.slot import LatestSlot
 
 STAGES = ("decode", "infer", "output")
 POLL = 0.2  # seconds a stage waits for a frame before it looks at the stop flag again
+MEAN_WEIGHT = 0.3  # weight of the newest duration in a stage's running mean (decode timing)
 
 
 class Frame(NamedTuple):
@@ -78,6 +85,12 @@ class FrameStream:
         self._count_lock = threading.Lock()
         self.submitted = self.finished = 0
         self.threads: List[threading.Thread] = []
+        # decode timing (pipelined): when the network started its frame (None: it waits for one) and
+        # the running means of the decode and network durations, in seconds of ``timer``
+        self.timer: Callable[[], float] = time.monotonic
+        self._network = threading.Condition()
+        self._network_since: Optional[float] = None
+        self.mean_s = {"decode": None, "infer": None}  # type: Dict[str, Optional[float]]
 
     def start(self) -> "FrameStream":
         steps = [self._decode, self._infer, self._output] if self.pipelined else [self._serial]
@@ -137,7 +150,14 @@ class FrameStream:
     def _loop(self, index: int, step: Callable[[Any], Any]) -> None:
         source = self.slots[index]
         target = self.slots[index + 1] if index + 1 < len(self.slots) else None
+        stage = STAGES[index] if self.pipelined else None
         while not self._stop.is_set():
+            if target is not None and not target.wait_empty(POLL):
+                continue  # back-pressure: the next stage has not taken the previous output yet
+            if stage == "decode" and not self._decode_due():
+                continue
+            if stage == "infer":
+                self._network_started(None)  # waits for a frame: the decode stage takes one now
             item = source.take(timeout=POLL)
             if item is None:
                 continue
@@ -145,12 +165,43 @@ class FrameStream:
                 self.health.frame_withheld()
                 self._done()
                 continue
+            started = self.timer()
+            if stage == "infer":
+                self._network_started(started)
             result = handle_frame(self.health, lambda: step(item), self.warn)
+            if stage in self.mean_s:
+                self._measured(stage, self.timer() - started)
             if target is None or result is None:  # published, or it failed (counted)
                 self._done()
             elif target.put(result):
                 self.health.frame_dropped(STAGES[index])
                 self._done()
+
+    def _network_started(self, when: Optional[float]) -> None:
+        with self._network:
+            self._network_since = when
+            self._network.notify_all()
+
+    def _measured(self, stage: str, seconds: float) -> None:
+        with self._network:
+            mean = self.mean_s[stage]
+            self.mean_s[stage] = seconds if mean is None else mean + MEAN_WEIGHT * (seconds - mean)
+
+    def _decode_due(self) -> bool:
+        """True when the decode stage takes the newest camera frame now: the network waits for a frame,
+        or its current one ends within one decode by the running means. Else it waits (at most
+        :data:`POLL`) for that and returns False; with no network duration known yet it waits for the
+        network to ask."""
+        now = self.timer()
+        with self._network:
+            if self._network_since is None:
+                return True
+            infer_s, decode_s = self.mean_s["infer"], self.mean_s["decode"] or 0.0
+            left = POLL if infer_s is None else self._network_since + infer_s - decode_s - now
+            if left <= 0:
+                return True
+            self._network.wait(min(left, POLL))
+            return False
 
     def _decode(self, frame: Frame) -> Tuple[Frame, Any]:
         return frame, self.pipeline.prepare(frame.data, frame.fmt)
