@@ -141,7 +141,7 @@ if r['opset'] > 11 or r['tensorrt_issues'] else print('baking in', r['spec'], r[
     else echo "no weights for ${DEFAULT_MODEL}: the default is the shipped student fastdepth-duckietown" && \
       python3 -m depth_estimation.tools.weights where fastdepth-duckietown && \
       echo fastdepth-duckietown > /opt/depth_estimation/default_model; fi && \
-    echo torch > /opt/depth_estimation/default_backend; \
+    echo auto > /opt/depth_estimation/default_backend; \
   fi
 
 # install launcher scripts

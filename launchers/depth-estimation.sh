@@ -2,7 +2,8 @@
 # dt-launcher-depth-estimation: the depth node on the robot's camera stream.
 # DEPTH_MODEL / DEPTH_BACKEND pick the model spec and backend; unset, the image's defaults are
 # used (/opt/depth_estimation/default_{model,backend}, written at build time): on amd64 the baked-in
-# DEFAULT_MODEL with torch; on arm64v8 (Jetson) the ONNX file exported on the laptop with TensorRT,
+# DEFAULT_MODEL with backend auto (ONNX Runtime on a CPU, torch on a CUDA GPU); on arm64v8
+# (Jetson) the ONNX file exported on the laptop with TensorRT,
 # whose engine is built on first start into /data/config/depth_estimation/engines (kept across
 # restarts; or once, alone, by dt-launcher-build-engine). The arm64v8 image has no torch: there
 # DEPTH_MODEL must be an .onnx file (e.g. one put under /data) with DEPTH_BACKEND tensorrt. On amd64

@@ -262,13 +262,13 @@ def arch_branches(pattern):
 
 
 def test_launcher_defaults_are_what_the_image_bakes_in():
-    """The launcher's fallbacks are the files the Dockerfile writes: the fetched DEFAULT_MODEL with torch
+    """The launcher's fallbacks are the files the Dockerfile writes: the fetched DEFAULT_MODEL with auto
     (amd64) or the laptop's ONNX export with TensorRT (arm64v8), so the robot needs nothing it lacks."""
     robot, laptop = arch_branches(r"/opt/depth_estimation/default_model")
     final = args_of(split_at_from()[2])
     assert final["DEFAULT_MODEL"] and final["ROBOT_ONNX"] == "assets/robot/default.onnx"
     assert 'echo "${DEFAULT_MODEL}" > /opt/depth_estimation/default_model' in laptop
-    assert "echo torch > /opt/depth_estimation/default_backend" in laptop
+    assert "echo auto > /opt/depth_estimation/default_backend" in laptop
     assert re.search(r"python3 -m \S+ fetch", laptop) and "fetch" not in robot
     assert 'echo "${REPO_PATH}/${ROBOT_ONNX}" > /opt/depth_estimation/default_model' in robot
     assert "echo tensorrt > /opt/depth_estimation/default_backend" in robot

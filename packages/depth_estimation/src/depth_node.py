@@ -187,7 +187,7 @@ class DepthNode(BaseNode):
                   self.time_jump, lambda exc: self.warn("timer", "timer: %s", error_line(exc)))
         threading.Thread(target=self.watch_master, name="master_watch", daemon=True).start()
         rospy.loginfo("depth_node: %s on %s (%s), input short side %d; listening on %s",
-                      estimator.name, estimator.device, estimator.backend, estimator.input_size,
+                      estimator.name, estimator.device, estimator.backend_text, estimator.input_size,
                       rospy.resolve_name("~image/compressed"))
 
     def time_jump(self, exc):  # rospy.Timer would die; the node's timers (framepath.background) go on

@@ -7,7 +7,9 @@ has one name, one default, one help text and one meaning everywhere:
 * ``--input-size N``: the short side of the network input in pixels, rounded to the model's
   multiple (14 for Depth-Anything-V2); ``0`` (the default) = the model's own size (518 for
   Depth-Anything-V2, 192 for the student), as ``input_size: 0`` means in the node;
-* ``--backend``: one of :data:`BACKENDS`; ``--device``: one of :data:`DEVICES`;
+* ``--backend``: ``auto`` (the default: the fastest installed for the device, see
+  :func:`depth_estimation.runtime.runners.resolve_backend`) or one of :data:`BACKENDS`;
+  ``--device``: one of :data:`DEVICES`;
 * ``--threads N``: CPU threads for torch and ONNX Runtime, ``0`` = their default (all cores).
 
 Imports only the standard library, so ``--help`` is instant.
@@ -18,6 +20,7 @@ import argparse
 from typing import Any, Callable, Dict, List, Optional
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKEND_CHOICES = ("auto",) + BACKENDS  # what users may ask for: auto is resolved once, at start
 DEVICES = ("auto", "cpu", "cuda")
 
 MODEL_HELP = ("model spec: da2-small|da2-base|da2-large, random:<arch> (untrained), fastdepth-mnv3 "
@@ -53,10 +56,11 @@ def add_models(parser: argparse.ArgumentParser, flag: str, default: str) -> None
 
 
 def add_runtime(parser: argparse.ArgumentParser, device: bool = True, threads: bool = True,
-                input_size: bool = True) -> None:
-    """``--backend``, ``--device``, ``--threads`` and ``--input-size`` for running a model."""
-    parser.add_argument("--backend", default="torch", choices=BACKENDS,
-                        help="inference backend (default torch)")
+                input_size: bool = True, backend: str = "auto") -> None:
+    """``--backend`` (default ``backend``), ``--device``, ``--threads`` and ``--input-size``."""
+    parser.add_argument("--backend", default=backend, choices=BACKEND_CHOICES,
+                        help="inference backend; auto = TensorRT on a Jetson, CUDA (torch) on an NVIDIA "
+                             "GPU, else ONNX Runtime (default %s)" % backend)
     if device:
         parser.add_argument("--device", default="auto", choices=DEVICES,
                             help="auto = CUDA when present, else the CPU (default auto)")

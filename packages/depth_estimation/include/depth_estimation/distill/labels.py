@@ -285,7 +285,7 @@ def add_label_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     add("--bags", help="a glob of ROS 1 bags; their CompressedImage frames are labelled")
     add("--topic", help="only this CompressedImage topic of the bags")
     add("--cache", required=True, help="the label cache folder (resumable, shareable by shards)")
-    options.add_runtime(parser)
+    options.add_runtime(parser, backend="torch")  # torch batches the teacher's frames (--batch-size)
     add("--batch-size", type=int, default=8, help="images per teacher batch (default 8)")
     add("--label-size", type=int, default=384, help="label short side (at most the image's; default 384)")
     add("--shard", default="0/1", help="i/n: label items i, i+n, i+2n, ... of the list")

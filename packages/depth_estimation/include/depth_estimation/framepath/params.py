@@ -17,7 +17,7 @@ import yaml
 
 from depth_estimation.framepath.colorize import RANGE_MODES, colormap_names
 from depth_estimation.geometry.tof import TofPose
-from depth_estimation.options import BACKENDS, DEVICES
+from depth_estimation.options import BACKEND_CHOICES, DEVICES
 
 
 class ParameterError(ValueError):
@@ -85,7 +85,7 @@ def _frame_size(value: Any) -> Tuple[int, int]:
 
 CHECKS: Dict[str, Callable[[Any], Any]] = {
     "model": _text,
-    "backend": _one_of(BACKENDS),
+    "backend": _one_of(BACKEND_CHOICES),
     "device": _one_of(DEVICES),
     "half": _boolean,
     "input_size": _in_range(0, 4096, int),

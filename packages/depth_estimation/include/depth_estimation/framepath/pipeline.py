@@ -53,7 +53,8 @@ def start_pipeline(params: Dict[str, Any], window: int = 100) -> Tuple["DepthPip
     estimator = pipeline.estimator.load()
     width, height = params["expected_frame_size"]
     estimator.warm_up(np.zeros((int(height), int(width), 3), np.uint8))  # with the TensorRT self-check
-    info = {"model": estimator.name, "backend": estimator.backend, "device": str(estimator.device),
+    info = {"model": estimator.name, "backend": estimator.backend,
+            "backend_requested": estimator.requested_backend, "device": str(estimator.device),
             "input_size": str(estimator.input_size),
             "weights": "RANDOM (untrained)" if estimator.spec.untrained else "trained"}
     health = NodeHealth(estimator.timer, info, stall_after=float(params["stall_after"]), window=window)

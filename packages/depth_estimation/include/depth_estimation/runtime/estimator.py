@@ -16,10 +16,11 @@ import numpy as np
 from depth_estimation.io.paths import cache_dir
 from depth_estimation.models import cache_keys
 from depth_estimation.models.specs import ModelSpec, parse_spec, safe_name
-from depth_estimation.options import BACKENDS, DEVICES, input_size_value
+from depth_estimation.options import BACKEND_CHOICES, DEVICES, input_size_value
 from depth_estimation.runtime import memory, ort_quant, preprocess
 from depth_estimation.runtime.engine_cache import DEFAULT_WORKSPACE_MB
 from depth_estimation.runtime.ort_runner import OrtRunner
+from depth_estimation.runtime.runners import resolve_backend
 from depth_estimation.runtime.tensorrt_runner import TensorRTRunner
 from depth_estimation.runtime.timing import StageTimer
 
@@ -55,6 +56,14 @@ def onnx_cache_path(spec: ModelSpec, hw: Tuple[int, int], opset: int, target: st
                                 cache_keys.versions(*versions))
     tag = "-ort" if target == "onnxruntime" else ""
     return cache_dir("onnx", "%s-%dx%d%s-%s.onnx" % (safe_name(spec.text), hw[0], hw[1], tag, key))
+
+
+def auto_needs(spec: ModelSpec) -> Optional[str]:
+    """The backend ``auto`` must take for ``spec``: ONNX Runtime for ``@int8``, torch for packed HQQ
+    (``@hqqN``: its point is the memory, which an export loses by dequantizing), else None (any)."""
+    if spec.quant is not None and spec.quant.method == "hqq" and not spec.quant.dequantize:
+        return "torch"
+    return spec.quant.backend if spec.quant is not None else None
 
 
 class Prepared(NamedTuple):
@@ -93,8 +102,8 @@ class DepthEstimator:
                  timer: Optional[StageTimer] = None, max_runners: int = MAX_RUNNERS,
                  engine_dir: Optional[str] = None, workspace_mb: int = DEFAULT_WORKSPACE_MB,
                  tensorrt_fp16: bool = True):
-        if backend not in BACKENDS:
-            raise ValueError("backend %r; use one of %s" % (backend, ", ".join(BACKENDS)))
+        if backend not in BACKEND_CHOICES:
+            raise ValueError("backend %r; use one of %s" % (backend, ", ".join(BACKEND_CHOICES)))
         if device not in DEVICES:
             raise ValueError("device %r; use one of %s" % (device, ", ".join(DEVICES)))
         input_size = input_size_value(input_size)  # 0 or None -> None: the model's own size
@@ -106,6 +115,9 @@ class DepthEstimator:
             raise ValueError("workspace_mb %r: the TensorRT builder needs a positive workspace"
                              % workspace_mb)
         self.spec: ModelSpec = parse_spec(model)
+        self.requested_backend = backend
+        backend, self.backend_reason = resolve_backend(backend, self.spec.family == "onnx", device,
+                                                       need=auto_needs(self.spec))
         if self.spec.family == "onnx" and backend == "torch":
             raise ValueError("model %s is an ONNX file: use backend onnxruntime or tensorrt" % model)
         ort_quant.check_backend(self.spec, backend)  # @int8: ONNX Runtime only
@@ -128,14 +140,21 @@ class DepthEstimator:
     def name(self) -> str:
         return self.spec.text
 
+    @property
+    def backend_text(self) -> str:
+        """The backend, and why when ``auto`` chose it: ``onnxruntime (auto: CPU: ...)``."""
+        if self.requested_backend != "auto":
+            return self.backend
+        return "%s (auto: %s)" % (self.backend, self.backend_reason)
+
     def load(self) -> "DepthEstimator":
         if self.spec.family == "onnx":
             self._load_onnx_file()
         else:
             self._load_net()
         log.info("loaded %s (%s) with backend %s on %s, input short side %s", self.name,
-                 "random weights" if self.spec.untrained else "trained weights", self.backend, self.device,
-                 self.input_size)
+                 "random weights" if self.spec.untrained else "trained weights", self.backend_text,
+                 self.device, self.input_size)
         return self
 
     def _load_onnx_file(self) -> None:

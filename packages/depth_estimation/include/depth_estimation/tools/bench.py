@@ -184,7 +184,7 @@ def run_cell(cell: Dict) -> List[Dict]:
     rgbs = [cv2.cvtColor(decode(f), cv2.COLOR_BGR2RGB) for f in frames]
     frame_hw = rgbs[0].shape[:2]
     hw = est.input_hw(*frame_hw)
-    common = {"variant": cell["variant"], "backend": cell["backend"], "input_size": cell["input_size"],
+    common = {"variant": cell["variant"], "backend": est.backend, "input_size": cell["input_size"],
               "input_hw": "%dx%d" % hw, "frame_hw": "%dx%d" % frame_hw, "runs": runs,
               "threads": torch.get_num_threads(), "matmul_gflops_per_s": cell["matmul_gflops_per_s"]}
     common.update(_cell_sizes(est, hw))
@@ -200,7 +200,7 @@ def run_cell(cell: Dict) -> List[Dict]:
         stats = stream_stats(DepthPipeline(est, Colorizer()), frames, cell["stream_hz"], runs, warmup)
         rows.append(dict(common, path="stream", stream_hz=cell["stream_hz"], **stats))
     spec = est.spec
-    if cell["backend"] == "torch" and spec.family == "da2" and spec.quant is None and "pipeline" in paths:
+    if est.backend == "torch" and spec.family == "da2" and spec.quant is None and "pipeline" in paths:
         rows.append(dict(common, path="pipeline", **_pipeline_stats(est, rgbs, hw, runs, warmup)))
     for row in rows:
         if row.get("gflops"):
@@ -249,11 +249,12 @@ def check_variants(variants: Sequence[str]) -> None:
 
 
 def check_backends(backends: Sequence[str]) -> List[str]:
-    """``backends`` as a list; ValueError unless it is a non-empty list of :data:`options.BACKENDS`."""
-    unknown = [b for b in backends if b not in options.BACKENDS]
+    """``backends`` as a list; ValueError unless it is a non-empty list of :data:`options.BACKEND_CHOICES`."""
+    unknown = [b for b in backends if b not in options.BACKEND_CHOICES]
     if unknown or not backends:
         problem = "unknown backend " + ", ".join(map(repr, unknown)) if unknown else "no backend given"
-        raise ValueError("%s; use a comma-separated list of %s" % (problem, ", ".join(options.BACKENDS)))
+        raise ValueError("%s; use a comma-separated list of %s"
+                         % (problem, ", ".join(options.BACKEND_CHOICES)))
     return list(backends)
 
 
@@ -268,7 +269,7 @@ def path_list(text: str) -> List[str]:
 
 
 def backend_list(text: str) -> List[str]:
-    """``--backends``: a comma-separated list, each one of :data:`options.BACKENDS`."""
+    """``--backends``: a comma-separated list, each one of :data:`options.BACKEND_CHOICES`."""
     try:
         return check_backends(options.comma_list(text))
     except ValueError as exc:
@@ -336,9 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="depth-bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     options.add_models(parser, "--variants", "random:da2-small")
-    parser.add_argument("--backends", type=backend_list, default="torch", metavar="NAME[,NAME...]",
-                        help="comma-separated inference backends, each one of %s (default torch)"
-                        % ", ".join(options.BACKENDS))
+    parser.add_argument("--backends", type=backend_list, default="auto", metavar="NAME[,NAME...]",
+                        help="comma-separated inference backends, each one of %s (default auto: the "
+                        "fastest installed, as in the node)" % ", ".join(options.BACKEND_CHOICES))
     parser.add_argument("--input-size", type=options.comma_sizes, default="0", metavar="N[,N...]",
                         help="comma-separated input sizes, each run in turn; each is the "
                         + options.INPUT_SIZE_HELP)

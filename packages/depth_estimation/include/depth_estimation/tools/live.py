@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     model = parser.add_argument_group("model (default: config/depth_node/default.yaml, like the node)")
     model.add_argument("--config", metavar="FILE", help="a YAML of node parameters over default.yaml")
     model.add_argument("--model", help=options.MODEL_HELP)
-    model.add_argument("--backend", choices=options.BACKENDS)
+    model.add_argument("--backend", choices=options.BACKEND_CHOICES)
     model.add_argument("--device", choices=options.DEVICES)
     model.add_argument("--input-size", type=int, metavar="N", help=options.INPUT_SIZE_HELP.replace(
         "default 0", "default: the config's input_size for Depth-Anything-V2 (308 in default.yaml), 0 for "
