@@ -106,6 +106,10 @@ def test_demo_leaves_depth_pngs_and_a_latency_report(tiny_dir, tmp_path):
     assert cv2.imread(str(pngs[0])).shape == (720, 1280, 3)
     assert cv2.imread(str(out / "montage.png")).shape == (360, 1280, 3)  # camera | depth, 640 wide each
     assert "Latency report" in proc.stdout and "inference ms p50" in proc.stdout
+    # the model alone, timed in the same run, next to the node's output rate
+    assert report["bare"]["bare_hz"] > 0 and report["bare"]["backend"] == diag["backend"], why
+    assert report["output_vs_bare"] == round(float(diag["output_hz"]) / report["bare"]["bare_hz"], 2), why
+    assert "model alone, this run" in proc.stdout
     leftovers = subprocess.run(["pgrep", "-f", str(out)], stdout=subprocess.PIPE).stdout.split()
     assert not leftovers, "demo left processes running"
 

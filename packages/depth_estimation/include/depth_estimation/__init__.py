@@ -17,6 +17,17 @@ before it, never from later ones):
 
 :mod:`.options` holds the command-line options every tool shares. ``export``, ``quantize`` and
 ``weights`` at this level only keep ``python3 -m depth_estimation.<command>`` working.
+
+Importing the package sets :data:`CPU_THREAD_ENV` (a value already in the environment wins): torch's
+OpenMP reads it once, when torch loads, and every node and tool imports this package before torch.
 """
+import os
 
 __version__ = "0.1.0"
+
+# OpenMP workers that finished their share of an operator sleep instead of spinning: on a few cores
+# the spinning workers take the cores that the frame stream's other stages (decode, colorize,
+# publish) and the other processes need (README, "CPU threads").
+CPU_THREAD_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+for _name, _value in CPU_THREAD_ENV.items():
+    os.environ.setdefault(_name, _value)

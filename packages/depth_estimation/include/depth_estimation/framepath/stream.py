@@ -7,10 +7,11 @@ slowest stage, not of their sum. Between two stages sits a :class:`~.slot.Latest
 Back-pressure: a stage takes a new frame only when the next stage has taken its previous output,
 so no stage works on a frame that would then be dropped. The decode stage moreover takes the
 newest camera frame *just in time*: when the network waits for a frame, or when the network's
-current frame will end within one decode (running means of both stages' durations), so that the
-frame the network gets is as fresh as the camera allows. Camera frames that arrive meanwhile replace
-each other before decoding and are counted as dropped there (``frames_dropped_by_stage``: ``queue``;
-``decode`` and ``infer`` count a result replaced after those stages, which back-pressure prevents).
+current frame will end within about one decode (:data:`DECODE_LEAD`, from running means of both
+stages' durations), so that the frame the network gets is as fresh as the camera allows. Camera
+frames that arrive meanwhile replace each other before decoding and are counted as dropped there
+(``frames_dropped_by_stage``: ``queue``; ``decode`` and ``infer`` count a result replaced after
+those stages, which back-pressure prevents).
 Every frame ends in exactly one of the :class:`~.health.NodeHealth` counts: published, dropped,
 rejected (bad input, at decoding), an error (in any stage; the stream goes on with the next frame)
 or withheld (the node was switched off meanwhile).
@@ -24,6 +25,8 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
+import cv2
+
 from depth_estimation.framepath import frames
 from depth_estimation.framepath.health import NodeHealth, error_line
 from depth_estimation.framepath.pipeline import DepthPipeline, DepthResult
@@ -32,6 +35,14 @@ from depth_estimation.framepath.slot import LatestSlot
 STAGES = ("decode", "infer", "output")
 POLL = 0.2  # seconds a stage waits for a frame before it looks at the stop flag again
 MEAN_WEIGHT = 0.3  # weight of the newest duration in a stage's running mean (decode timing)
+# the decode stage starts this long before the network's frame is expected to end: twice its own
+# running mean (decode times vary) plus a thread's wake-up under load; a frame is at most that much
+# older than just-in-time, and a network of a few ms (the student) is simply decoded ahead
+DECODE_LEAD, LEAD_SLACK = 2.0, 0.005
+# OpenCV's own worker threads (decode, resize, colorize, encode) in a pipelined stream: the stages
+# already run side by side, and OpenCV's pool would only take cores from the network (README, "CPU
+# threads"); 0 leaves OpenCV's default. Process-wide: set when a pipelined stream starts.
+CV_THREADS = 1
 
 
 class Frame(NamedTuple):
@@ -94,6 +105,8 @@ class FrameStream:
 
     def start(self) -> "FrameStream":
         steps = [self._decode, self._infer, self._output] if self.pipelined else [self._serial]
+        if self.pipelined and CV_THREADS:
+            cv2.setNumThreads(CV_THREADS)
         for index, step in enumerate(steps):
             thread = threading.Thread(target=self._loop, args=(index, step), daemon=True,
                                       name="depth_" + (STAGES[index] if self.pipelined else "worker"))
@@ -189,15 +202,15 @@ class FrameStream:
 
     def _decode_due(self) -> bool:
         """True when the decode stage takes the newest camera frame now: the network waits for a frame,
-        or its current one ends within one decode by the running means. Else it waits (at most
+        or its current one ends within the decode's lead (:data:`DECODE_LEAD`). Else it waits (at most
         :data:`POLL`) for that and returns False; with no network duration known yet it waits for the
         network to ask."""
         now = self.timer()
         with self._network:
             if self._network_since is None:
                 return True
-            infer_s, decode_s = self.mean_s["infer"], self.mean_s["decode"] or 0.0
-            left = POLL if infer_s is None else self._network_since + infer_s - decode_s - now
+            infer_s, lead = self.mean_s["infer"], DECODE_LEAD * (self.mean_s["decode"] or 0.0) + LEAD_SLACK
+            left = POLL if infer_s is None else self._network_since + infer_s - lead - now
             if left <= 0:
                 return True
             self._network.wait(min(left, POLL))

@@ -4,7 +4,11 @@ Starts its own roscore on a free port, replays a real camera recording (re-stamp
 camera-rate stream under the Duckiebot topic names) with ``rosbag play --clock``, runs
 ``depth_node.launch`` with the embedded defaults of ``config/depth_node/default.yaml``, saves
 the colorized depth as PNG with image_view's ``image_saver``, records the node's outputs, and
-writes a latency report (JSON + a printed table). Everything is shut down at the end.
+writes a latency report (JSON + a printed table). Everything is shut down at the end. Before the
+node starts, the model alone (the node's backend and input size, on a frame of the recording) is
+timed in this process, and the report puts its rate next to the node's output rate
+(``output_vs_bare``); this also exports the ONNX file of the recording's frame size once, so that
+the node does not export it in the middle of the stream.
 
 ``--sim``: a simulated drive on a Duckietown test map instead (:mod:`depth_estimation.tools.demo_sim`),
 with ``metric:=true`` and the simulated robot's calibration; the report adds the comparison with
@@ -202,6 +206,31 @@ def write_montage(camera_jpeg: bytes, depth_png: str, model: str, out: str, widt
     cv2.imwrite(out, np.hstack(tiles))
 
 
+def bare_rate(model: str, frame: bytes, backend: Optional[str] = None, seconds: float = 5.0) -> Dict:
+    """The network alone at the node's parameters (model, backend, input size, threads) on ``frame``:
+    ``bare_hz`` (1 / mean) and ``bare_ms_p50``, over about ``seconds`` after one warm-up run."""
+    from depth_estimation.framepath.pipeline import pipeline_from_params  # heavy: the model
+    from depth_estimation.tools.bench import timed
+
+    raw = dict(node_defaults(), model=model, **({"input_size": 0} if own_input_size(model) else {}))
+    raw["backend"] = backend or raw["backend"]
+    estimator = pipeline_from_params(raw).estimator.load()
+    prepared = estimator.prepare(cv2_rgb(frame))
+    start = time.perf_counter()
+    estimator.run(prepared)  # warm-up, and the time of one run
+    runs = int(min(max(seconds / max(time.perf_counter() - start, 1e-3), 3), 200))
+    ms, _ = timed(estimator.run, [prepared], runs, 0)
+    return {"bare_hz": float(1000.0 / np.mean(ms)), "bare_ms_p50": float(np.percentile(ms, 50)),
+            "bare_runs": runs, "backend": estimator.backend, "input_size": estimator.input_size}
+
+
+def cv2_rgb(data: bytes) -> np.ndarray:
+    import cv2
+
+    from depth_estimation.framepath.frames import decode
+    return cv2.cvtColor(decode(data), cv2.COLOR_BGR2RGB)
+
+
 def print_table(report: Dict) -> None:
     d = report["diagnostics"]
     random_weights = "  (RANDOM WEIGHTS)" if report["model"].startswith("random:") else ""
@@ -212,6 +241,11 @@ def print_table(report: Dict) -> None:
             ("frames dropped / rejected / missed", "%s / %s / %s" % (
                 d.get("frames_dropped"), d.get("frames_rejected"), d.get("frames_missed"))),
             ("input / output rate (Hz)", "%s / %s" % (d.get("input_hz"), d.get("output_hz")))]
+    bare = report.get("bare")
+    if bare:
+        rows.append(("model alone, this run (Hz)", "%.2f (p50 %.1f ms, %s at %s; output / alone = %s)" % (
+            bare["bare_hz"], bare["bare_ms_p50"], bare["backend"], bare["input_size"],
+            report.get("output_vs_bare"))))
     for key in ("decode", "preprocess", "inference", "postprocess", "colorize", "encode", "end_to_end"):
         p50 = d.get(key + "_ms_p50")
         rows.append(("%s ms p50 / p95" % key, "n/a (no subscriber)" if p50 == "nan" else
@@ -232,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--veh", default="duckiebot", help="robot name (topic namespace)")
     options.add_model(parser, required=False,
                       help=options.MODEL_HELP + " (default: the node's default, see above)")
+    parser.add_argument("--backend", choices=options.BACKEND_CHOICES,
+                        help="the node's backend (default: the node's default, auto)")
     parser.add_argument("--out", default=os.path.join(os.getcwd(), "demo_output"), help="output folder")
     parser.add_argument("--sim", action="store_true",
                         help="a simulated drive (Duckietown's simulator, test map %s) with metric:=true and "
@@ -271,7 +307,6 @@ def run_ros(args: argparse.Namespace, model: str, stream: str, png_dir: str, log
         subprocess.run(["rosparam", "set", "/use_sim_time", "true"], env=env, check=True, timeout=30)
         node = procs.start("depth_node", ["roslaunch", "depth_estimation", "depth_node.launch",
                                           "veh:=" + args.veh, "model:=" + model, "required:=true"]
-                           + own_input_size(model) + list(node_args))
         procs.start("image_saver", [IMAGE_SAVER, "image:=%s/depth/colorized" % ns,
                                     "_filename_format:=%s/depth_%%04i.png" % png_dir,
                                     "__name:=demo_image_saver"])
@@ -352,6 +387,8 @@ def _run(args: argparse.Namespace, model: str, out: str, work: str, paths: Tuple
     if not frames:
         print("error: %s has no sensor_msgs/CompressedImage frames" % source, file=sys.stderr)
         return 2
+    print("[demo] timing %s alone (the node's backend and input size) ..." % model, flush=True)
+    bare = bare_rate(model, frames[0].data, args.backend)
     stream = os.path.join(work, "camera.bag")
     count = int(args.seconds * args.rate)
     stamps = bags.camera_stream_bag(frames, stream, veh=args.veh, count=count, rate=args.rate, tail=3.0)
@@ -375,6 +412,10 @@ def _run(args: argparse.Namespace, model: str, out: str, work: str, paths: Tuple
         demo_sim.write_montage(sim_bag, args.veh, frame, model, montage)
     elif pngs:
         write_montage(frames[0].data, os.path.join(png_dir, pngs[-1]), model, montage)
+    report["bare"] = bare
+    output_hz = report["diagnostics"].get("output_hz")
+    report["output_vs_bare"] = (round(float(output_hz) / report["bare"]["bare_hz"], 2)
+                                if output_hz not in (None, "nan") else None)
     write_json(os.path.join(out, "latency_report.json"), report)
     print_table(report)
     if sim_bag:
