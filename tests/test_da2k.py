@@ -111,7 +111,7 @@ def test_cli_model(da2k_root, tiny_dir, tmp_path):
     out = tmp_path / "m.json"
     assert da2k.main(["--root", root, "--model", tiny_dir, "--input-size", "28", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
-    estimator = DepthEstimator(tiny_dir, input_size=28).load()
+    estimator = DepthEstimator(tiny_dir, input_size=28, backend="auto").load()  # the CLI's default backend
     correct = {"indoor": 0, "outdoor": 0}
     for image, pairs in annotations.items():
         disp = estimator.infer(cv2.cvtColor(cv2.imread(os.path.join(root, image)), cv2.COLOR_BGR2RGB))
