@@ -96,6 +96,6 @@ def test_sweep_help_names_the_shared_options(capsys):
     with pytest.raises(SystemExit):
         sweep.main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for flag in ("--backend {torch,onnxruntime,tensorrt}", "--input-size N", "0 = the model's own size",
+    for flag in ("--backend {auto,torch,onnxruntime,tensorrt}", "--input-size N", "0 = the model's own size",
                  "--models", "--precisions", "--nyu-bag", "--da2k", "--align", "--out", "--no-progress"):
         assert flag in text, flag
