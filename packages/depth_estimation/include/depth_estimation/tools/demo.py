@@ -209,26 +209,22 @@ def write_montage(camera_jpeg: bytes, depth_png: str, model: str, out: str, widt
 def bare_rate(model: str, frame: bytes, backend: Optional[str] = None, seconds: float = 5.0) -> Dict:
     """The network alone at the node's parameters (model, backend, input size, threads) on ``frame``:
     ``bare_hz`` (1 / mean) and ``bare_ms_p50``, over about ``seconds`` after one warm-up run."""
+    import cv2
+
+    from depth_estimation.framepath.frames import decode
     from depth_estimation.framepath.pipeline import pipeline_from_params  # heavy: the model
     from depth_estimation.tools.bench import timed
 
     raw = dict(node_defaults(), model=model, **({"input_size": 0} if own_input_size(model) else {}))
     raw["backend"] = backend or raw["backend"]
     estimator = pipeline_from_params(raw).estimator.load()
-    prepared = estimator.prepare(cv2_rgb(frame))
+    prepared = estimator.prepare(cv2.cvtColor(decode(frame), cv2.COLOR_BGR2RGB))
     start = time.perf_counter()
     estimator.run(prepared)  # warm-up, and the time of one run
     runs = int(min(max(seconds / max(time.perf_counter() - start, 1e-3), 3), 200))
     ms, _ = timed(estimator.run, [prepared], runs, 0)
     return {"bare_hz": float(1000.0 / np.mean(ms)), "bare_ms_p50": float(np.percentile(ms, 50)),
             "bare_runs": runs, "backend": estimator.backend, "input_size": estimator.input_size}
-
-
-def cv2_rgb(data: bytes) -> np.ndarray:
-    import cv2
-
-    from depth_estimation.framepath.frames import decode
-    return cv2.cvtColor(decode(data), cv2.COLOR_BGR2RGB)
 
 
 def print_table(report: Dict) -> None:
@@ -307,6 +303,8 @@ def run_ros(args: argparse.Namespace, model: str, stream: str, png_dir: str, log
         subprocess.run(["rosparam", "set", "/use_sim_time", "true"], env=env, check=True, timeout=30)
         node = procs.start("depth_node", ["roslaunch", "depth_estimation", "depth_node.launch",
                                           "veh:=" + args.veh, "model:=" + model, "required:=true"]
+                           + own_input_size(model) + list(node_args)
+                           + (["backend:=" + args.backend] if args.backend else []))
         procs.start("image_saver", [IMAGE_SAVER, "image:=%s/depth/colorized" % ns,
                                     "_filename_format:=%s/depth_%%04i.png" % png_dir,
                                     "__name:=demo_image_saver"])
