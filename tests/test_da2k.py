@@ -254,6 +254,6 @@ def test_cli_runtime_options_are_the_shared_ones(da2k_root):
     root = da2k_root[0]
     args = da2k.build_parser().parse_args(["--root", root, "--model", "m", "--device", "cpu", "--threads", "3",
                                            "--input-size", "0"])
-    assert (args.backend, args.device, args.threads, args.input_size, args.json) == ("torch", "cpu", 3, 0, None)
+    assert (args.backend, args.device, args.threads, args.input_size, args.json) == ("auto", "cpu", 3, 0, None)
     with pytest.raises(SystemExit):  # exactly one source
         da2k.build_parser().parse_args(["--root", root])
