@@ -43,7 +43,7 @@ from depth_estimation.io import bags
 from depth_estimation.io.atomic import write_json
 from depth_estimation.io.paths import ASSETS_DIR, PACKAGE_DIR
 from depth_estimation.models import hub
-from depth_estimation.tools import demo_sim
+from depth_estimation.tools import demo_sim, demo_speed
 from depth_estimation.models.specs import ModelNotFound, parse_spec
 
 DEFAULT_CONFIG = os.path.join(PACKAGE_DIR, "config", "depth_node", "default.yaml")
@@ -206,27 +206,6 @@ def write_montage(camera_jpeg: bytes, depth_png: str, model: str, out: str, widt
     cv2.imwrite(out, np.hstack(tiles))
 
 
-def bare_rate(model: str, frame: bytes, backend: Optional[str] = None, seconds: float = 5.0) -> Dict:
-    """The network alone at the node's parameters (model, backend, input size, threads) on ``frame``:
-    ``bare_hz`` (1 / mean) and ``bare_ms_p50``, over about ``seconds`` after one warm-up run."""
-    import cv2
-
-    from depth_estimation.framepath.frames import decode
-    from depth_estimation.framepath.pipeline import pipeline_from_params  # heavy: the model
-    from depth_estimation.tools.bench import timed
-
-    raw = dict(node_defaults(), model=model, **({"input_size": 0} if own_input_size(model) else {}))
-    raw["backend"] = backend or raw["backend"]
-    estimator = pipeline_from_params(raw).estimator.load()
-    prepared = estimator.prepare(cv2.cvtColor(decode(frame), cv2.COLOR_BGR2RGB))
-    start = time.perf_counter()
-    estimator.run(prepared)  # warm-up, and the time of one run
-    runs = int(min(max(seconds / max(time.perf_counter() - start, 1e-3), 3), 200))
-    ms, _ = timed(estimator.run, [prepared], runs, 0)
-    return {"bare_hz": float(1000.0 / np.mean(ms)), "bare_ms_p50": float(np.percentile(ms, 50)),
-            "bare_runs": runs, "backend": estimator.backend, "input_size": estimator.input_size}
-
-
 def print_table(report: Dict) -> None:
     d = report["diagnostics"]
     random_weights = "  (RANDOM WEIGHTS)" if report["model"].startswith("random:") else ""
@@ -237,11 +216,7 @@ def print_table(report: Dict) -> None:
             ("frames dropped / rejected / missed", "%s / %s / %s" % (
                 d.get("frames_dropped"), d.get("frames_rejected"), d.get("frames_missed"))),
             ("input / output rate (Hz)", "%s / %s" % (d.get("input_hz"), d.get("output_hz")))]
-    bare = report.get("bare")
-    if bare:
-        rows.append(("model alone, this run (Hz)", "%.2f (p50 %.1f ms, %s at %s; output / alone = %s)" % (
-            bare["bare_hz"], bare["bare_ms_p50"], bare["backend"], bare["input_size"],
-            report.get("output_vs_bare"))))
+    rows += [row for row in [demo_speed.table_row(report)] if row]
     for key in ("decode", "preprocess", "inference", "postprocess", "colorize", "encode", "end_to_end"):
         p50 = d.get(key + "_ms_p50")
         rows.append(("%s ms p50 / p95" % key, "n/a (no subscriber)" if p50 == "nan" else
@@ -386,7 +361,8 @@ def _run(args: argparse.Namespace, model: str, out: str, work: str, paths: Tuple
         print("error: %s has no sensor_msgs/CompressedImage frames" % source, file=sys.stderr)
         return 2
     print("[demo] timing %s alone (the node's backend and input size) ..." % model, flush=True)
-    bare = bare_rate(model, frames[0].data, args.backend)
+    params = dict(node_defaults(), model=model, **({"input_size": 0} if own_input_size(model) else {}))
+    bare = demo_speed.bare_rate(dict(params, backend=args.backend or params["backend"]), frames[0].data)
     stream = os.path.join(work, "camera.bag")
     count = int(args.seconds * args.rate)
     stamps = bags.camera_stream_bag(frames, stream, veh=args.veh, count=count, rate=args.rate, tail=3.0)
@@ -410,10 +386,7 @@ def _run(args: argparse.Namespace, model: str, out: str, work: str, paths: Tuple
         demo_sim.write_montage(sim_bag, args.veh, frame, model, montage)
     elif pngs:
         write_montage(frames[0].data, os.path.join(png_dir, pngs[-1]), model, montage)
-    report["bare"] = bare
-    output_hz = report["diagnostics"].get("output_hz")
-    report["output_vs_bare"] = (round(float(output_hz) / report["bare"]["bare_hz"], 2)
-                                if output_hz not in (None, "nan") else None)
+    demo_speed.add_to_report(report, bare)
     write_json(os.path.join(out, "latency_report.json"), report)
     print_table(report)
     if sim_bag:
