@@ -96,7 +96,9 @@ class DepthOutputCheck(unittest.TestCase):
         self.assertTrue(self.got["color"] and self.got["jpeg"], "no colorized output")
         for _t, m in self.got["color"]:
             self.assertEqual((m.encoding, m.width, m.height), ("bgr8", w, h))
-            self.assertIn(key(m.header), depth_keys)
+            self.assertIn(key(m.header), depth_keys, "colorized frame without its depth frame: %d depth "
+                          "frame(s) %s, colorized %s" % (len(depth_keys), depth_keys[:3],
+                                                          [key(c.header) for _t, c in self.got["color"]][:3]))
         for _t, m in self.got["jpeg"]:
             image = cv2.imdecode(np.frombuffer(m.data, np.uint8), cv2.IMREAD_COLOR)
             self.assertEqual(image.shape, (h, w, 3))
