@@ -50,9 +50,9 @@ except ImportError:  # a plain ROS install: PlainNode below
         HEALTHY, WARNING, ERROR = 10, 20, 30
 
 BUFF_SIZE = 2 ** 24  # rospy reads whole messages only if its buffer holds one (a 1280x720 JPEG is ~0.5 MB)
-OUT_QUEUE = 10  # per subscriber, as rospy's writer thread queues them: a slow reader (a laptop over WiFi, a busy
-# checker) loses whole frames beyond ~0.3 s at 30 Hz (<= 12 MB of 640x480 depth), never one of a depth/colour/info
-# set while the others go out (queue_size=1 and 4 did, when the back-pressured stream sent frames close together)
+OUT_QUEUE = 10  # per subscriber, in rospy's writer thread: a slow reader loses whole frames
+# beyond ~0.3 s at 30 Hz, never one of a depth/colour/info set (queue_size=1 and 4 did so when
+# the back-pressured stream sent two frames close together)
 WARN_EVERY = 30.0  # seconds between repeated warnings of one kind
 EXIT_MASTER_RESTARTED = 3
 PARAM_POLL = 0.5  # seconds between reads of the run-time parameters (from rospy's subscribed cache)
