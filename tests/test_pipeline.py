@@ -28,18 +28,24 @@ def defaults():
         return yaml.safe_load(f)
 
 
-def test_slot_keeps_only_the_newest_and_counts_replaced():
+def test_slot_keeps_only_the_newest_says_what_it_replaced_and_refuses_after_close():
+    from depth_estimation.framepath.slot import SlotClosed
+
     slot = LatestSlot()
     assert slot.put(1) is False
     assert slot.put(2) is True and slot.put(3) is True
     assert slot.take(0) == 3 and slot.take(0) is None
-    assert slot.replaced == 2
+    slot.put(4)
+    slot.close()
+    with pytest.raises(SlotClosed):
+        slot.put(5)
+    assert slot.take(0) == 4 and slot.take(0) is None  # what it held is still there to be counted
 
 
 def test_slow_consumer_never_builds_a_backlog():
     """A producer 10x faster than its consumer, held in step by semaphores (no sleeps): the consumer
     always takes the newest item, every other one is counted as replaced, nothing queues up."""
-    slot, taken = LatestSlot(), []
+    slot, taken, replaced = LatestSlot(), [], []
     go, took = threading.Semaphore(0), threading.Semaphore(0)
 
     def consumer():
@@ -57,14 +63,14 @@ def test_slow_consumer_never_builds_a_backlog():
     for _ in range(20):
         for _ in range(10):  # ten frames arrive while the consumer is busy
             produced += 1
-            slot.put(produced)
+            replaced.append(slot.put(produced))
         go.release()
         assert took.acquire(timeout=5.0)
         assert taken[-1] == produced  # the newest, never a stale one
     slot.close()
     go.release()  # a take after close() returns None at once: that ends the consumer
     worker.join(5.0)
-    assert taken[:-1] == list(range(10, 201, 10)) and slot.replaced == 20 * 9
+    assert taken[:-1] == list(range(10, 201, 10)) and sum(replaced) == 20 * 9
 
 
 def test_health_reports_levels_and_required_keys():
@@ -239,11 +245,12 @@ def test_an_inference_error_is_counted_and_reported_at_error_level():
     for i in range(3):
         health.frame_in(1.0 + i, dropped_previous=False)
     health.frame_out(1.5, stamp=1.4)
-    health.inference_error("RuntimeError: CUDA error:\n  out of memory")
+    health.frame_failed("infer", "RuntimeError: CUDA error:\n  out of memory")
     health.frame_out(3.5, stamp=3.4)
     level, message, values = health.report(3.6)
-    assert level == ERROR and "CUDA error: out of memory" in message
-    assert values["inference_errors"] == "1" and values["last_error"] == "RuntimeError: CUDA error: out of memory"
+    assert level == ERROR and "CUDA error: out of memory" in message and "infer=1" in message
+    assert values["inference_errors"] == "1" and values["errors_by_stage"] == "infer=1"
+    assert values["last_error"] == "infer: RuntimeError: CUDA error: out of memory"
     assert int(values["frames_in"]) == int(values["frames_out"]) + int(values["inference_errors"])
     assert health.report(3.7)[0] == OK  # the ERROR lasts one report; the count stays
 

@@ -272,3 +272,77 @@ def test_wait_for_network_paces_a_camera_to_the_network(stream_parts):
         held.release.release()
         stream.close()
     assert health.frames_dropped == 0 and [p[0] for p in out.published] == [0, 1]
+
+
+def counted(health):
+    return (health.frames_out + health.frames_dropped + health.frames_rejected + health.inference_errors
+            + health.frames_paused)
+
+
+def test_close_accounts_for_every_frame_in_flight_and_after(stream_parts):
+    """One frame in the network, one waiting to be decoded: close() counts the waiting one at once and
+    the network's one when it ends (withheld, not published); a frame submitted after close is counted
+    in and withheld, never queued."""
+    pipeline, health = stream_parts
+    held, out = HeldNetwork(pipeline.estimator), Recorder()
+    stream = FrameStream(pipeline, health, out).start()
+    stream.submit(Frame(jpeg(48, 64, 0), "jpeg", 0.0, 0))
+    assert held.entered.acquire(timeout=WAIT)
+    stream.submit(Frame(jpeg(48, 64, 1), "jpeg", 1.0, 1))
+    assert stream.close(timeout=0.2) == 1  # the network's frame is still in hand
+    assert (health.frames_in, counted(health)) == (2, 1)
+    stream.submit(Frame(jpeg(48, 64, 2), "jpeg", 2.0, 2))
+    assert (health.frames_in, counted(health)) == (3, 2)
+    held.release.release()
+    assert wait_until(stream.idle)
+    assert not out.published and health.frames_paused == 3 and counted(health) == health.frames_in == 3
+    assert all(not t.is_alive() for t in stream.threads if wait_until(lambda: not t.is_alive()))
+
+
+def test_close_joins_the_stages_within_one_timeout(stream_parts):
+    pipeline, health = stream_parts
+    held = HeldNetwork(pipeline.estimator)
+    stream = FrameStream(pipeline, health, Recorder()).start()
+    stream.submit(Frame(jpeg(48, 64, 0), "jpeg", 0.0, 0))
+    assert held.entered.acquire(timeout=WAIT)
+    joined = []
+    for thread in stream.threads:  # record each join's timeout: one deadline for all, not 3 x timeout
+        thread.join = (lambda join: lambda timeout=None: joined.append(timeout) or join(timeout))(thread.join)
+    stream.close(timeout=0.3)
+    held.release.release()
+    # the held network's join lasts until close's deadline: the output stage's join after it gets nothing
+    assert len(joined) == 3 and max(joined) <= 0.3 and joined[-1] == 0.0
+
+
+@pytest.mark.parametrize("stage, where", [("decode", "prepare"), ("infer", "run"), ("postprocess", "finish"),
+                                          ("colorize", "colorizer"), ("encode", "encode"),
+                                          ("publish", "publish")])
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_failures_are_counted_by_the_stage_that_raised(stream_parts, monkeypatch, stage, where, pipelined):
+    pipeline, health = stream_parts
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("broken " + where)
+
+    out = Recorder()
+    publish = out
+    if where in ("prepare", "run", "finish"):
+        monkeypatch.setattr(pipeline.estimator, where, broken)
+    elif where == "colorizer":
+        monkeypatch.setattr(pipeline, "colorizer", broken)
+    elif where == "encode":
+        from depth_estimation.framepath import frames
+
+        monkeypatch.setattr(frames, "encode_jpeg", broken)
+    else:
+        publish = broken
+    stream = FrameStream(pipeline, health, publish, pipelined=pipelined).start()
+    try:
+        stream.submit(Frame(jpeg(48, 64, 0), "jpeg", 0.0, 0))
+        assert wait_until(stream.idle)
+    finally:
+        stream.close()
+    level, message, values = health.report(1.0)
+    assert values["inference_errors"] == "1" and values["errors_by_stage"] == stage + "=1"
+    assert values["last_error"] == "%s: RuntimeError: broken %s" % (stage, where)
+    assert "%s=1" % stage in message and not out.published

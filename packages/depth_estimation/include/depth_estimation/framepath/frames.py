@@ -3,14 +3,41 @@
 Every way a frame can be bad raises :class:`RejectedFrame` with a short ``kind`` (used to
 throttle warnings and in counters) so the caller can drop it and go on with the next one.
 Sizes are read from the JPEG/PNG header before decoding (:mod:`depth_estimation.io.images`), so
-a 10000x10000 frame is refused without allocating it.
+a 10000x10000 frame is refused without allocating it. Any other failure of a frame's processing is
+tagged with its stage (:func:`failing_as`, :class:`StageFailed`) and counted by it.
 """
 from __future__ import annotations
+
+import contextlib
+from typing import Iterator
 
 import cv2
 import numpy as np
 
 from depth_estimation.io.images import ImageHeaderError, header_size, sniff
+
+
+class StageFailed(RuntimeError):
+    """A frame's processing failed in ``stage`` (one of STAGES); ``cause`` is what was raised."""
+
+    STAGES = ("decode", "infer", "postprocess", "colorize", "encode", "publish")
+
+    def __init__(self, stage: str, cause: BaseException):
+        assert stage in self.STAGES, stage
+        super().__init__("%s: %s" % (stage, cause))
+        self.stage, self.cause = stage, cause
+
+
+@contextlib.contextmanager
+def failing_as(stage: str) -> Iterator[None]:
+    """Anything but a :class:`RejectedFrame` (bad input) or a :class:`StageFailed` raised inside
+    becomes ``StageFailed(stage, exc)``: the stream counts failures by the stage that raised them."""
+    try:
+        yield
+    except (RejectedFrame, StageFailed):
+        raise
+    except Exception as exc:  # noqa: BLE001 - re-raised, tagged
+        raise StageFailed(stage, exc) from exc
 
 
 class RejectedFrame(ValueError):

@@ -2,8 +2,9 @@
 
 Every camera frame ends in exactly one of: published (``frames_out``), replaced before the decode
 stage took it or replaced between two stages of the stream (``frames_dropped``, by stage in
-``frames_dropped_by_stage``), refused as bad input (``frames_rejected``, by kind), failed in
-inference (``inference_errors``), not processed because the node was switched off
+``frames_dropped_by_stage``), refused as bad input (``frames_rejected``, by kind), failed
+(``inference_errors``, all stages; by the stage that raised in ``errors_by_stage``: decode, infer,
+postprocess, colorize, encode, publish), not processed because the node was switched off or shut down
 (``frames_paused``), skipped to keep ``~process_frequency`` (``frames_throttled``) or because no
 output had a subscriber (``frames_idle``, the report says ``idle: no subscribers``); so
 ``frames_in = out + dropped + rejected + errors + paused + throttled + idle`` (+ frames in flight).
@@ -48,6 +49,7 @@ class NodeHealth:
         self._last_seq: Optional[int] = None
         self.rejected_kinds: Counter = Counter()
         self.dropped_stages: Counter = Counter()  # drops between stages, by the stage the frame had left
+        self.error_stages: Counter = Counter()  # failures, by the stage that raised
         self.input_rate, self.output_rate = RateMeter(), RateMeter()
         self.end_to_end = Rolling(window)
         self.last_in: Optional[float] = None
@@ -88,7 +90,8 @@ class NodeHealth:
                 raise ValueError("unknown reason %r" % (reason,))
 
     def frame_withheld(self) -> None:
-        """A queued frame not published because the node was switched off meanwhile (counted as paused)."""
+        """A queued frame not published because the node was switched off or shut down meanwhile (counted
+        as paused)."""
         with self._lock:
             self.frames_paused += 1
 
@@ -113,12 +116,14 @@ class NodeHealth:
             self.rejected_kinds[kind] += 1
             self._bad_since_out["rejected as %s" % kind] += 1
 
-    def inference_error(self, message: str) -> None:
-        """A frame whose processing raised something other than a rejection (it is not published)."""
+    def frame_failed(self, stage: str, message: str) -> None:
+        """A frame whose processing raised something other than a rejection in ``stage`` (decode, infer,
+        postprocess, colorize, encode or publish); it is not published (or not completely)."""
         with self._lock:
             self.inference_errors += 1
-            self.last_error = " ".join(str(message).split())[:300]
-            self._bad_since_out["failed"] += 1
+            self.error_stages[stage] += 1
+            self.last_error = "%s: %s" % (stage, " ".join(str(message).split())[:300])
+            self._bad_since_out["failed in %s" % stage] += 1
 
     def camera_info_mismatch(self, problem: str) -> None:
         """A frame published without camera_info because its camera_info does not describe it."""
@@ -175,17 +180,17 @@ class NodeHealth:
             "paused": "true" if self.paused else "false",
             "last_error": self.last_error, "camera_info_mismatches": str(self.camera_info_mismatches),
             "camera_info_unpaired": str(self.camera_info_unpaired),
-            "rejected_kinds": ",".join("%s=%d" % kv for kv in sorted(self.rejected_kinds.items())),
-            "frames_dropped_by_stage": ",".join("%s=%d" % kv for kv in sorted(self.dropped_stages.items())
-                                                if kv[1]),
+            "rejected_kinds": _by_kind(self.rejected_kinds),
+            "frames_dropped_by_stage": _by_kind(self.dropped_stages),
+            "errors_by_stage": _by_kind(self.error_stages),
         }
 
     def _judge(self, now: float, new: Counter) -> Tuple[int, str]:
         since_out = now - (self.last_out if self.last_out is not None else self.started)
         input_fresh = self.last_in is not None and now - self.last_in < self.stall_after
         if new["errors"]:
-            return ERROR, "inference failed on %d frame(s) since last report: %s" % (
-                new["errors"], self.last_error)
+            return ERROR, "processing failed on %d frame(s) since last report (so far by stage: %s); " \
+                "last: %s" % (new["errors"], _by_kind(self.error_stages), self.last_error)
         if self.paused:
             return OK, "paused (~switch off): %d frame(s) not processed" % self.frames_paused
         if self.idle:
@@ -210,6 +215,11 @@ class NodeHealth:
                 "theirs (no camera_info with their stamp or before it)" % new["unpaired"]
         return OK, "depth at %.1f Hz from %.1f Hz input" % (self.output_rate.rate(now),
                                                              self.input_rate.rate(now))
+
+
+def _by_kind(counts: Counter) -> str:
+    """``a=1,b=2`` (sorted by name; zeros left out)."""
+    return ",".join("%s=%d" % kv for kv in sorted(counts.items()) if kv[1])
 
 
 def _fmt(value: Optional[float]) -> str:

@@ -101,27 +101,34 @@ class DepthPipeline:
         """The whole frame path in the caller's thread (:class:`~.stream.FrameStream` runs the same
         three steps, :meth:`prepare`, the network and :meth:`finish`, in threads of their own)."""
         prepared = self.prepare(data, fmt)
-        return self.finish(prepared, self.estimator.run(prepared), colorized, jpeg)
+        return self.finish(prepared, self.infer(prepared), colorized, jpeg)
+
+    def infer(self, prepared: Prepared) -> np.ndarray:
+        """The network on a prepared frame (failures tagged ``infer``)."""
+        with frames.failing_as("infer"):
+            return self.estimator.run(prepared)
 
     def prepare(self, data: bytes, fmt: str = "") -> Prepared:
         """Compressed frame bytes -> the network's input (RejectedFrame for bad frames)."""
-        with self.timer.stage("decode"):
-            bgr = frames.decode(data, fmt, self.min_side, self.max_side, self.max_aspect)
-            self.check_size(*bgr.shape[:2])
-            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        return self.estimator.prepare(rgb)
+        with frames.failing_as("decode"):
+            with self.timer.stage("decode"):
+                bgr = frames.decode(data, fmt, self.min_side, self.max_side, self.max_aspect)
+                self.check_size(*bgr.shape[:2])
+                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            return self.estimator.prepare(rgb)
 
     def finish(self, prepared: Prepared, prediction: np.ndarray, colorized: bool = True,
                jpeg: bool = True) -> DepthResult:
         """The network's prediction -> depth at the frame's size, its colour image and JPEG."""
-        depth = self.estimator.finish(prepared, prediction)
+        with frames.failing_as("postprocess"):
+            depth = self.estimator.finish(prepared, prediction)
         color = color_jpeg = None
         colorizer, quality = self.colorizer, self.jpeg_quality  # configure() may swap them meanwhile
         if colorizer is not None and (colorized or jpeg):
-            with self.timer.stage("colorize"):
+            with frames.failing_as("colorize"), self.timer.stage("colorize"):
                 color = colorizer(depth)
             if jpeg:
-                with self.timer.stage("encode"):
+                with frames.failing_as("encode"), self.timer.stage("encode"):
                     color_jpeg = frames.encode_jpeg(color, quality)
         return DepthResult(depth, color, color_jpeg)
 

@@ -1,8 +1,9 @@
-"""The hand-off between the node's subscriber and its worker: a one-item mailbox.
+"""The hand-off between a producer and a consumer thread: a one-item mailbox.
 
-The subscriber callback only puts the newest message into a :class:`LatestSlot`; the worker
-takes it. A message replaced before the worker took it is *dropped* (counted), so a slow model
-never builds a backlog.
+In :class:`~.stream.FrameStream` one sits before each stage (camera callback | decode | network |
+output), in ``depth-live`` between the camera's thread and the loop. The producer puts the newest
+item, the consumer takes it; an item replaced before it was taken is *dropped* (the caller counts
+it), so a slow consumer never builds a backlog.
 """
 from __future__ import annotations
 
@@ -10,20 +11,27 @@ import threading
 from typing import Any, Optional
 
 
+class SlotClosed(RuntimeError):
+    """``put`` on a closed slot: the item was not stored (the caller accounts for it)."""
+
+
 class LatestSlot:
-    """A one-item mailbox: ``put`` replaces what the consumer has not taken yet."""
+    """A one-item mailbox: ``put`` replaces what the consumer has not taken yet.
+
+    After :meth:`close`, ``put`` refuses (:class:`SlotClosed`) and ``take`` returns what is left
+    without waiting, so whoever closes a slot can drain it and count what it held."""
 
     def __init__(self):
         self._cond = threading.Condition()
         self._item: Any = None
         self._closed = False
-        self.replaced = 0
 
     def put(self, item: Any) -> bool:
         """Store ``item``; True when it replaced an untaken one (that one is dropped)."""
         with self._cond:
+            if self._closed:
+                raise SlotClosed("slot closed")
             dropped = self._item is not None
-            self.replaced += int(dropped)
             self._item = item
             self._cond.notify()
             return dropped

@@ -13,8 +13,10 @@ frames that arrive meanwhile replace each other before decoding and are counted 
 (``frames_dropped_by_stage``: ``queue``; ``decode`` and ``infer`` count a result replaced after
 those stages, which back-pressure prevents).
 Every frame ends in exactly one of the :class:`~.health.NodeHealth` counts: published, dropped,
-rejected (bad input, at decoding), an error (in any stage; the stream goes on with the next frame)
-or withheld (the node was switched off meanwhile).
+rejected (bad input, at decoding), an error (counted by the stage that raised: decode, infer,
+postprocess, colorize, encode or publish; the stream goes on with the next frame) or withheld (the
+node was switched off meanwhile, or the stream closed: :meth:`FrameStream.close` counts the frames
+between stages and those still in a stage when they end).
 
 The ROS node, ``depth-live`` and ``depth-bench``'s ``stream`` path all run this class; only the
 ``publish`` callback differs (ROS messages, a window, a latency record). Nothing here needs ROS.
@@ -30,7 +32,7 @@ import cv2
 from depth_estimation.framepath import frames
 from depth_estimation.framepath.health import NodeHealth, error_line
 from depth_estimation.framepath.pipeline import DepthPipeline, DepthResult
-from depth_estimation.framepath.slot import LatestSlot
+from depth_estimation.framepath.slot import LatestSlot, SlotClosed
 
 STAGES = ("decode", "infer", "output")
 POLL = 0.2  # seconds a stage waits for a frame before it looks at the stop flag again
@@ -60,18 +62,20 @@ def always(*_args: Any) -> bool:
 
 
 def handle_frame(health: NodeHealth, step: Callable[[], Any],
-                 warn: Callable[[str, str], None]) -> Optional[Any]:
+                 warn: Callable[[str, str], None], stage: str = "infer") -> Optional[Any]:
     """``step()`` for one frame, its failure counted: a bad frame as rejected (by kind), anything
-    else as an error; ``warn(kind, text)`` gets one line. Returns what ``step`` returned, or None."""
+    else as an error of the stage that raised it (:class:`~.frames.StageFailed`; else ``stage``);
+    ``warn(kind, text)`` gets one line. Returns what ``step`` returned, or None."""
     try:
         return step()
     except frames.RejectedFrame as exc:
         health.frame_rejected(exc.kind)
         warn(exc.kind, "dropped a bad input frame (%s); %d rejected so far" % (exc, health.frames_rejected))
     except Exception as exc:  # noqa: BLE001 - one failing frame must not stop the stream
-        health.inference_error(error_line(exc))
-        warn("error", "processing a frame failed (%s); %d failures so far, going on with the next frame"
-             % (error_line(exc), health.inference_errors))
+        failed, cause = (exc.stage, exc.cause) if isinstance(exc, frames.StageFailed) else (stage, exc)
+        health.frame_failed(failed, error_line(cause))
+        warn("error", "%s failed on a frame (%s); %d failures so far, going on with the next frame"
+             % (failed, error_line(cause), health.inference_errors))
     return None
 
 
@@ -116,10 +120,17 @@ class FrameStream:
         return self
 
     def submit(self, frame: Frame, seq: Optional[int] = None) -> None:
-        """A new camera frame: it replaces (drops) the one the decode stage has not taken yet."""
+        """A new camera frame: it replaces (drops) the one the decode stage has not taken yet; after
+        :meth:`close` it is counted in and withheld at once."""
         with self._count_lock:
             self.submitted += 1
-        replaced = self.slots[0].put(frame)
+        try:
+            replaced = self.slots[0].put(frame)
+        except SlotClosed:
+            self.health.frame_in(self.clock(), False, seq)
+            self.health.frame_withheld()
+            self._done()
+            return
         if replaced:
             self._done()
         self.health.frame_in(self.clock(), replaced, seq)
@@ -150,12 +161,22 @@ class FrameStream:
         with self._count_lock:
             return self.finished == self.submitted
 
-    def close(self, timeout: float = 1.0) -> None:
+    def close(self, timeout: float = 1.0) -> int:
+        """Stop: the stages finish the frame in hand (joined together within ``timeout`` s), frames
+        waiting between stages are counted as withheld, a frame finishing later too; so every frame
+        submitted ends in one count. Returns how many frames are still in a stage (0 when all ended)."""
         self._stop.set()
         for slot in self.slots:
             slot.close()
+        deadline = time.monotonic() + timeout
         for thread in self.threads:
-            thread.join(timeout)
+            thread.join(max(deadline - time.monotonic(), 0.0))
+        for slot in self.slots:
+            if slot.take(timeout=0) is not None:
+                self.health.frame_withheld()
+                self._done()
+        with self._count_lock:
+            return self.submitted - self.finished
 
     def _done(self) -> None:
         with self._count_lock:
@@ -175,21 +196,32 @@ class FrameStream:
             item = source.take(timeout=POLL)
             if item is None:
                 continue
-            if not self.active():  # switched off after the frame was queued
+            if self._stop.is_set() or not self.active():  # closed or switched off after it was queued
                 self.health.frame_withheld()
                 self._done()
                 continue
             started = self.timer()
             if stage == "infer":
                 self._network_started(started)
-            result = handle_frame(self.health, lambda: step(item), self.warn)
+            result = handle_frame(self.health, lambda: step(item), self.warn, stage or "infer")
             if stage in self.mean_s:
                 self._measured(stage, self.timer() - started)
-            if target is None or result is None:  # published, or it failed (counted)
-                self._done()
-            elif target.put(result):
-                self.health.frame_dropped(STAGES[index])
-                self._done()
+            self._hand_on(index, target, result)
+
+    def _hand_on(self, index: int, target: Optional[LatestSlot], result: Any) -> None:
+        """A stage's output to the next stage's slot, or the frame's end counted."""
+        if target is None or result is None:  # published, or it failed (counted)
+            self._done()
+            return
+        try:
+            replaced = target.put(result)
+        except SlotClosed:  # closed while this stage worked
+            self.health.frame_withheld()
+            self._done()
+            return
+        if replaced:
+            self.health.frame_dropped(STAGES[index])
+            self._done()
 
     def _network_started(self, when: Optional[float]) -> None:
         with self._network:
@@ -222,7 +254,7 @@ class FrameStream:
 
     def _infer(self, item: Tuple[Frame, Any]) -> Tuple[Frame, Any, Any]:
         frame, prepared = item
-        return frame, prepared, self.pipeline.estimator.run(prepared)
+        return frame, prepared, self.pipeline.infer(prepared)
 
     def _output(self, item: Tuple[Frame, Any, Any]) -> None:
         frame, prepared, prediction = item
@@ -238,5 +270,6 @@ class FrameStream:
         if not self.active():  # switched off during the work: nothing more goes out
             self.health.frame_withheld()
             return
-        self.publish(frame, result)
+        with frames.failing_as("publish"):
+            self.publish(frame, result)
         self.health.frame_out(self.clock(), frame.stamp)
