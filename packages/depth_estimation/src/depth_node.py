@@ -50,9 +50,6 @@ except ImportError:  # a plain ROS install: PlainNode below
         HEALTHY, WARNING, ERROR = 10, 20, 30
 
 BUFF_SIZE = 2 ** 24  # rospy reads whole messages only if its buffer holds one (a 1280x720 JPEG is ~0.5 MB)
-OUT_QUEUE = 10  # per subscriber, in rospy's writer thread: a slow reader loses whole frames
-# beyond ~0.3 s at 30 Hz, never one of a depth/colour/info set (queue_size=1 and 4 did so when
-# the back-pressured stream sent two frames close together)
 WARN_EVERY = 30.0  # seconds between repeated warnings of one kind
 EXIT_MASTER_RESTARTED = 3
 PARAM_POLL = 0.5  # seconds between reads of the run-time parameters (from rospy's subscribed cache)
@@ -200,14 +197,14 @@ class DepthNode(BaseNode):
                           "simulator); diagnostics and parameter checks go on from the new time", exc.time)
 
     def _advertise(self):
-        self.pub_depth = rospy.Publisher("~depth/image_raw", Image, queue_size=OUT_QUEUE)
-        self.pub_color = rospy.Publisher("~depth/colorized", Image, queue_size=OUT_QUEUE)
-        self.pub_jpeg = rospy.Publisher("~depth/colorized/compressed", CompressedImage, queue_size=OUT_QUEUE)
-        self.pub_info = rospy.Publisher("~depth/camera_info", CameraInfo, queue_size=OUT_QUEUE)
-        self.pub_diag = PlainPublisher("/diagnostics", DiagnosticArray, queue_size=OUT_QUEUE)
+        self.pub_depth = rospy.Publisher("~depth/image_raw", Image, queue_size=1)
+        self.pub_color = rospy.Publisher("~depth/colorized", Image, queue_size=1)
+        self.pub_jpeg = rospy.Publisher("~depth/colorized/compressed", CompressedImage, queue_size=1)
+        self.pub_info = rospy.Publisher("~depth/camera_info", CameraInfo, queue_size=1)
+        self.pub_diag = PlainPublisher("/diagnostics", DiagnosticArray, queue_size=1)
         if self.metric is not None:  # metric off: no publishers, no cost
             for name, topic, kind in METRIC_TOPICS:
-                setattr(self, "pub_" + name, rospy.Publisher(topic, kind, queue_size=OUT_QUEUE))
+                setattr(self, "pub_" + name, rospy.Publisher(topic, kind, queue_size=1))
             if self.metric.warning:
                 rospy.logwarn("depth_node: %s", self.metric.warning)
             if self.params["tof_topic"]:  # the front ToF for the cross-check (framepath.tof_check)

@@ -94,25 +94,30 @@ class DepthOutputCheck(unittest.TestCase):
             self.assertEqual(values.size, w * h)
             self.assertTrue(np.isfinite(values).all())
         self.assertTrue(self.got["color"] and self.got["jpeg"], "no colorized output")
+        # Outputs go out with queue_size=1 (the newest only, as ROS camera drivers do): a reader slower
+        # than the node (this checker, on a busy machine) loses messages of each topic independently,
+        # so a colour image may arrive whose depth twin did not; both carry a camera frame's stamp.
+        camera = set(self.camera_keys())
         for _t, m in self.got["color"]:
             self.assertEqual((m.encoding, m.width, m.height), ("bgr8", w, h))
-            self.assertIn(key(m.header), depth_keys, "colorized frame without its depth frame: %d depth "
-                          "frame(s) %s, colorized %s" % (len(depth_keys), depth_keys[:3],
-                                                          [key(c.header) for _t, c in self.got["color"]][:3]))
+            self.assertIn(key(m.header), camera, "colorized frame with a stamp no camera frame had")
         for _t, m in self.got["jpeg"]:
             image = cv2.imdecode(np.frombuffer(m.data, np.uint8), cv2.IMREAD_COLOR)
             self.assertEqual(image.shape, (h, w, 3))
-            self.assertIn(key(m.header), depth_keys)
+            self.assertIn(key(m.header), camera, "colorized JPEG with a stamp no camera frame had")
+        both = set(depth_keys) & {key(m.header) for _t, m in self.got["color"]}
+        self.assertTrue(both, "no colorized frame stamped like a depth frame")
         info_keys = [key(m.header) for _t, m in self.got["info"]]
         self.assertTrue(info_keys, "no camera_info passed through")
-        self.assertTrue(set(info_keys) <= set(depth_keys), "camera_info not stamped like a depth frame")
+        self.assertTrue(set(info_keys) <= camera, "camera_info with a stamp no camera frame had")
+        self.assertTrue(set(info_keys) & set(depth_keys), "no camera_info stamped like a depth frame")
         for _t, m in self.got["info"]:
             self.assertEqual((m.width, m.height), (w, h))
             self.assertEqual(len(m.K), 9)
         statuses, values = self.last_diag()
         missing = [k for k in REQUIRED_KEYS if k not in values]
         self.assertFalse(missing, "diagnostics lack %s" % missing)
-        self.assertEqual(int(values["frames_out"]), len(depth_keys))
+        self.assertGreaterEqual(int(values["frames_out"]), len(depth_keys))  # (queue_size=1, see above)
         self.assertEqual(int(values["frames_rejected"]), 0)
         self.assertGreater(float(values["inference_ms_p50"]), 0.0)
         self.assertGreater(float(values["rss_mb"]), 50.0, "the node's resident memory is not reported")

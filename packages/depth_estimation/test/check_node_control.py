@@ -106,7 +106,10 @@ class NodeControlCheck(DepthOutputCheck):
     def check_params(self, depth_keys):
         depth_by_key = {key(m.header): m for _t, m in self.got["depth"]}
         asked, done = self.events["recolour"]
-        maps = [(t, self.colormap_of(m, depth_by_key)) for t, m in self.got["color"]]
+        # colour images whose depth twin reached this checker (outputs go out with queue_size=1: a slow
+        # reader loses messages of each topic independently)
+        maps = [(t, self.colormap_of(m, depth_by_key)) for t, m in self.got["color"]
+                if key(m.header) in depth_by_key]
         before = [name for t, name in maps if t < asked]
         after = [name for t, name in maps if t > done + 1.5]  # read again within 0.5 s, then one frame
         rospy.loginfo("params check: colormaps before %s, after %s", sorted(set(before)), sorted(set(after)))
