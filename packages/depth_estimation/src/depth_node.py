@@ -21,6 +21,7 @@ import rospkg
 import rospy
 from rospy.client import load_command_line_node_params
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Point
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, LaserScan, PointCloud2, PointField, Range
 from std_msgs.msg import Header
 from std_srvs.srv import SetBool, SetBoolResponse
@@ -40,14 +41,10 @@ from depth_estimation.models.specs import ModelNotFound
 try:  # the Duckietown image (dt-ros-commons): importing it also decorates rospy.Publisher/Subscriber
     from duckietown.dtros import DTROS, DTParam, NodeType, ParamType
     from duckietown.dtros import NodeHealth as DTHealth
-except ImportError:  # a plain ROS install: PlainNode below
+except ImportError:  # a plain ROS install: PlainNode below, and the members of dt-ros-commons' enums it uses
     DTROS = DTParam = ParamType = None
-
-    class NodeType(enum.Enum):  # the member of dt-ros-commons' NodeType this node uses
-        PERCEPTION = 2
-
-    class DTHealth(enum.Enum):  # the members of dt-ros-commons' NodeHealth this node uses
-        HEALTHY, WARNING, ERROR = 10, 20, 30
+    NodeType = enum.Enum("NodeType", {"PERCEPTION": 2})
+    DTHealth = enum.Enum("NodeHealth", {"HEALTHY": 10, "WARNING": 20, "ERROR": 30})
 
 BUFF_SIZE = 2 ** 24  # rospy reads whole messages only if its buffer holds one (a 1280x720 JPEG is ~0.5 MB)
 WARN_EVERY = 30.0  # seconds between repeated warnings of one kind
@@ -93,8 +90,7 @@ class PlainNode:
     def __init__(self, node_name, node_type, help=None):  # noqa: A002 - DTROS's keyword
         rospy.init_node(node_name)
         self.node_name, self.node_type, self.node_help = rospy.get_name(), node_type, help
-        self.is_shutdown = False
-        self._switch = True
+        self.is_shutdown, self._switch = False, True
         self.srv_switch = rospy.Service("~switch", SetBool, self._srv_switch)
         rospy.on_shutdown(self._on_shutdown)
 
@@ -105,8 +101,7 @@ class PlainNode:
     def _srv_switch(self, request):
         old, self._switch = self._switch, bool(request.data)
         (self.on_switch_on if self._switch else self.on_switch_off)()
-        states = ("on" if old else "off", "on" if self._switch else "off")
-        message = "Node switched from [%s] to [%s]" % states
+        message = "Node switched from [%s] to [%s]" % tuple("on" if s else "off" for s in (old, self._switch))
         rospy.loginfo("[%s] %s", self.node_name, message)
         return SetBoolResponse(success=True, message=message)
 
@@ -210,6 +205,11 @@ class DepthNode(BaseNode):
             if self.params["tof_topic"]:  # the front ToF for the cross-check (framepath.tof_check)
                 rospy.Subscriber(self.params["tof_topic"], Range, queue_size=10, callback=lambda m: (
                     self.metric.tof.reading(m.header.stamp.to_sec() or rospy.get_time(), m.range)))
+            try:  # dt-ros-commons' messages (the Duckietown image): for dt-core's lane controller
+                from duckietown_msgs.msg import StopLineReading
+                self.pub_stop_line = rospy.Publisher("~virtual_stop_line", StopLineReading, queue_size=1)
+            except ImportError:
+                rospy.loginfo("depth_node: ~virtual_stop_line is off: duckietown_msgs is not installed")
         rospy.Subscriber("~camera_info", CameraInfo, queue_size=10,
                          callback=lambda msg: self.camera_infos.store(msg.header.stamp.to_nsec(), msg))
         rospy.Subscriber("~image/compressed", CompressedImage, self.on_image, queue_size=1,
@@ -254,7 +254,6 @@ class DepthNode(BaseNode):
     def publish_result(self, frame, result):
         """The output stage of the stream: one frame's depth (and colour images) as ROS messages."""
         header = frame.meta
-        height, width = result.depth.shape
         self.pub_depth.publish(to_image(header, result.depth, "32FC1"))
         if result.colorized is not None and self.pub_color.get_num_connections() > 0:
             self.pub_color.publish(to_image(header, result.colorized, "bgr8"))
@@ -262,12 +261,12 @@ class DepthNode(BaseNode):
             self.pub_jpeg.publish(CompressedImage(header=header_like(header), data=result.colorized_jpeg,
                                                   format="bgr8; jpeg compressed bgr8"))
         info = self.camera_infos.find(header.stamp.to_nsec())
-        self.publish_camera_info(header, info, height, width)
+        self.publish_camera_info(header, info, *result.depth.shape)  # height, width
         if self.metric is not None:
             self.publish_metric(header, frame.stamp, info, result.depth)
 
     def publish_metric(self, header, stamp, info, disparity):
-        """Metres: depth (with its camera_info), scan, obstacle distance and points at ``stamp`` (s; arrival
+        """Metres: depth (+ camera_info), scan, obstacle distance, stop line, points at ``stamp`` (s; arrival
         for an unstamped frame); nothing while the fit is not confident (NONE) or there is no camera_info."""
         out = self.metric.process(disparity, stamp, info)
         if out is None or out.frame.depth_m is None:
@@ -289,6 +288,8 @@ class DepthNode(BaseNode):
         if out.tof is not None:  # the front ToF's reading as this frame's metric depth predicts it
             self.pub_tof.publish(Range(header=Header(stamp=header.stamp, frame_id=tof.frame_id(vehicle())),
                                        range=out.tof.metric_m, **tof.RANGE_FIELDS))
+        if (line := out.stop_line) and getattr(self, "pub_stop_line", None):  # None unless OK or HOLD
+            self.pub_stop_line.publish(header_like(ground), *line[:2], Point(x=line[2]))  # StopLineReading
         if out.points is not None:  # x, y, z float32 in the camera's optical frame
             n = len(out.points)
             self.pub_points.publish(PointCloud2(header=header_like(header), height=1, width=n, fields=XYZ,
@@ -313,8 +314,7 @@ class DepthNode(BaseNode):
             (rospy.logerr if kind == "error" else rospy.logwarn)("depth_node: " + text, *args)
 
     def set_frequency(self, frequency):
-        """``~process_frequency``: the gate admits at most that many frames per second, and the stall
-        check allows for that period between outputs."""
+        """``~process_frequency``: the gate's frames per second at most; the stall check allows its period."""
         self.gate.set_frequency(frequency)
         self.health.min_period = self.gate.period
 

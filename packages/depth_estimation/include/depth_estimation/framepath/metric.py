@@ -9,7 +9,8 @@ lens unlikely on a DB21 is a warning: :mod:`depth_estimation.geometry.plausibili
 with that frame's camera_info, aligns the network's relative disparity to the ground plane
 (:class:`~depth_estimation.geometry.ground.MetricAligner`) and reads the laser scan, the obstacle
 distance ahead and a decimated point cloud off the metric depth
-(:mod:`depth_estimation.geometry.obstacles`). While the fit is not confident it holds the last
+(:mod:`depth_estimation.geometry.obstacles`), and the virtual stop line for Duckietown's lane controller
+(:mod:`depth_estimation.framepath.stop_line`). While the fit is not confident it holds the last
 estimate for ``metric_hold`` seconds, then publishes nothing metric (state NONE) rather than wrong
 metres. Its diagnostics (``metric_state``, ``metric_scale``, ``metric_shift``, ``metric_inliers``,
 ``ground_rmse``) and its warning join the node's. Nothing here needs ROS.
@@ -26,6 +27,7 @@ import cv2
 import numpy as np
 
 from depth_estimation.framepath.tof_check import TofCheck, TofComparison
+from depth_estimation.framepath.stop_line import StopLine, virtual_stop_line
 from depth_estimation.geometry import obstacles
 from depth_estimation.geometry.calibration import (DEFAULT_EXTRINSICS, Extrinsics, ground_plane,
                                                    load_extrinsics)
@@ -60,6 +62,7 @@ class MetricOptions:
     scan_fov_deg: float
     points: bool
     points_step: int
+    stop_line_offset_m: float
     tof_pose: TofPose = TofPose()
     tof_time_constant_s: float = 1.0
     tof_tolerance: float = 0.2
@@ -76,7 +79,8 @@ class MetricOptions:
                    obstacle_max_range_m=p["obstacle_max_range"], corridor_width_m=p["corridor_width"],
                    scan_bins=p["scan_bins"], scan_fov_deg=p["scan_fov_deg"], points=p["points"],
                    points_step=p["points_step"], tof_pose=TofPose.from_list(p["tof_pose"]),
-                   tof_time_constant_s=p["tof_time_constant"], tof_tolerance=p["tof_tolerance"])
+                   tof_time_constant_s=p["tof_time_constant"], tof_tolerance=p["tof_tolerance"],
+                   stop_line_offset_m=p["virtual_stop_line_offset"])
 
 
 def extrinsics_path(options: MetricOptions, veh: str) -> str:
@@ -100,6 +104,7 @@ class MetricProducts(NamedTuple):
     distance: float  # metres ahead to the closest obstacle in the corridor, inf when none, nan in NONE
     points: Optional[np.ndarray]  # N x 3 float32 in the camera's optical frame
     tof: Optional[TofComparison] = None  # the time-of-flight cross-check of this frame, when it made one
+    stop_line: Optional[StopLine] = None  # framepath.stop_line: None unless the state is OK or HOLD
 
 
 class MetricOutputs:
@@ -200,7 +205,8 @@ class MetricOutputs:
         with self._lock:
             self.last, self.problem = frame, ""
             self.none_since = (self.none_since or stamp_s) if frame.state == "NONE" else None
-        return MetricProducts(frame, intrinsics, aligner.plane, scan, distance, points, tof)
+        line = virtual_stop_line(distance, frame.state, self.options.stop_line_offset_m)
+        return MetricProducts(frame, intrinsics, aligner.plane, scan, distance, points, tof, line)
 
     def rectified(self, products: MetricProducts) -> Tuple[np.ndarray, RectifiedCamera]:
         """The frame's metric depth on the rectified image and that image's camera_info fields, for

@@ -129,6 +129,7 @@ CHECKS: Dict[str, Callable[[Any], Any]] = {
     "tof_pose": lambda v: list(TofPose.from_list(v).__dict__.values()),
     "tof_time_constant": _in_range(0.0, 60.0, low_open=True),
     "tof_tolerance": _in_range(0.0, 10.0, low_open=True),
+    "virtual_stop_line_offset": _in_range(0.0, 1000.0),
 }
 
 # Safe to change while the node runs (read again about twice a second); the others need a restart.
