@@ -110,3 +110,23 @@ def test_the_open_runners_are_read_under_the_estimators_lock():
         reader.start()
         reader.join(10.0)
     assert got == [42.0]
+
+
+def test_loading_an_estimator_leaves_torchs_threads_alone_the_entry_point_sets_them(tmp_path):
+    import argparse
+
+    import torch
+
+    from depth_estimation import options
+    from depth_estimation.runtime.estimator import DepthEstimator
+
+    before = torch.get_num_threads()
+    want = 1 if before != 1 else 2
+    try:
+        DepthEstimator("random:fastdepth-mnv3", backend="torch", threads=want, input_size=64).load()
+        assert torch.get_num_threads() == before  # a library call: the process as it was
+        args = argparse.Namespace(model="random:fastdepth-mnv3", backend="torch", threads=want, input_size=64)
+        options.estimator_kwargs(args)  # a tool's --threads: applied once, by the tool
+        assert torch.get_num_threads() == want
+    finally:
+        torch.set_num_threads(before)

@@ -107,8 +107,9 @@ def test_switch_off_during_the_model_load_is_kept(node, monkeypatch):
     loading._switch, loading.gate, loading.node_name = True, FrameGate(), "/depth_node"  # while loading
     response = node.PlainNode._srv_switch(loading, SetBoolRequest(data=False))
     assert response.success and not loading.switch and not loading.gate.active
-    init = next(n for n in ast.walk(ast.parse(open(NODE).read()))
-                if isinstance(n, ast.FunctionDef) and n.name == "__init__" and n.lineno > 150)
+    cls = next(n for n in ast.walk(ast.parse(open(NODE).read()))
+               if isinstance(n, ast.ClassDef) and n.name == "DepthNode")
+    init = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
     lines = [ast.unparse(s) for s in init.body]
     gates = [i for i, s in enumerate(lines) if "FrameGate()" in s]
     base = next(i for i, s in enumerate(lines) if s.startswith("super().__init__"))

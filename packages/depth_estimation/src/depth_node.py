@@ -1,13 +1,11 @@
 #!/usr/bin/env python3
 """depth_node: camera CompressedImage -> depth (32FC1), colorized depth, metric outputs, diagnostics.
 
-A thin ROS wrapper around the ROS-free ``depth_estimation`` library (README, "The node"): frames go to
-``framepath.stream.FrameStream`` (decode | network | colorize+publish), metres come from
-``framepath.metric``; no output subscribed, no inference (``frames_idle``). DTROS in the Duckietown
-image, :class:`PlainNode` elsewhere; frames that reach it switched off are ``frames_paused`` (DTROS
-unsubscribes a switched-off node). ``<veh>.yaml`` is merged over the defaults, launch values win. A bad
-start is one FATAL line per cause; a restarted ROS master exits with code 3; SIGINT/SIGTERM exit
-0 at once (also during the model load); ROS time or camera stamps going back cost no output.
+A thin ROS wrapper around the ROS-free ``depth_estimation`` library: frames go to ``framepath.stream``
+(decode | network | colorize+publish), metres come from ``framepath.metric``; no output subscribed, no
+inference. DTROS in the Duckietown image, :class:`PlainNode` elsewhere. ``<veh>.yaml`` is merged over
+the defaults, launch values win. A bad start is one FATAL line per cause; a restarted ROS master exits
+with code 3; SIGINT/SIGTERM exit 0 at once; ROS time or camera stamps going back cost no output.
 """
 import copy
 import enum
@@ -37,6 +35,7 @@ from depth_estimation.framepath.pipeline import CameraInfoPairing, camera_info_p
 from depth_estimation.framepath.stream import Frame, FrameStream
 from depth_estimation.geometry import tof
 from depth_estimation.models.specs import ModelNotFound
+from depth_estimation.options import use_cpu_threads
 
 try:  # the Duckietown image (dt-ros-commons): importing it also decorates rospy.Publisher/Subscriber
     from duckietown.dtros import DTROS, DTParam, NodeType, ParamType
@@ -161,6 +160,7 @@ class DepthNode(BaseNode):
         frame = self.params["ground_frame"]
         self.ground_frame = frame if "/" in frame or not vehicle() else "%s/%s" % (vehicle(), frame)
         rospy.loginfo("depth_node: loading %s", self.params["model"])
+        use_cpu_threads(self.params["threads"])  # process-wide (torch), before the model loads
         self.pipeline, self.health = start_pipeline(self.params)  # loaded and run once: fails now if at all
         estimator = self.pipeline.estimator
         self.health.set_paused(not self.switch, rospy.get_time())  # a ~switch false while loading holds

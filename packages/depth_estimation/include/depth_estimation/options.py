@@ -79,8 +79,25 @@ def add_input_size(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-size", type=int, default=0, metavar="N", help=INPUT_SIZE_HELP)
 
 
+def use_cpu_threads(threads: int) -> None:
+    """Process-wide: torch's intra-op CPU threads (``threads`` > 0; 0 keeps torch's default, all cores).
+    An entry point calls it once, before models load (the node, ``depth-live`` and every tool through
+    :func:`estimator_kwargs`); a :class:`~.runtime.estimator.DepthEstimator` itself changes no
+    process state and gives ``threads`` only to its own ONNX Runtime sessions. No torch (the robot
+    image): nothing to set."""
+    if int(threads) <= 0:
+        return
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(int(threads))
+
+
 def estimator_kwargs(args: argparse.Namespace, model: Optional[str] = None) -> Dict[str, Any]:
-    """The :class:`~depth_estimation.runtime.estimator.DepthEstimator` arguments of parsed options."""
+    """The :class:`~depth_estimation.runtime.estimator.DepthEstimator` arguments of parsed options; a
+    tool's ``--threads`` is applied to the process here (torch's threads are process-wide)."""
+    use_cpu_threads(getattr(args, "threads", 0))
     return {"model": model if model is not None else args.model, "backend": args.backend,
             "device": getattr(args, "device", "auto"), "threads": getattr(args, "threads", 0),
             "input_size": input_size_value(getattr(args, "input_size", 0))}

@@ -173,8 +173,6 @@ class DepthEstimator:
         import torch  # heavy, and only here: a torch network is loaded (an .onnx spec needs none)
 
         from depth_estimation.models import loading  # heavy (torch, transformers)
-        if self.threads > 0:
-            torch.set_num_threads(self.threads)
         if self.requested_device == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("device 'cuda' requested but torch sees no CUDA device")
         self.device = "cuda" if self.requested_device == "cuda" or (

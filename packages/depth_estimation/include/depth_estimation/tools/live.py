@@ -307,6 +307,7 @@ def run(args: argparse.Namespace, camera: Any = None) -> int:
         print("depth-live: %s" % exc, file=sys.stderr)
         return EXIT_CAMERA
     try:
+        options.use_cpu_threads(params["threads"])
         pipeline, health = start_pipeline(params, window=LATENCY_WINDOW)
     except Exception as exc:  # noqa: BLE001 - one line instead of a traceback: the model is the problem
         print("depth-live: cannot run model %s: %s" % (params["model"], error_line(exc)), file=sys.stderr)
