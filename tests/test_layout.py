@@ -134,7 +134,6 @@ def test_test_fixtures_are_not_shipped():
 # Library code whose only callers are tests, kept on purpose (name: why).
 TEST_ONLY_KEPT = {
     "hf_to_original": "the inverse of load_original: the conversion's round-trip test needs it",
-    "wait_for_room": "framepath/stream.py is being rewritten for back-pressure (issue 21)",
 }
 
 

@@ -68,6 +68,16 @@ def wait_until(condition, steps=int(WAIT * 100)):
     return condition()
 
 
+def counted(health):
+    return (health.frames_out + health.frames_dropped + health.frames_rejected + health.inference_errors
+            + health.frames_paused)
+
+
+def ended(stream):
+    """Every frame submitted to ``stream`` has ended in one of its health counts."""
+    return lambda: counted(stream.health) == stream.health.frames_in
+
+
 def jpeg(height, width, value):
     image = np.full((height, width, 3), value, np.uint8)
     return cv2.imencode(".jpg", image)[1].tobytes()
@@ -149,7 +159,7 @@ def test_a_busy_network_leaves_newer_frames_undecoded_and_publishes_the_newest(s
         assert health.frames_dropped == 6 and len(decoded) == 1
         for _ in range(2):
             held.release.release()
-        assert out.wait(2) and wait_until(stream.idle)
+        assert out.wait(2) and wait_until(ended(stream))
     finally:
         for _ in range(4):
             held.release.release()
@@ -185,7 +195,7 @@ def test_the_network_takes_no_frame_while_the_output_stage_has_not_taken_its_las
         assert len(calls) == 2 and len(decoded) == 3
         for _ in range(4):
             gate.release()
-        assert out.wait(4) and wait_until(stream.idle)
+        assert out.wait(4) and wait_until(ended(stream))
     finally:
         for _ in range(4):
             gate.release()
@@ -208,9 +218,8 @@ def test_bad_frames_and_failing_stages_are_counted_and_the_stream_goes_on(stream
     stream = FrameStream(pipeline, health, out, warn=lambda kind, text: failures.append(kind)).start()
     try:
         for i, data in enumerate([b"not a jpeg at all", jpeg(50, 50, 1), jpeg(48, 64, 2)]):
-            assert stream.wait_for_room(WAIT)
             stream.submit(Frame(data, "jpeg", float(i), i))
-            assert wait_until(stream.idle)
+            assert wait_until(ended(stream))
     finally:
         stream.close()
     assert [p[0] for p in out.published] == [2]
@@ -229,7 +238,7 @@ def test_frames_switched_off_in_flight_are_withheld_not_published(stream_parts):
         assert held.entered.acquire(timeout=WAIT)
         on[0] = False  # ~switch false while the frame is in the network
         held.release.release()
-        assert wait_until(stream.idle)
+        assert wait_until(ended(stream))
     finally:
         stream.close()
     assert not out.published and health.frames_paused == 1 and health.frames_out == 0
@@ -267,16 +276,11 @@ def test_wait_for_network_paces_a_camera_to_the_network(stream_parts):
         held.release.release()
         assert held.entered.acquire(timeout=WAIT) and stream.wait_for_network(WAIT)
         held.release.release()
-        assert out.wait(2) and wait_until(stream.idle)
+        assert out.wait(2) and wait_until(ended(stream))
     finally:
         held.release.release()
         stream.close()
     assert health.frames_dropped == 0 and [p[0] for p in out.published] == [0, 1]
-
-
-def counted(health):
-    return (health.frames_out + health.frames_dropped + health.frames_rejected + health.inference_errors
-            + health.frames_paused)
 
 
 def test_close_accounts_for_every_frame_in_flight_and_after(stream_parts):
@@ -294,7 +298,7 @@ def test_close_accounts_for_every_frame_in_flight_and_after(stream_parts):
     stream.submit(Frame(jpeg(48, 64, 2), "jpeg", 2.0, 2))
     assert (health.frames_in, counted(health)) == (3, 2)
     held.release.release()
-    assert wait_until(stream.idle)
+    assert wait_until(ended(stream))
     assert not out.published and health.frames_paused == 3 and counted(health) == health.frames_in == 3
     assert all(not t.is_alive() for t in stream.threads if wait_until(lambda: not t.is_alive()))
 
@@ -339,7 +343,7 @@ def test_failures_are_counted_by_the_stage_that_raised(stream_parts, monkeypatch
     stream = FrameStream(pipeline, health, publish, pipelined=pipelined).start()
     try:
         stream.submit(Frame(jpeg(48, 64, 0), "jpeg", 0.0, 0))
-        assert wait_until(stream.idle)
+        assert wait_until(ended(stream))
     finally:
         stream.close()
     level, message, values = health.report(1.0)

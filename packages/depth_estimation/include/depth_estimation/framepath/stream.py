@@ -141,10 +141,6 @@ class FrameStream:
             self.health.frame_withheld()
             self._done()
 
-    def wait_for_room(self, timeout: Optional[float] = None) -> bool:
-        """Wait until the decode stage has taken the last frame submitted."""
-        return self.slots[0].wait_empty(timeout)
-
     def wait_for_network(self, timeout: Optional[float] = None) -> bool:
         """Wait until the decode stage has taken the last frame submitted and the network the last one
         decoded (``depth-bench --stream-hz 0``: a camera exactly as fast as the stream, so no frame is
@@ -155,11 +151,6 @@ class FrameStream:
             if not slot.wait_empty(left):
                 return False
         return True
-
-    def idle(self) -> bool:
-        """Every frame submitted has ended (published, dropped, rejected, failed or withheld)."""
-        with self._count_lock:
-            return self.finished == self.submitted
 
     def close(self, timeout: float = 1.0) -> int:
         """Stop: the stages finish the frame in hand (joined together within ``timeout`` s), frames
