@@ -69,9 +69,12 @@ class NodeControlCheck(DepthOutputCheck):
         off_asked, off_done = self.events["off"]
         on_asked, on_done = self.events["on"]
         while_off = [(t, m) for t, m in self.got["depth"] if off_done < t < on_asked]
-        self.assertLessEqual(len(while_off), 1, "depth kept coming after ~switch false")
-        for _t, m in while_off:  # at most the frame that was being published at the call
-            self.assertLess(m.header.stamp.to_sec(), off_done)
+        # Arriving while off: only frames captured before the call, still in transit (outputs go out with
+        # queue_size=1, but a reader slower than the node has a few in its socket), none a second later.
+        for _t, m in while_off:
+            self.assertLess(m.header.stamp.to_sec(), off_done, "a frame captured after ~switch false came out")
+        late = [t - off_done for t, _m in while_off if t > off_done + 1.0]
+        self.assertFalse(late, "depth kept coming after ~switch false (%s s after)" % late)
         after_on = [m.header.stamp.to_sec() for t, m in self.got["depth"] if t > on_done]
         self.assertTrue(after_on, "no depth after ~switch true")
         self.assertGreaterEqual(after_on[0], on_asked - 0.1, "an old frame was processed after resuming")
