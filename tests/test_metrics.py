@@ -126,25 +126,36 @@ def test_invalid_disparity_pixels_stay_out_of_the_fit(bad):
 
 
 def test_score_frame_counts_invalid_prediction_pixels():
-    from depth_estimation.evaluation.scoring import score_frame
+    from depth_estimation.evaluation.scoring import ScoreOptions, score_frame
     gt = _scene()
     gt[0, :5] = 0.0  # no ground truth here: a bad prediction on these pixels is not counted
     pred = gt.copy()
     pred[3, 4], pred[5, 6], pred[0, 0] = 0.0, np.nan, np.nan
-    record, crop, ok = score_frame(0, 10 ** 9, pred, gt, "depth", "lsq-disparity", "none",
-                                   "/x/depth_gt/image_raw", 1e-3, 10.0)
+    topic = "/x/depth_gt/image_raw"
+    record, crop, ok = score_frame(0, 10 ** 9, pred, gt, "depth", ScoreOptions("lsq-disparity", "none", topic))
     assert ok and crop == "none" and record["valid_pixels"] == gt.size - 5
     assert record["invalid_prediction_pixels"] == 2 and record["abs_rel"] < 1e-6
-    record, _crop, ok = score_frame(1, 10 ** 9, np.full(gt.shape, np.nan), gt, "disparity", "median", "none",
-                                    "/x/depth_gt/image_raw", 1e-3, 10.0)
+    record, _crop, ok = score_frame(1, 10 ** 9, np.full(gt.shape, np.nan), gt, "disparity",
+                                    ScoreOptions("median", "none", topic))
     assert not ok and record["invalid_prediction_pixels"] == gt.size - 5
     assert record["skipped"] == "all prediction pixels invalid"
     # a prediction at another size: resized, and every pixel a NaN reached stays out (bilinear, 2x: 4x4)
     small = _scene()[::2, ::2].copy()
     small[10, 10] = np.nan
-    record, _crop, ok = score_frame(2, 10 ** 9, small, gt, "depth", "median", "none", "/x/depth_gt/image_raw",
-                                    1e-3, 10.0)
+    record, _crop, ok = score_frame(2, 10 ** 9, small, gt, "depth", ScoreOptions("median", "none", topic))
     assert ok and record["invalid_prediction_pixels"] == 16 and record["abs_rel"] < 0.1
+
+
+def test_score_options_are_checked_once_when_made():
+    from depth_estimation.evaluation.scoring import ScoreOptions
+
+    with pytest.raises(ValueError, match="align"):
+        ScoreOptions("lsq")
+    with pytest.raises(ValueError, match="depth range"):
+        ScoreOptions("median", min_depth=10.0, max_depth=1.0)
+    opts = ScoreOptions("median")
+    with pytest.raises(Exception):  # frozen: one object for the whole run
+        opts.align = "none"
 
 
 def test_valid_mask_depth_range_and_nan():

@@ -21,6 +21,7 @@ on the bag's obstacle pixels and ``~obstacle_distance`` against the bag's ``/<ns
 with depth but no metric output, the node's state NONE). It always listens on
 ``~obstacle_gt`` and ``~obstacle_mask`` (remapped to the bag's), for ``--wait-for-subscribers``.
 """
+import sys
 import threading
 import time
 
@@ -30,7 +31,7 @@ from sensor_msgs.msg import Image, Range
 from std_msgs.msg import String
 
 from depth_estimation.evaluation import metrics, obstacle_eval
-from depth_estimation.evaluation.scoring import ALL_INVALID, score_frame, write_csv
+from depth_estimation.evaluation.scoring import ALL_INVALID, ScoreOptions, score_frame, write_csv
 from depth_estimation.io.atomic import write_json
 from depth_estimation.evaluation.evaluate import bag_dataset
 from depth_estimation.io.rgbd import depth_from_msg, stamp_ns
@@ -41,6 +42,7 @@ class Evaluator:
         get = rospy.get_param
         self.align, self.crop = get("~align", "lsq-disparity"), get("~crop", "auto")
         self.min_depth, self.max_depth = float(get("~min_depth", 1e-3)), float(get("~max_depth", 10.0))
+        ScoreOptions(self.align, self.crop, "", self.min_depth, self.max_depth)  # bad values: fail at start
         self.json, self.csv = get("~json"), get("~csv", "")
         self.model, self.idle_timeout = get("~model", ""), float(get("~idle_timeout", 15.0))
         bag, self.gt_topic = get("~bag"), rospy.resolve_name("~ground_truth")
@@ -113,8 +115,8 @@ class Evaluator:
     def score(self, stamp, pred, gt):
         index = len(self.per_frame) + len(self.skipped)
         try:
-            record, crop, ok = score_frame(index, stamp, pred, gt, "disparity", self.align, self.crop,
-                                           self.gt_topic, self.min_depth, self.max_depth, self.dataset)
+            record, crop, ok = score_frame(index, stamp, pred, gt, "disparity", ScoreOptions(
+                self.align, self.crop, self.gt_topic, self.min_depth, self.max_depth, self.dataset))
         except ValueError as exc:  # a frame that cannot be scored is reported, not left unanswered
             record, crop, ok = {"index": index, "stamp": stamp / 1e9, "stamp_ns": stamp}, "", False
             record["skipped"] = str(exc)
@@ -172,7 +174,12 @@ class Evaluator:
 
 def main():
     rospy.init_node("evaluator")
-    Evaluator().run()
+    try:
+        evaluator = Evaluator()
+    except ValueError as exc:  # a bad parameter: one line, not a traceback
+        rospy.logfatal("evaluator: %s", exc)
+        sys.exit(2)
+    evaluator.run()
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ from depth_estimation import options
 from depth_estimation.evaluation import ground_align, metrics, obstacle_eval
 from depth_estimation.evaluation.scoring import (ALL_INVALID, STRING_TYPE, add_source_arguments, frame_list,
                                                  load_estimator, model_record, pick_dataset_topic,
-                                                 score_frame, write_csv)
+                                                 ScoreOptions, score_frame, write_csv)
 from depth_estimation.framepath import frames
 from depth_estimation.io import bags
 from depth_estimation.io.atomic import atomic_file, output_problem, write_error, write_json
@@ -131,9 +131,9 @@ def _score_frames(frames_iter, bag_info: dict, estimator, predictions: Optional[
                 skipped.append(dict(extra, index=index, stamp=stamp / 1e9, stamp_ns=stamp))
                 log.warning("frame %d (stamp %d): %s; skipped", index, stamp, extra["skipped"])
                 continue
-        record, crop_name, ok = score_frame(index, stamp, pred, gt, kind, "none" if ground else align, crop,
-                                            bag_info["depth_topic"], depth_range[0], depth_range[1],
-                                            bag_info["dataset"])
+        record, crop_name, ok = score_frame(index, stamp, pred, gt, kind, ScoreOptions(
+            "none" if ground else align, crop, bag_info["depth_topic"], depth_range[0], depth_range[1],
+            bag_info["dataset"]))
         record.update(extra)
         if truth is not None and ok:
             record.update(truth.score(stamp, pred, gt, ground.plane, ground.intrinsics, depth_range))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence, Tuple
 
 import numpy as np
@@ -71,10 +72,30 @@ def _resize(pred: np.ndarray, shape: Tuple[int, ...], kind: str) -> np.ndarray:
     return out
 
 
-def score_frame(index: int, stamp: int, pred: np.ndarray, gt: np.ndarray, kind: str, align: str,
-                crop: str, depth_topic: str, min_depth: float, max_depth: float,
-                dataset: Optional[str] = None) -> Tuple[dict, str, bool]:
-    """One frame's metrics: (record, crop used, scored?). ``pred`` is the raw model output.
+@dataclass(frozen=True)
+class ScoreOptions:
+    """How frames are scored, checked once (``depth-eval``'s and the evaluator node's options):
+    alignment, crop (a name or ``auto``: from the depth topic, the dataset and the frame size), the
+    ground truth's depth topic and dataset, and the depth range in metres."""
+
+    align: str
+    crop: str = "auto"
+    depth_topic: str = ""
+    min_depth: float = 1e-3
+    max_depth: float = 10.0
+    dataset: Optional[str] = None
+
+    def __post_init__(self):
+        if self.align not in metrics.ALIGN_MODES:
+            raise ValueError("align %r: use one of %s" % (self.align, ", ".join(metrics.ALIGN_MODES)))
+        if not 0.0 <= self.min_depth < self.max_depth:
+            raise ValueError("depth range %g..%g m: need 0 <= min_depth < max_depth"
+                             % (self.min_depth, self.max_depth))
+
+
+def score_frame(index: int, stamp: int, pred: np.ndarray, gt: np.ndarray, kind: str,
+                opts: ScoreOptions) -> Tuple[dict, str, bool]:
+    """One frame's metrics: (record, crop used, scored?). ``pred`` is the raw model output of ``kind``.
 
     The record always holds ``valid_pixels`` (ground truth in range, inside the crop) and
     ``invalid_prediction_pixels`` (those of them where ``pred`` has no value: NaN, inf, a depth
@@ -82,15 +103,15 @@ def score_frame(index: int, stamp: int, pred: np.ndarray, gt: np.ndarray, kind: 
     ``skipped`` = :data:`NO_GROUND_TRUTH` or :data:`ALL_INVALID` instead of metrics."""
     if pred.shape != gt.shape:  # ground truth at another resolution than the camera: score at its size
         pred = _resize(pred, gt.shape, kind)
-    crop_name = resolve_crop(crop, gt.shape, depth_topic, dataset)
-    mask = metrics.valid_mask(gt, min_depth, max_depth, crop_name)
+    crop_name = resolve_crop(opts.crop, gt.shape, opts.depth_topic, opts.dataset)
+    mask = metrics.valid_mask(gt, opts.min_depth, opts.max_depth, crop_name)
     scored = mask & metrics.valid_prediction(pred, kind)
     record = {"index": index, "stamp": stamp / 1e9, "stamp_ns": stamp, "valid_pixels": int(mask.sum()),
               "invalid_prediction_pixels": int(mask.sum() - scored.sum())}
     if not scored.any():
         record["skipped"] = ALL_INVALID if mask.any() else NO_GROUND_TRUTH
         return record, crop_name, False
-    aligned = metrics.align(pred, gt, mask, align, kind, min_depth, max_depth)
+    aligned = metrics.align(pred, gt, mask, opts.align, kind, opts.min_depth, opts.max_depth)
     record.update(metrics.compute(aligned, gt, scored))
     return record, crop_name, True
 
