@@ -14,7 +14,7 @@ import yaml
 from depth_estimation.evaluation import tof_eval
 from depth_estimation.evaluation.sim_render import SimCamera
 from depth_estimation.framepath.params import ParameterError, check_params
-from depth_estimation.framepath.tof_check import TofCheck
+from depth_estimation.framepath.tof_check import STEP, TofCheck
 from depth_estimation.geometry import tof
 from depth_estimation.geometry.camera import FrameRays
 from depth_estimation.geometry.ground import ground_depth_map
@@ -84,7 +84,7 @@ def test_pose_parameter_checks():
 
 def test_the_check_agrees_on_right_metres_and_warns_on_wrong_ones_after_its_time_constant():
     depth, xn, yn, plane = _scene(0.6)
-    expected = tof.cone_reading(depth, xn, yn, plane, step=4).range_m
+    expected = tof.cone_reading(depth, xn, yn, plane, step=STEP).range_m
     check = TofCheck(tof.TofPose(), time_constant_s=1.0, tolerance=0.2)
     assert check.state == "NO_READINGS" and check.report()[1] is None
     check.reading(0.0, expected)

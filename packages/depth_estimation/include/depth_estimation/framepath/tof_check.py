@@ -26,7 +26,7 @@ from depth_estimation.geometry.tof import MAX_RANGE_M, MIN_RANGE_M, ConeReading,
 
 MAX_PAIR_S = 0.1  # a ToF reading (15 Hz) pairs with a frame stamped at most this far from it
 KEEP_S = 2.0  # readings kept for pairing
-STEP = 4  # every 4th pixel in each direction of the metric depth (about 1300 in the cone at 640x480)
+STEP = 2  # every 2nd pixel in each direction of the metric depth (about 5300 in the cone at 640x480)
 STATES = ("NO_READINGS", "NO_PAIRS", "AGREE", "DISAGREE")
 
 

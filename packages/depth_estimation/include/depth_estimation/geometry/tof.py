@@ -114,25 +114,28 @@ def cone_reading(depth_m: np.ndarray, xn: np.ndarray, yn: np.ndarray, plane: Gro
     :class:`depth_estimation.geometry.camera.FrameRays`), for the camera of ``plane``; every
     ``step``-th pixel in each direction (module docstring: the model)."""
     origin, axis = pose.in_camera(plane)
-    z = np.asarray(depth_m, np.float64)[::step, ::step]
-    x, y = np.asarray(xn, np.float64)[::step, ::step], np.asarray(yn, np.float64)[::step, ::step]
+    z = np.asarray(depth_m, np.float32)[::step, ::step]
+    x, y = np.asarray(xn, np.float32)[::step, ::step], np.asarray(yn, np.float32)[::step, ::step]
     seen = np.isfinite(z) & (z > 0)
-    z = np.where(seen, z, 0.0)
-    rays = np.stack([x, y, np.ones_like(x)], axis=-1)
-    points = rays * z[..., None]
-    v = np.where(seen[..., None], points - origin, rays)  # nothing seen: the ray's direction
-    r = np.linalg.norm(v, axis=-1)
-    inside = (v @ axis) >= math.cos(math.radians(FOV_DEG / 2.0)) * r
+    z = np.where(seen, z, np.float32(0.0))
+    o = origin.astype(np.float32)
+    # from the sensor to each point (to the pixel's direction where nothing is seen)
+    vx, vy = np.where(seen, x * z - o[0], x), np.where(seen, y * z - o[1], y)
+    vz = np.where(seen, z - o[2], np.float32(1.0))
+    r = np.sqrt(vx * vx + vy * vy + vz * vz)
+    inside = (vx * axis[0] + vy * axis[1] + vz * axis[2]) >= math.cos(math.radians(FOV_DEG / 2.0)) * r
     pixels = int(np.count_nonzero(inside))
     if pixels == 0:
         return ConeReading(math.nan, 0.0, 0)
     hit = inside & seen
     if not np.any(hit):
         return ConeReading(OUT_OF_RANGE_M, 0.0, pixels)
-    normal = plane.normal_vector
-    vh, rh = v[hit], r[hit]
-    height = plane.distance - points[hit] @ normal
-    incidence = np.where(height < GROUND_MARGIN_M, np.abs(vh @ normal) / rh, 1.0)
+    n = plane.normal_vector
+    v = np.stack([vx[hit], vy[hit], vz[hit]], axis=1).astype(np.float64)
+    rh = r[hit].astype(np.float64)
+    points = v + origin
+    height = plane.distance - points @ n
+    incidence = np.where(height < GROUND_MARGIN_M, np.abs(v @ n) / rh, 1.0)
     weights = incidence / rh ** 2
     signal = float(weights.sum()) / pixels
     if signal < SIGNAL_MIN:
