@@ -164,11 +164,23 @@ def add_obstacles(sampler: PoseSampler, density: float) -> int:
         at = np.asarray(point, np.float64) + float(rng.uniform(-1.0, 1.0)) * OBSTACLE_LATERAL_M * right
         added.append({"kind": kind, "pos": to_map(at),
                       "rotate": float(rng.uniform(0.0, 360.0)), "height": height, "static": True})
+    load_objects(sim, added)
+    return len(added)
+
+
+def load_objects(sim, added) -> None:
+    """Add map objects (dicts of the map format, ``pos`` in tile units) to the simulator's map."""
     if added:
         existing = (sim.map_data or {}).get("objects") or []
         existing = list(existing.values()) if isinstance(existing, dict) else list(existing)
         sim._load_objects(dict(sim.map_data or {}, objects=existing + added))
-    return len(added)
+
+
+def place_obstacle(sim, kind: str, at: np.ndarray, rotate_deg: float = 0.0) -> None:
+    """One static obstacle of :data:`OBSTACLE_KINDS` (its first height) at simulator position ``at``."""
+    height = dict(reversed(OBSTACLE_KINDS))[kind]
+    load_objects(sim, [{"kind": kind, "pos": _map_position(sim)(at), "rotate": float(rotate_deg),
+                        "height": height, "static": True}])
 
 
 def poses(sampler: PoseSampler, mode: str, frames: int, hz: float,
