@@ -21,6 +21,7 @@ class RunRecord:
         self.frames, self.wall_s, self.states = 0, 0.0, {}
         self.driven_m, self.clear_m, self.false_stops, self.stops = 0.0, 0.0, 0, 0
         self.first_detected_m: Optional[float] = None
+        self.stop_truths: List[Optional[float]] = []  # the true distance at each stop (None: nothing ahead)
 
     def frame(self, wall_s: float, out: Any, truth_m: float) -> None:
         self.frames, self.wall_s = self.frames + 1, self.wall_s + wall_s
@@ -36,6 +37,7 @@ class RunRecord:
 
     def stop(self, truth_m: float) -> None:
         self.stops += 1
+        self.stop_truths.append(round(truth_m, 4) if math.isfinite(truth_m) else None)
         self.false_stops += int(not self.near(truth_m))
 
     def moved(self, metres: float, truth_m: float) -> None:
@@ -50,7 +52,8 @@ class RunRecord:
                 "stop_distance_error_m": None if stop_m is None else stop_m - self.offset_m,
                 "offset_m": self.offset_m, "stops": self.stops, "false_stops": self.false_stops,
                 "driven_m": round(self.driven_m, 4), "clear_lane_m": round(self.clear_m, 4),
-                "first_detected_at_m": self.first_detected_m, "metric_states": self.states}
+                "first_detected_at_m": self.first_detected_m, "stops_at_true_m": self.stop_truths,
+                "metric_states": self.states}
 
 
 def build(args: Dict[str, Any], runs: List[Dict[str, Any]]) -> Dict[str, Any]:
