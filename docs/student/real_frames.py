@@ -48,7 +48,7 @@ def run_model(model, paths, figure=None):
     for index, path in enumerate(paths):
         rgb = cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
         disparity = est.infer(rgb)
-        depth, record = scorer.metric(index, disparity, "disparity", MAX_DEPTH * 4)
+        depth, record = scorer.metric(index, disparity, "disparity")
         record["frame"] = os.path.basename(path)
         records.append(record)
         rows.append(_row(rgb, disparity, depth))
