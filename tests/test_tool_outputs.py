@@ -117,3 +117,31 @@ def test_depth_live_refuses_an_unwritable_out_before_the_camera(tmp_path, capsys
     args = live.parse_args(["--robot", "testbot", "--model", "random:da2-small", "--out", out, "--no-window"])
     assert live.run(args, camera=NoCamera()) == live.EXIT_PARAMS
     assert "cannot write %s" % os.path.abspath(out) in capsys.readouterr().err
+
+
+def _writers(missing, out):
+    """Each long-running writer, on a model or input that does not exist: with the check first the
+    error names the output place; without it the work would start and fail on the missing input."""
+    from depth_estimation.distill import cli
+    from depth_estimation.evaluation import sim_bench, sim_drive
+    from depth_estimation.tools import export, quantize, sweep
+
+    return {
+        "export": lambda: export.main([missing, "--out", out]),
+        "quantize --bits": lambda: quantize.main([missing, "--bits", "4", "--out", out]),
+        "quantize --int8": lambda: quantize.main([missing + ".onnx", "--int8", "--out", out]),
+        "depth-distill train": lambda: cli.main(["train", "--cache", missing, "--out", out]),
+        "depth-sweep": lambda: sweep.main(["--models", missing, "--out", out, "--no-progress"]),
+        "sim_bench": lambda: sim_bench.main(["--bags", missing, "--models", "road-plane", "--out", out]),
+        "depth-sim-drive": lambda: sim_drive.main(["--model", missing, "--runs", "1", "--json", out]),
+    }
+
+
+@pytest.mark.parametrize("tool", ["export", "quantize --bits", "quantize --int8", "depth-distill train",
+                                  "depth-sweep", "sim_bench", "depth-sim-drive"])
+def test_every_writer_refuses_an_unwritable_output_before_the_work(tmp_path, capsys, tool):
+    out = _unwritable(tmp_path, "under_a_file", "result")
+    missing = str(tmp_path / "no_such_model")
+    assert _writers(missing, out)[tool]() == 2
+    line = _one_error(capsys.readouterr().err, "cannot write")
+    assert os.path.abspath(out) in line and "no_such_model" not in line

@@ -42,7 +42,7 @@ from depth_estimation.distill.checkpoints import load_checkpoint, save_checkpoin
 from depth_estimation.distill.data import DistillDataset, StepSampler, cache_keys, caches, split_keys
 from depth_estimation.distill.losses import distill_loss
 from depth_estimation.framepath.colorize import Colorizer
-from depth_estimation.io.atomic import write_json
+from depth_estimation.io.atomic import output_problem, write_json
 from depth_estimation.models import fastdepth
 from depth_estimation.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
@@ -356,6 +356,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
 
 def run_train(args: argparse.Namespace) -> int:
+    problem = output_problem(args.out, folder=True)
+    if problem:  # before the caches load and hours of training start
+        print("depth-distill train: error: %s" % problem, file=sys.stderr)
+        return 2
     try:
         history = train(args.cache, args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                         weight_decay=args.weight_decay, schedule=args.schedule, size=args.size,

@@ -35,7 +35,7 @@ from depth_estimation.geometry.calibration import ground_plane, read_extrinsics
 from depth_estimation.geometry import ground as ground_fit
 from depth_estimation.geometry.ground import ground_depth_map
 from depth_estimation.io import rgbd
-from depth_estimation.io.atomic import atomic_file, write_json
+from depth_estimation.io.atomic import atomic_file, output_problem, write_json
 
 TRAIN_MAPS = ("loop_obstacles", "loop_dyn_duckiebots", "zigzag_dists", "udem1", "4way", "small_loop",
               "ETH_small_loop_1", "loop_empty", "straight_road", "TTIC_large_loop")
@@ -150,6 +150,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="every N-th frame of each bag (the same frames for every model; default 1: all)")
     options.add_runtime(parser)
     args = parser.parse_args(argv)
+    problem = output_problem(args.out, folder=True)
+    if problem:  # before any model runs
+        print("error: %s" % problem, file=sys.stderr)
+        return 2
     estimator_args = options.estimator_kwargs(args, model="")
     try:
         results = {}

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 import tempfile
 import time
 import types
@@ -48,6 +49,7 @@ from depth_estimation.framepath import frames
 from depth_estimation.framepath.metric import MetricOptions, MetricOutputs
 from depth_estimation.framepath.params import check_params, read_param_file
 from depth_estimation.framepath.pipeline import start_pipeline
+from depth_estimation.io.atomic import output_problem
 from depth_estimation.framepath.stop_line import stop_speed
 from depth_estimation.geometry.camera import FrameRays
 
@@ -256,6 +258,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:  # console script depth-s
     config = DriveConfig(args.model, args.backend, options.input_size_value(args.input_size), args.map,
                          args.obstacle, args.runs, args.seed, args.approach_m, args.max_seconds, 30.0,
                          args.width, args.height, args.v_bar, args.obstacle_factor)
+    problems = [output_problem(path) for path in (args.json, args.video) if path]
+    if any(problems):  # before the simulator starts
+        print("\n".join("depth-sim-drive: %s" % p for p in problems if p), file=sys.stderr)
+        return 2
     try:
         ensure_display()
         video = report.VideoWriter(args.video) if args.video else None

@@ -25,7 +25,7 @@ import sys
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from depth_estimation import options
-from depth_estimation.io.atomic import write_bytes
+from depth_estimation.io.atomic import output_problem, write_bytes, write_error
 from depth_estimation.models.loading import load_net
 from depth_estimation.models.specs import ModelNotFound, parse_spec
 from depth_estimation.runtime import preprocess
@@ -104,11 +104,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     options.add_force(parser, "OUT")
     parser.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime comparison")
     args = parser.parse_args(argv)
+    problem = output_problem(args.out)
+    if problem:  # before the model loads and the export runs
+        print("error: %s" % problem, file=sys.stderr)
+        return 2
     try:
         result = export_spec(args.spec, args.out, args.input_size, args.frame_size, args.opset, args.force,
                              check=not args.no_check, target=args.target)
     except (FileExistsError, ModelNotFound, ValueError, ExportError) as exc:
         print("error: %s" % exc, file=sys.stderr)
+        return 1
+    except OSError as exc:  # a full disk while writing: the file named, no traceback
+        print("error: %s" % write_error(exc.filename or args.out, exc), file=sys.stderr)
         return 1
     print(summary(result))
     return 0

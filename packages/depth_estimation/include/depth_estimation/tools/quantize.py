@@ -17,6 +17,7 @@ import time
 from typing import List, Optional
 
 from depth_estimation import options
+from depth_estimation.io.atomic import output_problem, write_error
 from depth_estimation.io.paths import file_bytes
 from depth_estimation.models import hqq
 from depth_estimation.models.loading import load_da2
@@ -83,8 +84,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.int8 == (args.bits is not None):
         parser.error("give one of --bits N (HQQ) or --int8 (ONNX Runtime, an .onnx SPEC)")
     if args.int8:
-        return quantize_onnx_file(args.spec, args.out, args.force)
-    out = args.out or hqq.default_dir(args.spec, args.bits, args.group_size)
+        out = args.out or os.path.splitext(args.spec)[0] + "-int8.onnx"
+    else:
+        out = args.out or hqq.default_dir(args.spec, args.bits, args.group_size)
+    problem = output_problem(out, folder=not args.int8)
+    if problem:  # before the model loads
+        print("error: %s" % problem, file=sys.stderr)
+        return 2
+    try:
+        return quantize_onnx_file(args.spec, out, args.force) if args.int8 else quantize_hqq(args, out)
+    except OSError as exc:  # a full disk while writing: the file named, no traceback
+        print("error: %s" % write_error(exc.filename or out, exc), file=sys.stderr)
+        return 1
+
+
+def quantize_hqq(args: argparse.Namespace, out: str) -> int:
+    """``--bits N``: HQQ of a Depth-Anything-V2 spec into the folder ``out``."""
     try:
         spec = base_spec(args.spec)
         if os.path.exists(out) and not args.force:

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from depth_estimation import options
 from depth_estimation.evaluation import da2k, evaluate
 from depth_estimation.evaluation.metrics import ALIGN_MODES
-from depth_estimation.io.atomic import atomic_file, write_json
+from depth_estimation.io.atomic import atomic_file, output_problem, write_json
 from depth_estimation.models.specs import ModelNotFound, parse_spec
 from depth_estimation.runtime.estimator import DepthEstimator
 from depth_estimation.tools import bench
@@ -143,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    problem = output_problem(args.out, folder=True)
+    if problem:  # before any model loads
+        print("error: %s" % problem, file=sys.stderr)
+        return 2
     try:
         rows = sweep(args.models, args.precisions, args.out, args.nyu_bag, args.da2k,
                      options.input_size_value(args.input_size), args.backend, args.align, args.progress)
