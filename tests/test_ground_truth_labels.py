@@ -11,6 +11,7 @@ import pytest
 from depth_estimation.distill import cli as distill
 from depth_estimation.distill import data, ground_truth, label_cache
 from depth_estimation.evaluation.convert_rgbd import write_rgbd_bag
+from depth_estimation.evaluation.sim2bag import SIM_DATASET
 from depth_estimation.io.rgbd import depth_from_msg, detect_topics, paired_frames
 from depth_estimation.models import fastdepth, specs
 from depth_estimation.models.specs import ModelNotFound, parse_spec
@@ -83,6 +84,38 @@ def test_labels_are_inverse_depth_with_missing_depth_masked(rgbd_bags, tmp_path)
     again = ground_truth.label_ground_truth(cache, os.path.join(rgbd_bags, "*.bag"), label_size=1000,
                                             progress=False)
     assert again == {"seen": 6, "labelled": 0, "skipped": 6, "failed": 0}  # resumable
+
+
+def test_a_simulator_bags_zero_depth_is_the_far_sky_and_a_cameras_is_masked(rgbd_bags, tmp_path):
+    """depth-sim2bag's 0 is the sky (or beyond its range): far, a target the student learns, so it does
+    not make the sky up (the first student read the plain sky as near and stopped at once); a depth
+    camera's 0 is a hole, masked. --zero-depth overrides; a cache keeps one meaning of 0."""
+    sim = str(tmp_path / "sim.bag")
+    write_rgbd_bag(synthetic_frames(2), sim, K, ns="simbot", progress=False, dataset=SIM_DATASET)
+    camera = os.path.join(rgbd_bags, "a.bag")
+    caches = {}
+    for zero_depth, bag, far in (("auto", sim, True), ("auto", camera, False), ("far", camera, True),
+                                 ("missing", sim, False)):
+        cache = caches[zero_depth, bag] = str(tmp_path / ("gt_%s_%d" % (zero_depth, len(caches))))
+        args = ["label", "--teacher", "ground-truth", "--bags", bag, "--cache", cache, "--label-size", "1000",
+                "--no-progress"] + ([] if zero_depth == "auto" else ["--zero-depth", zero_depth])
+        assert distill.main(args) == 0
+        assert json.load(open(os.path.join(cache, "teacher.json")))["zero_depth"] == zero_depth
+        for entry in label_cache.iter_cache(cache):
+            label = _npy(cache, entry["key"])
+            hole = label[44:52, 60:80]  # synthetic_frames' depth 0
+            assert (hole == 0).all() if far else np.isnan(hole).all(), (zero_depth, bag)
+            assert (label[:6] == 0).all() and np.isfinite(label[6:44]).all()  # +inf and depth: as before
+    with pytest.raises(ValueError, match="--zero-depth auto, not missing"):
+        ground_truth.label_ground_truth(caches["auto", sim], sim, label_size=1000, progress=False,
+                                        zero_depth="missing")
+    old = str(tmp_path / "old")  # a cache labelled before --zero-depth existed masked every 0
+    ground_truth.label_ground_truth(old, camera, label_size=1000, progress=False, zero_depth="missing")
+    record = json.load(open(os.path.join(old, "teacher.json")))
+    record.pop("zero_depth")
+    json.dump(record, open(os.path.join(old, "teacher.json"), "w"))
+    with pytest.raises(ValueError, match="--zero-depth missing, not auto"):
+        ground_truth.label_ground_truth(old, sim, label_size=1000, progress=False)
 
 
 def test_the_dataset_masks_missing_depth_after_crops_and_resizes(rgbd_bags, tmp_path):

@@ -3,6 +3,7 @@
 Layout (``key`` = SHA-1 hex of the item's encoded bytes):
 
 * ``<cache>/teacher.json``: ``{"teacher", "backend", "input_size"}``, the teacher spec
+  (ground truth adds ``zero_depth``)
   (local paths made absolute), the backend of the first run and the network input short side.
   A run with another teacher or input size on a cache holding labels raises ValueError.
 * ``<cache>/items/<key[:2]>/<key>.img``: the encoded image bytes as found (JPEG or PNG).
@@ -72,9 +73,10 @@ def read_teacher(cache: str) -> Optional[Dict]:
         return None
 
 
-def write_teacher(cache: str, teacher: str, backend: str, input_size: int) -> None:
+def write_teacher(cache: str, teacher: str, backend: str, input_size: int, **extra) -> None:
+    """``extra``: what else decides the labels (ground truth: ``zero_depth``)."""
     write_json(os.path.join(cache, "teacher.json"),
-               {"teacher": teacher, "backend": backend, "input_size": input_size}, indent=1)
+               dict({"teacher": teacher, "backend": backend, "input_size": input_size}, **extra), indent=1)
 
 
 def indexed_keys(cache: str) -> Set[str]:

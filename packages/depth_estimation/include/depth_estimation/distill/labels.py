@@ -229,7 +229,7 @@ def _label_pending(writer: LabelWriter, mine: List[Item], pending: Dict[str, str
 def label(teacher: str, cache: str, images: Optional[str] = None, bags: Optional[str] = None,
           backend: str = "torch", device: str = "auto", input_size: Optional[int] = None, batch_size: int = 8,
           label_size: int = 384, shard: Tuple[int, int] = (0, 1), topic: Optional[str] = None,
-          progress: bool = True, threads: int = 0) -> Dict[str, int]:
+          progress: bool = True, threads: int = 0, zero_depth: str = "auto") -> Dict[str, int]:
     """Label this shard's items into ``cache`` (layout: :mod:`.label_cache`). ``input_size``
     None = the teacher's own (or, on a cache holding labels, the one recorded there). Teacher
     ``ground-truth``: the depth of the RGB-D bags ``bags`` (:mod:`.ground_truth`; no model runs).
@@ -243,7 +243,8 @@ def label(teacher: str, cache: str, images: Optional[str] = None, bags: Optional
         if images is not None or bags is None:
             raise ValueError("teacher %s labels RGB-D bags with their own depth: give --bags, not --images"
                              % ground_truth.GROUND_TRUTH)
-        return ground_truth.label_ground_truth(cache, bags, label_size, (i_shard, n_shard), topic, progress)
+        return ground_truth.label_ground_truth(cache, bags, label_size, (i_shard, n_shard), topic, progress,
+                                               zero_depth)
     if int(label_size) < 1 or int(batch_size) < 1:
         raise ValueError("label_size and batch_size must be positive")
     teacher = _normalize_teacher(teacher)
@@ -289,6 +290,9 @@ def add_label_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     add("--batch-size", type=int, default=8, help="images per teacher batch (default 8)")
     add("--label-size", type=int, default=384, help="label short side (at most the image's; default 384)")
     add("--shard", default="0/1", help="i/n: label items i, i+n, i+2n, ... of the list")
+    add("--zero-depth", choices=ground_truth.ZERO_DEPTH, default="auto", help="%s: what a depth of 0 is: "
+        "missing (masked), far (a valid target, as the sky) or auto (default): far in depth-sim2bag's bags "
+        "(the sky), missing in others" % ground_truth.GROUND_TRUTH)
     options.add_progress(parser)
     return parser
 
@@ -305,7 +309,7 @@ def run_label(args: argparse.Namespace) -> int:
         counts = label(args.teacher, args.cache, images=args.images, bags=args.bags,
                        backend=runtime["backend"], device=runtime["device"], input_size=runtime["input_size"],
                        threads=runtime["threads"], batch_size=args.batch_size, label_size=args.label_size,
-                       shard=parse_shard(args.shard), topic=args.topic,
+                       shard=parse_shard(args.shard), topic=args.topic, zero_depth=args.zero_depth,
                        progress=getattr(args, "progress", True))
     except (ValueError, ModelNotFound) as exc:
         print("error: %s" % exc, file=sys.stderr)
