@@ -11,7 +11,7 @@ import pytest
 from depth_estimation.distill import cli as distill
 from depth_estimation.distill import data, ground_truth, label_cache
 from depth_estimation.evaluation.convert_rgbd import write_rgbd_bag
-from depth_estimation.evaluation.sim2bag import SIM_DATASET
+from depth_estimation.io.bags import SIM_DATASET
 from depth_estimation.io.rgbd import depth_from_msg, detect_topics, paired_frames
 from depth_estimation.models import fastdepth, specs
 from depth_estimation.models.specs import ModelNotFound, parse_spec

@@ -29,11 +29,10 @@ import numpy as np
 from tqdm import tqdm
 
 from depth_estimation.distill import label_cache, sources
-from depth_estimation.evaluation.evaluate import bag_dataset
-from depth_estimation.evaluation.sim2bag import SIM_DATASET
 from depth_estimation.io.atomic import atomic_file, write_bytes
 from depth_estimation.io.images import ImageHeaderError, image_size
-from depth_estimation.io.rgbd import depth_from_msg, detect_topics, paired_frames
+from depth_estimation.io.bags import SIM_DATASET
+from depth_estimation.io.rgbd import bag_dataset, depth_from_msg, detect_topics, paired_frames
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +109,8 @@ def _check_cache(cache: str, zero_depth: str) -> None:
     recorded = label_cache.read_teacher(cache)
     if recorded and label_cache.has_labels(cache):
         if recorded.get("teacher") != GROUND_TRUTH:
-            raise ValueError("cache %s holds labels of teacher %s, not ground truth; use another --cache (train "
-                             "on both with --cache A B)" % (cache, recorded.get("teacher")))
+            raise ValueError("cache %s holds labels of teacher %s, not ground truth; use another --cache "
+                             "(train on both with --cache A B)" % (cache, recorded.get("teacher")))
         before = recorded.get("zero_depth", "missing")  # caches from before --zero-depth masked every 0
         if before != zero_depth:
             raise ValueError("cache %s holds labels made with --zero-depth %s, not %s; use another --cache"

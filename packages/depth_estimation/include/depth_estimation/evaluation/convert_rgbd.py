@@ -49,9 +49,9 @@ import cv2
 import numpy as np
 
 from depth_estimation import options
-from depth_estimation.evaluation.scoring import NYU, STRING_TYPE, dataset_topic
-from depth_estimation.io.bags import (DEPTH_TYPE, IMAGE_TYPE, INFO_TYPE, MessageBuilder, check_new_bag,
-                                      rgbd_topics, write_bag)
+from depth_estimation.evaluation.scoring import NYU
+from depth_estimation.io.bags import (DEPTH_TYPE, IMAGE_TYPE, INFO_TYPE, STRING_TYPE, MessageBuilder,
+                                      check_new_bag, dataset_topic, rgbd_topics, write_bag)
 
 NYU_INTRINSICS = (518.8579, 519.4696, 325.5824, 253.7362)  # fx, fy, cx, cy (colour camera)
 NYU_SPLITS = ("test", "train", "all")

@@ -45,30 +45,20 @@ import numpy as np
 
 from depth_estimation import options
 from depth_estimation.evaluation import ground_align, metrics, obstacle_eval
-from depth_estimation.evaluation.scoring import (ALL_INVALID, STRING_TYPE, add_source_arguments, frame_list,
-                                                 load_estimator, model_record, pick_dataset_topic,
-                                                 ScoreOptions, score_frame, write_csv)
+from depth_estimation.evaluation.scoring import (ALL_INVALID, add_source_arguments, frame_list,
+                                                 load_estimator, model_record, ScoreOptions, score_frame,
+                                                 write_csv)
 from depth_estimation.framepath import frames
 from depth_estimation.io import bags
 from depth_estimation.io.atomic import atomic_file, output_problem, write_error, write_json
 from depth_estimation.io.images import image_size
-from depth_estimation.io.rgbd import depth_from_msg, detect_topics, paired_frames, topics_by_type
+from depth_estimation.io.rgbd import bag_dataset, depth_from_msg, detect_topics, paired_frames
 
 log = logging.getLogger(__name__)
 
 CROP_CHOICES = ("auto", "eigen", "garg", "none")
 DEFAULT_ALIGN = "lsq-disparity"
 ALIGN_CHOICES = metrics.ALIGN_MODES + (ground_align.GROUND,)
-
-
-def bag_dataset(path: str, depth_topic: str) -> Optional[str]:
-    """The dataset ``path`` records for ``depth_topic`` (std_msgs/String on ``/<ns>/dataset``, written
-    by the converters), or None for a bag without that record."""
-    topic = pick_dataset_topic(topics_by_type(path).get(STRING_TYPE, []), depth_topic)
-    if topic is not None:
-        for _topic, _t, msg in bags.iter_messages(path, [topic]):
-            return str(msg.data)
-    return None
 
 
 def rgb_from_msg(msg) -> np.ndarray:

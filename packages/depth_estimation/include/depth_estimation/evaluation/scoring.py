@@ -6,8 +6,8 @@ bag library needed. Also the source options depth-eval and depth-da2k share (a m
 folder of predictions), built from :mod:`depth_estimation.options`.
 
 The RGB-D converters record which dataset a bag holds: one std_msgs/String on ``/<ns>/dataset``
-(:func:`dataset_topic`; ``"nyu"`` from depth-nyu2bag, ``"rgbd"`` from depth-rgbd2bag), so that
-``--crop auto`` knows a NYU bag whatever its namespace (:func:`resolve_crop`).
+(:func:`depth_estimation.io.bags.dataset_topic`; ``"nyu"`` from depth-nyu2bag, ``"rgbd"`` from
+depth-rgbd2bag), so that ``--crop auto`` knows a NYU bag whatever its namespace (:func:`resolve_crop`).
 """
 from __future__ import annotations
 
@@ -21,31 +21,10 @@ import numpy as np
 from depth_estimation import options
 from depth_estimation.evaluation import metrics
 from depth_estimation.io.atomic import atomic_file
-from depth_estimation.io.bags import DEPTH_SUFFIX
 
-STRING_TYPE = "std_msgs/msg/String"  # rosbags' name; ROS' rosbag says std_msgs/String
-DATASET_SUFFIX = "/dataset"
 NYU = "nyu"  # the dataset name depth-nyu2bag records: --crop auto uses the Eigen crop
 NO_GROUND_TRUTH = "no valid ground-truth pixels"
 ALL_INVALID = "all prediction pixels invalid"
-
-
-def dataset_topic(depth_topic: str) -> str:
-    """Where an RGB-D bag records its dataset: ``/<ns>/dataset`` beside ``/<ns>/depth_gt/image_raw``
-    (beside the ground-truth topic's last component for other topic names)."""
-    if depth_topic.endswith(DEPTH_SUFFIX):
-        return depth_topic[:-len(DEPTH_SUFFIX)] + DATASET_SUFFIX
-    return depth_topic.rsplit("/", 1)[0] + DATASET_SUFFIX
-
-
-def pick_dataset_topic(string_topics: Iterable[str], depth_topic: str) -> Optional[str]:
-    """Of a bag's String topics, the one recording the dataset of ``depth_topic``'s bag: its own
-    :func:`dataset_topic`, else the only ``.../dataset`` topic; None when there is none (a bag
-    written before the converters recorded it)."""
-    candidates = [t for t in string_topics if t.endswith(DATASET_SUFFIX)]
-    if dataset_topic(depth_topic) in candidates:
-        return dataset_topic(depth_topic)
-    return candidates[0] if len(candidates) == 1 else None
 
 
 def resolve_crop(crop: str, shape: Tuple[int, ...], depth_topic: str, dataset: Optional[str] = None) -> str:

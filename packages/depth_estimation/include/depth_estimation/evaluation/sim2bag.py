@@ -45,7 +45,6 @@ import yaml
 
 from depth_estimation import options
 from depth_estimation.evaluation.convert_rgbd import DEFAULT_START, encode_rgb, progress_bar
-from depth_estimation.evaluation.scoring import STRING_TYPE, dataset_topic
 from depth_estimation.evaluation.sim_display import SimUnavailable, ensure_display, import_simulator
 from depth_estimation.evaluation.sim_render import SimCamera, SimRenderer
 from depth_estimation.evaluation.sim_world import (MODES, PoseSampler, add_obstacles, node_obstacle_params,
@@ -54,10 +53,10 @@ from depth_estimation.geometry.calibration import homography_from_plane, write_e
 from depth_estimation.geometry import tof
 from depth_estimation.geometry.camera import FrameRays, Intrinsics
 from depth_estimation.io.atomic import atomic_file
-from depth_estimation.io.bags import (DEPTH_TYPE, IMAGE_TYPE, INFO_TYPE, RANGE_TYPE, MessageBuilder,
-                                      check_new_bag, obstacle_topics, rgbd_topics, write_bag)
+from depth_estimation.io.bags import (DEPTH_TYPE, IMAGE_TYPE, INFO_TYPE, RANGE_TYPE, SIM_DATASET, STRING_TYPE,
+                                      MessageBuilder, check_new_bag, dataset_topic, obstacle_topics,
+                                      rgbd_topics, write_bag)
 
-SIM_DATASET = "duckietown-sim"  # the dataset name these bags record
 EPISODE_FRAMES = {"drive": 150, "random": 10, "mixed": 60}
 DEFAULT_MAX_DEPTH = 10.0
 ATTRIBUTION = "rendered by Duckietown's simulator (duckietown-gym-daffy); maps and assets (c) Duckietown"

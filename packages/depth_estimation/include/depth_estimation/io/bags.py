@@ -17,7 +17,7 @@ import dataclasses
 import os
 import sys
 from contextlib import contextmanager
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -36,8 +36,31 @@ RANGE_TYPE = "sensor_msgs/msg/Range"
 #: a mono8 obstacle mask (255 = object, 0 = road, ground or sky) to the RGB-D layout.
 OBSTACLE_SUFFIX = "/obstacle_gt"
 MASK_SUFFIX = "/depth_gt/obstacle_mask"
+#: The RGB-D converters record which dataset a bag holds: one std_msgs/String on ``/<ns>/dataset``
+#: (:func:`dataset_topic`): "nyu" (depth-nyu2bag), "rgbd" (depth-rgbd2bag), :data:`SIM_DATASET`.
+STRING_TYPE = "std_msgs/msg/String"  # rosbags' name; ROS' rosbag says std_msgs/String
+DATASET_SUFFIX = "/dataset"
+SIM_DATASET = "duckietown-sim"  # depth-sim2bag's: its depth 0 is the sky or beyond its range
 
 Write = Callable[[str, int, object], None]
+
+
+def dataset_topic(depth_topic: str) -> str:
+    """Where an RGB-D bag records its dataset: ``/<ns>/dataset`` beside ``/<ns>/depth_gt/image_raw``
+    (beside the ground-truth topic's last component for other topic names)."""
+    if depth_topic.endswith(DEPTH_SUFFIX):
+        return depth_topic[:-len(DEPTH_SUFFIX)] + DATASET_SUFFIX
+    return depth_topic.rsplit("/", 1)[0] + DATASET_SUFFIX
+
+
+def pick_dataset_topic(string_topics: Iterable[str], depth_topic: str) -> Optional[str]:
+    """Of a bag's String topics, the one recording the dataset of ``depth_topic``'s bag: its own
+    :func:`dataset_topic`, else the only ``.../dataset`` topic; None when there is none (a bag
+    written before the converters recorded it)."""
+    candidates = [t for t in string_topics if t.endswith(DATASET_SUFFIX)]
+    if dataset_topic(depth_topic) in candidates:
+        return dataset_topic(depth_topic)
+    return candidates[0] if len(candidates) == 1 else None
 
 
 def typestore():

@@ -124,3 +124,13 @@ def paired_frames(path: str, image_topic: str, depth_topic: str,
         yield (stamp, msg, partner) if topic == image_topic else (stamp, partner, msg)
     unmatched["images"].extend(sorted(pending[image_topic]))
     unmatched["depths"].extend(sorted(pending[depth_topic]))
+
+
+def bag_dataset(path: str, depth_topic: str) -> Optional[str]:
+    """The dataset ``path`` records for ``depth_topic`` (std_msgs/String on ``/<ns>/dataset``, written
+    by the converters), or None for a bag without that record."""
+    topic = bags.pick_dataset_topic(topics_by_type(path).get(bags.STRING_TYPE, []), depth_topic)
+    if topic is not None:
+        for _topic, _t, msg in bags.iter_messages(path, [topic]):
+            return str(msg.data)
+    return None
