@@ -1,7 +1,8 @@
 """The shipped student sees: on a few frames of a Duckietown-sim test map rendered here (a map it was
 never trained on), its obstacle pixels, in metres through the ground plane alone as the robot gets
 them, beat the same network untrained and the road-plane baseline; on a clear lane in the simulator's
-plain rendering (what depth-sim-drive drives in) it sees no obstacle. A broken weights file, config or
+plain rendering (what depth-sim-drive drives in) it reports an obstacle in few frames, not in every
+one as a student that reads the sky as near does. A broken weights file, config or
 loader fails here, not on the robot."""
 import os
 import shutil
@@ -51,7 +52,7 @@ def test_the_shipped_student_beats_the_untrained_network_and_the_road_plane(test
         assert student["obstacle_delta1"] > other["obstacle_delta1"] + 0.1, (model, student, other)
 
 
-def test_the_shipped_student_sees_no_obstacle_on_a_clear_lane_under_the_plain_sky(tmp_path, one_thread):
+def test_the_shipped_student_rarely_sees_an_obstacle_on_a_clear_lane_under_plain_sky(tmp_path, one_thread):
     """The simulator without domain randomization (depth-sim-drive's world): students trained with the sky
     masked read its plain sky as a wall a few centimetres ahead, an obstacle in every frame, and the
     closed loop stopped at its first frame. The shipped student learned the sky as far (--zero-depth)."""
@@ -64,5 +65,5 @@ def test_the_shipped_student_sees_no_obstacle_on_a_clear_lane_under_the_plain_sk
     runtime = {"backend": "torch", "device": "cpu", "threads": 1, "input_size": None}
     scores = sim_bench.combine([sim_bench.bench_bag(STUDENT, bag, str(tmp_path), runtime)])["obstacles"]
     # the sky read as near put an obstacle in every frame (8 of 8); the shipped student: 1-4 of 8 over
-    # four seeds (a patch of road read a few cm high, beyond the stop line), never at the stop line
+    # four seeds (a patch of road read a few cm above the ground)
     assert scores["free_frames"] >= 6 and scores["false_alarms"] <= 0.25 * scores["free_frames"], scores

@@ -33,8 +33,7 @@ from std_msgs.msg import String
 from depth_estimation.evaluation import metrics, obstacle_eval
 from depth_estimation.evaluation.scoring import ALL_INVALID, ScoreOptions, score_frame, write_csv
 from depth_estimation.io.atomic import write_json
-from depth_estimation.io.rgbd import bag_dataset
-from depth_estimation.io.rgbd import depth_from_msg, stamp_ns
+from depth_estimation.io.rgbd import bag_dataset, depth_from_msg, stamp_ns
 
 
 class Evaluator:

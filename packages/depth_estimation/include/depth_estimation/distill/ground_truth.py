@@ -106,8 +106,8 @@ class GroundTruthWriter:
 
 
 def _check_cache(cache: str, zero_depth: str) -> None:
-    recorded = label_cache.read_teacher(cache)
-    if recorded and label_cache.has_labels(cache):
+    recorded, has_labels = label_cache.read_teacher(cache), label_cache.has_labels(cache)
+    if recorded and has_labels:
         if recorded.get("teacher") != GROUND_TRUTH:
             raise ValueError("cache %s holds labels of teacher %s, not ground truth; use another --cache "
                              "(train on both with --cache A B)" % (cache, recorded.get("teacher")))
@@ -116,7 +116,7 @@ def _check_cache(cache: str, zero_depth: str) -> None:
             raise ValueError("cache %s holds labels made with --zero-depth %s, not %s; use another --cache"
                              % (cache, before, zero_depth))
     os.makedirs(cache, exist_ok=True)
-    if not recorded or not label_cache.has_labels(cache):
+    if not recorded or not has_labels:
         label_cache.write_teacher(cache, GROUND_TRUTH, "", 0, zero_depth=zero_depth)
 
 

@@ -3,8 +3,8 @@
 Layout (``key`` = SHA-1 hex of the item's encoded bytes):
 
 * ``<cache>/teacher.json``: ``{"teacher", "backend", "input_size"}``, the teacher spec
-  (ground truth adds ``zero_depth``)
-  (local paths made absolute), the backend of the first run and the network input short side.
+  (local paths made absolute), the backend of the first run and the network input short side
+  (ground truth adds ``zero_depth``, what a depth of 0 became).
   A run with another teacher or input size on a cache holding labels raises ValueError.
 * ``<cache>/items/<key[:2]>/<key>.img``: the encoded image bytes as found (JPEG or PNG).
 * ``<cache>/items/<key[:2]>/<key>.npy``: float16 h x w relative inverse depth (larger = closer),

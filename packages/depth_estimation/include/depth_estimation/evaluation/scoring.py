@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
