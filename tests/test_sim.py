@@ -3,6 +3,7 @@ obstacle ground truth agree with each other and with the simulator's own camera:
 few small frames, headless (the tool starts its own Xvfb), independently of the writer's code where
 it matters (the simulator's camera values are read from a fresh simulator; depth from the bag; the
 plane from the written files through the project's ``geometry``)."""
+import glob
 import json
 import math
 import os
@@ -229,6 +230,48 @@ def test_obstacle_summary_definitions():
     assert s["obstacle_frames"] == 3 and s["distance_median_abs_error_m"] == pytest.approx(0.16)
     assert s["distance_within_10pct"] == pytest.approx(1 / 3.0) and s["detection_rate_1m"] == 0.5
     assert (s["false_alarms"], s["free_frames"], s["false_alarm_rate"]) == (1, 2, 0.5)
+
+
+def test_ground_truth_labels_keep_the_obstacle_mask_for_the_weighted_loss(obstacle_bag, tmp_path):
+    """depth-distill label caches each frame's obstacle mask beside its label (depth-distill train
+    --obstacle-weight reads it), adds it to items labelled before masks were cached, and the dataset
+    weighs exactly those pixels."""
+    import cv2
+
+    from depth_estimation.distill import cli as distill
+    from depth_estimation.distill import data, label_cache
+
+    bag = obstacle_bag[0]
+    cache = str(tmp_path / "gt")
+    label = ["label", "--teacher", "ground-truth", "--bags", bag, "--cache", cache, "--label-size", "120",
+             "--no-progress"]
+    assert distill.main(label) == 0
+    masks = [np.frombuffer(bytes(m.data), np.uint8).reshape(m.height, m.step)[:, :m.width] > 0
+             for m in _read(bag)["mask"]]
+    entries = list(label_cache.iter_cache(cache))
+    assert len(entries) == 12 and sum(m.any() for m in masks) >= 3
+    shares = {}
+    for entry in entries:
+        share = shares[entry["key"]] = label_cache.load_obstacles(cache, entry)
+        h, w = entry["label_hw"]
+        truth = cv2.resize(masks[int(entry["source"].rsplit(":", 1)[1])].astype(np.uint8), (w, h),
+                           interpolation=cv2.INTER_NEAREST) > 0
+        assert share.shape == (h, w) and ((share > 0.5) == truth).mean() > 0.97
+    for path in glob.glob(os.path.join(cache, "items", "*", "*" + label_cache.OBSTACLES)):
+        os.remove(path)  # a cache labelled before masks were cached
+    assert all(label_cache.load_obstacles(cache, e) is None for e in entries)
+    assert distill.main(label) == 0
+    assert all(np.array_equal(label_cache.load_obstacles(cache, e), shares[e["key"]]) for e in entries)
+    weighted = data.DistillDataset(cache, [e["key"] for e in entries], train=False, size=(96, 128),
+                                   obstacle_weight=5.0)
+    heavy = 0
+    for i, entry in enumerate(entries):
+        _x, y, weight = weighted[i]
+        share = cv2.resize(shares[entry["key"]], (128, 96), interpolation=cv2.INTER_AREA)  # aspect 4:3 kept
+        valid = weight.numpy() > 0
+        assert np.allclose(weight.numpy()[valid], 1.0 + 4.0 * share[valid], atol=1e-5)
+        heavy += int((weight.numpy() > 3).sum())
+    assert heavy > 100
 
 
 def test_demo_compares_the_node_outputs_with_the_ground_truth(obstacle_bag, tmp_path):

@@ -113,6 +113,53 @@ def test_split_and_dataset(cache):
     assert yv.shape == SIZE and float(yv.max()) > 3  # the near boxes
 
 
+def test_obstacle_weight_counts_errors_on_obstacle_pixels_more():
+    """Float weights: 1 everywhere is the bool mask; an error on the weighted pixels costs more, one
+    elsewhere less, and the alignment (fit on every valid pixel alike) does not move."""
+    g = torch.Generator().manual_seed(2)
+    target = torch.rand(2, 24, 32, generator=g) + 0.5
+    mask = torch.rand(2, 24, 32, generator=g) > 0.1
+    other = torch.rand(2, 24, 32, generator=g)
+    ones = losses.distill_loss(other, target, mask.float())[0]
+    assert torch.allclose(ones, losses.distill_loss(other, target, mask)[0])
+    obstacle = torch.zeros_like(target, dtype=torch.bool)
+    obstacle[:, 8:16, 10:20] = True
+    weight = mask.float() * torch.where(obstacle, 4.0, 1.0)
+    wrong_on_obstacle = torch.where(obstacle, target + 0.8, target)
+    wrong_elsewhere = torch.where(obstacle, target, target + 0.8 * (torch.rand(2, 24, 32, generator=g) > 0.9))
+    for pred, more in ((wrong_on_obstacle, True), (wrong_elsewhere, False)):
+        for alpha in (0.0, 0.5):
+            plain = losses.distill_loss(pred, target, mask, alpha=alpha)[0]
+            weighted = losses.distill_loss(pred, target, weight, alpha=alpha)[0]
+            assert (weighted > 1.2 * plain) if more else (weighted < plain), (more, alpha, weighted, plain)
+    assert torch.equal(losses.align(other, target, mask), losses.align(other, target, weight > 0))
+
+
+def test_obstacle_weights_follow_the_label_through_crops_and_flips(cache, monkeypatch):
+    """The obstacle share is cropped, flipped and resized with its label: here the share is the
+    scene's near boxes, so after any augmentation the heavy pixels are the near ones."""
+    def load_obstacles(c, entry):
+        return (_scene(entry["key"])[1] > 3.2).astype(np.float32)
+
+    monkeypatch.setattr(label_cache, "load_obstacles", load_obstacles)
+    keys = ["img-%d" % i for i in range(6)]
+    ds = data.DistillDataset(cache, keys, train=True, size=SIZE, obstacle_weight=4.0)
+    flipped = 0
+    for i in range(6):
+        for seed in (5, 6, 7):
+            x, y, w = ds[(i, seed)]
+            assert w.dtype == torch.float32 and float(w.min()) >= 1.0 and float(w.max()) <= 4.0
+            near, far = y.numpy() > 3.4, y.numpy() < 2.9
+            assert (w.numpy()[near] > 2.0).mean() > 0.95 and (w.numpy()[far] < 1.5).mean() > 0.95, (i, seed)
+            flipped += not torch.equal(x, ds[(i, seed)][0].flip(-1))
+    assert data.DistillDataset(cache, keys, train=True, size=SIZE)[(0, 5)][2].dtype == torch.bool
+    with pytest.raises(ValueError, match="obstacle_weight"):
+        data.DistillDataset(cache, keys, obstacle_weight=0.5)
+    monkeypatch.setattr(label_cache, "load_obstacles", lambda c, entry: None)  # an item without a mask
+    assert torch.equal(data.DistillDataset(cache, keys, False, SIZE, obstacle_weight=4.0)[0][2],
+                       torch.ones(SIZE))
+
+
 def test_student_overfits_a_fixed_batch(cache):
     torch.manual_seed(0)
     x, y, m = (torch.stack(t) for t in zip(*[data.DistillDataset(cache, ["img-0", "img-1"], False, SIZE)[i]

@@ -6,8 +6,11 @@ with the training aspect ``W/H`` times a +-10 % jitter), a horizontal flip and a
 ImageNet normalization. Validation: a centre crop to the training aspect (the whole image when
 the aspect already matches) and a plain resize. Labels are resized over their valid pixels
 (:func:`.label_cache.resize_label`). The mask is "label finite": the teacher's zeros (the sky,
-far away) are valid targets, the NaN of ground-truth labels (no measurement) are not. The split
-is by a hash of the cache key (stable across runs).
+far away) are valid targets, the NaN of ground-truth labels (no measurement) are not. With
+``obstacle_weight`` K != 1 the mask becomes a float weight: 0 where masked, else 1 + (K - 1) times
+the item's obstacle share (:func:`.label_cache.load_obstacles`, cropped and flipped with the label;
+0 for items without one), so the loss weighs obstacle pixels K times. The split is by a hash of
+the cache key (stable across runs).
 
 Data order and augmentation depend only on the seed and the step (the DistributedSampler's
 epoch permutations, an RNG seeded by seed/step/rank/slot: :class:`StepSampler`), so a resumed
@@ -82,10 +85,16 @@ def _colour_jitter(img: np.ndarray, rng, strength: float = 0.2) -> np.ndarray:
 class DistillDataset(torch.utils.data.Dataset):
     """Items of the label cache (one folder or several: every cache holding a key gives an item)
     as (x float32 [3,H,W] normalized, y float32 [H,W] inverse depth, 0 where masked, mask bool
-    [H,W] = label finite). Index with an int (no augmentation) or, for training, with
-    ``(index, seed)`` (augmentation drawn from ``seed``; an int index uses ``index``)."""
+    [H,W] = label finite; float32 weights with ``obstacle_weight`` != 1, see the module docstring).
+    Index with an int (no augmentation) or, for training, with ``(index, seed)`` (augmentation
+    drawn from ``seed``; an int index uses ``index``)."""
 
-    def __init__(self, cache, keys: Sequence[str], train: bool = True, size: Tuple[int, int] = (192, 256)):
+    def __init__(self, cache, keys: Sequence[str], train: bool = True, size: Tuple[int, int] = (192, 256),
+                 obstacle_weight: float = 1.0):
+        if not obstacle_weight >= 1.0:
+            raise ValueError("obstacle_weight %r: must be >= 1 (1 = obstacle pixels weigh as the rest)"
+                             % obstacle_weight)
+        self.obstacle_weight = float(obstacle_weight)
         entries = {}  # type: dict
         for c in caches(cache):
             for e in label_cache.iter_cache(c):
@@ -105,6 +114,10 @@ class DistillDataset(torch.utils.data.Dataset):
         rgb, label = label_cache.load_item(*self.entries[index])
         label = np.asarray(label, dtype=np.float32)
         h, w = label.shape
+        share = None
+        if self.obstacle_weight != 1.0:
+            share = label_cache.load_obstacles(*self.entries[index])
+            share = np.zeros((h, w), np.float32) if share is None else _resize(share, h, w)
         img = _resize(np.asarray(rgb), h, w).astype(np.float32) * (1.0 / 255.0)
         out_h, out_w = self.size
         aspect = out_w / float(out_h)
@@ -123,8 +136,13 @@ class DistillDataset(torch.utils.data.Dataset):
         img = (_resize(np.ascontiguousarray(img), out_h, out_w) - IMAGENET_MEAN) / IMAGENET_STD
         label = label_cache.resize_label(np.ascontiguousarray(label), out_h, out_w)
         mask = np.isfinite(label)
+        if share is not None:
+            share = share[top:top + ch, left:left + cw]
+            share = _resize(np.ascontiguousarray(share[:, ::-1] if flip else share), out_h, out_w)
+            mask = np.where(mask, 1.0 + (self.obstacle_weight - 1.0) * share, 0.0).astype(np.float32)
         return (torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)),
-                torch.from_numpy(np.where(mask, label, 0).astype(np.float32)), torch.from_numpy(mask))
+                torch.from_numpy(np.where(np.isfinite(label), label, 0).astype(np.float32)),
+                torch.from_numpy(np.ascontiguousarray(mask)))
 
 
 class StepSampler(torch.utils.data.Sampler):

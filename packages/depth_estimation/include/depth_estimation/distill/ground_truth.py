@@ -14,6 +14,11 @@ dataset, whose 0 is the sky or beyond the renderer's range (``depth-sim2bag``), 
 A student that never sees the sky as far makes it up: the first student, labelled with the
 sky masked, read the simulator's plain sky as near and stopped the closed loop at its first frame.
 
+Bags with an obstacle mask beside the depth (``depth-sim2bag``'s ``depth_gt/obstacle_mask``) also
+give each item the mask's share per label pixel (``<key>.obstacles.png``, see the cache layout), which
+``depth-distill train --obstacle-weight`` uses to weigh obstacle pixels; labelling a cache again adds
+the masks to items labelled before masks were cached.
+
 Items are named, de-duplicated, sharded (``--shard i/n``) and resumed exactly as teacher labels
 are; a cache holds one source only (ground truth or one teacher): mix them by training on
 several caches (``depth-distill train --cache cache/real cache/sim``).
@@ -32,7 +37,8 @@ from depth_estimation.distill import label_cache, sources
 from depth_estimation.io.atomic import atomic_file, write_bytes
 from depth_estimation.io.images import ImageHeaderError, image_size
 from depth_estimation.io.bags import SIM_DATASET
-from depth_estimation.io.rgbd import bag_dataset, depth_from_msg, detect_topics, paired_frames
+from depth_estimation.io.rgbd import (bag_dataset, depth_from_msg, detect_topics, obstacle_truth,
+                                      paired_frames, stamp_ns, unpack_mask)
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +82,17 @@ class GroundTruthWriter:
         self.cache, self.label_size, self.counts = cache, int(label_size), counts
         self.indexed = label_cache.indexed_keys(cache)
 
-    def write(self, source: str, key: str, data: bytes, depth_msg, zero_far: bool = False) -> None:
+    def write(self, source: str, key: str, data: bytes, depth_msg, zero_far: bool = False,
+              obstacles: Optional[np.ndarray] = None) -> None:
+        """``obstacles``: the frame's bool obstacle mask, when its bag has one."""
         npy = label_cache.item_path(self.cache, key, ".npy")
         try:
             height, width = image_size(data)
             if os.path.isfile(npy):  # labelled before; index it if a run stopped before its index line
                 self.counts["skipped"] += 1
+                hw = np.load(npy, mmap_mode="r").shape
+                self._write_obstacles(key, obstacles, hw)
                 if key not in self.indexed:
-                    hw = np.load(npy, mmap_mode="r").shape
                     self._index(key, source, (height, width), hw)
                 return
             depth = depth_from_msg(depth_msg)
@@ -95,10 +104,16 @@ class GroundTruthWriter:
         img = label_cache.item_path(self.cache, key, ".img")
         if not os.path.isfile(img):
             write_bytes(img, data)
+        self._write_obstacles(key, obstacles, hw)
         with atomic_file(npy, "wb") as f:
             np.save(f, inverse_depth_label(depth, hw, zero_far).astype(np.float16))
         self._index(key, source, (height, width), hw)
         self.counts["labelled"] += 1
+
+    def _write_obstacles(self, key: str, obstacles: Optional[np.ndarray], hw: Tuple[int, int]) -> None:
+        path = label_cache.item_path(self.cache, key, label_cache.OBSTACLES)
+        if obstacles is not None and not os.path.isfile(path):
+            write_bytes(path, label_cache.encode_obstacles(label_cache.obstacle_share(obstacles, hw)))
 
     def _index(self, key: str, source: str, rgb_hw: Tuple[int, int], hw: Tuple[int, int]) -> None:
         label_cache.append_index(self.cache, [label_cache.index_line(key, source, rgb_hw, hw, GROUND_TRUTH)])
@@ -144,7 +159,9 @@ def label_ground_truth(cache: str, bags: str, label_size: int = 384, shard: Sequ
         for bag in bag_paths:
             image_topic, depth_topic = detect_topics(bag, image_topic=topic)
             zero_far = zero_is_far(zero_depth, bag, depth_topic)
-            log.info("%s: depth 0 is %s", bag, "far (0 in the label)" if zero_far else "missing (masked)")
+            masks, _distances = obstacle_truth(bag, depth_topic)
+            log.info("%s: depth 0 is %s; %d obstacle masks", bag,
+                     "far (0 in the label)" if zero_far else "missing (masked)", len(masks))
             for source, data, depth_msg in rgbd_frames(bag, image_topic, depth_topic):
                 key = hashlib.sha1(data).hexdigest()
                 if key in seen:
@@ -154,6 +171,8 @@ def label_ground_truth(cache: str, bags: str, label_size: int = 384, shard: Sequ
                 if (position - 1) % n_shard != i_shard:
                     continue
                 counts["seen"] += 1
-                writer.write(source, key, data, depth_msg, zero_far)
+                packed = masks.get(stamp_ns(depth_msg))
+                writer.write(source, key, data, depth_msg, zero_far,
+                             None if packed is None else unpack_mask(packed))
                 bar.update(1)
     return counts

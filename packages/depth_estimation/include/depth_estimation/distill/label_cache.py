@@ -14,6 +14,11 @@ Layout (``key`` = SHA-1 hex of the item's encoded bytes):
   the ground truth has no value; every reader resizes labels with :func:`resize_label`. Written
   atomically (a unique temporary file, renamed: :mod:`depth_estimation.io.atomic`): it exists
   whole or not at all, and an item whose ``.npy`` exists is never labelled again.
+* ``<cache>/items/<key[:2]>/<key>.obstacles.png`` (ground truth of bags with an obstacle mask,
+  ``depth-sim2bag``'s, only): 8-bit PNG at the label's size, the share of each label pixel that the
+  bag's obstacle mask covers (0-255), for ``depth-distill train --obstacle-weight``
+  (:func:`load_obstacles`; an item without it has no obstacle pixels). Written atomically before
+  the ``.npy``, or added to an item labelled before masks were cached.
 * ``<cache>/index.jsonl``: one JSON line per labelled item, appended after its ``.npy`` is in
   place: ``{"key", "source", "width", "height", "label_hw": [h, w], "teacher"}``, ``source``
   being the image's path or ``<bag>:<topic>:<index on that topic>``. Readers skip lines whose
@@ -126,6 +131,33 @@ def load_item(cache: str, entry: Dict) -> Tuple[np.ndarray, np.ndarray]:
         raise ValueError("%s: cached image does not decode" % entry["key"])
     label = np.load(item_path(cache, entry["key"], ".npy")).astype(np.float32)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), label
+
+
+OBSTACLES = ".obstacles.png"
+
+
+def obstacle_share(mask: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
+    """uint8 ``hw`` image of the share (0-255) of each pixel that the bool ``mask`` covers."""
+    share = cv2.resize(np.asarray(mask, np.float32), (int(hw[1]), int(hw[0])), interpolation=cv2.INTER_AREA)
+    return np.clip(np.round(share * 255.0), 0, 255).astype(np.uint8)
+
+
+def encode_obstacles(share: np.ndarray) -> bytes:
+    ok, png = cv2.imencode(".png", share)
+    if not ok:
+        raise ValueError("obstacle share does not encode as PNG")
+    return png.tobytes()
+
+
+def load_obstacles(cache: str, entry: Dict) -> Optional[np.ndarray]:
+    """float32 h x w obstacle share (0-1) of an item at its label's size, None when the item has none."""
+    path = item_path(cache, entry["key"], OBSTACLES)
+    if not os.path.isfile(path):
+        return None
+    share = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_GRAYSCALE)
+    if share is None:
+        raise ValueError("%s: cached obstacle mask does not decode" % entry["key"])
+    return share.astype(np.float32) * (1.0 / 255.0)
 
 
 def index_line(key: str, source: str, rgb_hw: Tuple[int, int], hw: Tuple[int, int], teacher: str) -> str:

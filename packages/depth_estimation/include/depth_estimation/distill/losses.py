@@ -6,6 +6,11 @@ aligned to it by the least-squares scale and shift (positive scale, constants fo
 :func:`align`), and the loss is the mean *squared* residual (``ssi``, the quantity the
 least-squares fit minimizes) plus ``alpha`` (0.5) times the multi-scale (4 scales)
 gradient-matching loss on that residual (``grad``).
+
+The mask is bool (valid pixels) or float weights (0 = masked): then the normalization and the
+alignment still use every valid pixel alike, and both loss terms are weighted means (a pixel pair
+of the gradient term weighs the mean of its two weights), so ``depth-distill train
+--obstacle-weight`` makes obstacle pixels count more without moving the alignment.
 """
 from __future__ import annotations
 
@@ -46,22 +51,25 @@ def align(pred: Tensor, target: Tensor, mask: Tensor, eps: float = 1e-6) -> Tens
     return scale * pred + shift
 
 
-def _per_image_mean(values: Tensor, mask: Tensor) -> Tensor:
-    n = mask.float().sum((1, 2))
-    per_image = (values * mask).sum((1, 2)) / n.clamp_min(1)
+def _per_image_mean(values: Tensor, weight: Tensor) -> Tensor:
+    n = weight.sum((1, 2))
+    per_image = (values * weight).sum((1, 2)) / n.clamp_min(1e-6)
     valid = (n > 0).float()
     return (per_image * valid).sum() / valid.sum().clamp_min(1)
 
 
-def _gradient_matching(residual: Tensor, mask: Tensor, scales: int) -> Tensor:
+def _gradient_matching(residual: Tensor, weight: Tensor, scales: int) -> Tensor:
     total = residual.new_zeros(())
     for k in range(scales):
-        r, m = residual[:, ::2 ** k, ::2 ** k], mask[:, ::2 ** k, ::2 ** k].float()
-        r = r * m
-        gx = (r[:, :, 1:] - r[:, :, :-1]).abs() * m[:, :, 1:] * m[:, :, :-1]
-        gy = (r[:, 1:] - r[:, :-1]).abs() * m[:, 1:] * m[:, :-1]
-        n = m.sum((1, 2))
-        per_image = (gx.sum((1, 2)) + gy.sum((1, 2))) / n.clamp_min(1)
+        w = weight[:, ::2 ** k, ::2 ** k]
+        m = (w > 0).float()
+        r = residual[:, ::2 ** k, ::2 ** k] * m
+        pair_x = m[:, :, 1:] * m[:, :, :-1] * (w[:, :, 1:] + w[:, :, :-1]) * 0.5  # a pair weighs its mean
+        pair_y = m[:, 1:] * m[:, :-1] * (w[:, 1:] + w[:, :-1]) * 0.5
+        gx = (r[:, :, 1:] - r[:, :, :-1]).abs() * pair_x
+        gy = (r[:, 1:] - r[:, :-1]).abs() * pair_y
+        n = w.sum((1, 2))
+        per_image = (gx.sum((1, 2)) + gy.sum((1, 2))) / n.clamp_min(1e-6)
         valid = (n > 0).float()
         total = total + (per_image * valid).sum() / valid.sum().clamp_min(1)
     return total
@@ -69,10 +77,13 @@ def _gradient_matching(residual: Tensor, mask: Tensor, scales: int) -> Tensor:
 
 def distill_loss(pred: Tensor, target: Tensor, mask: Tensor, alpha: float = 0.5,
                  scales: int = 4) -> Tuple[Tensor, Dict[str, Tensor]]:
-    """``ssi + alpha * grad`` (one alignment shared); returns (total, {"ssi", "grad"} detached)."""
+    """``ssi + alpha * grad`` (one alignment shared); returns (total, {"ssi", "grad"} detached).
+    ``mask``: bool valid pixels or float weights (see the module docstring)."""
     pred, target = pred.float(), target.float()
+    weight = mask.float()
+    mask = weight > 0
     target = _normalize_target(target, mask)
     residual = align(pred, target, mask) - target
-    ssi = _per_image_mean(residual ** 2, mask)
-    grad = _gradient_matching(residual, mask, scales) if alpha else ssi.new_zeros(())
+    ssi = _per_image_mean(residual ** 2, weight)
+    grad = _gradient_matching(residual, weight, scales) if alpha else ssi.new_zeros(())
     return ssi + alpha * grad, {"ssi": ssi.detach(), "grad": grad.detach()}

@@ -49,7 +49,7 @@ from depth_estimation.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
 CHECKPOINT = "checkpoint"
 SCHEDULES = ("onecycle", "cosine")
 RESUME_KEYS = ("init", "steps", "batch_size", "lr", "weight_decay", "schedule", "size", "alpha",
-               "val_fraction", "seed")
+               "val_fraction", "seed", "obstacle_weight")
 LOSS_KEYS = ("loss", "ssi", "grad")
 
 
@@ -131,7 +131,8 @@ class Trainer:
                              % ", ".join(caches(cache)))
         size = tuple(self.config["size"])
         train_keys, val_keys = split_keys(keys, self.config["val_fraction"])
-        self.train_set = DistillDataset(cache, train_keys, train=True, size=size)
+        self.train_set = DistillDataset(cache, train_keys, train=True, size=size,
+                                        obstacle_weight=self.config["obstacle_weight"])
         self.val_set = DistillDataset(cache, val_keys, train=False, size=size) if val_keys else None
         self.preview_set = self.val_set or DistillDataset(cache, train_keys[:4], train=False, size=size)
 
@@ -157,7 +158,8 @@ class Trainer:
     def _resume(self) -> int:
         """Restore the checkpoint; returns its step (the history continues from it)."""
         state = load_checkpoint(self.ckpt_dir, self.model, self.optimizer, self.scheduler, self.scaler)
-        changed = [k for k in RESUME_KEYS if state["config"].get(k) != self.config[k]]
+        before = dict({"obstacle_weight": 1.0}, **state["config"])  # checkpoints from before the option
+        changed = [k for k in RESUME_KEYS if before.get(k) != self.config[k]]
         if changed:
             raise ValueError("--resume with different settings than the checkpoint: %s" % ", ".join(
                 "%s %r -> %r" % (k, state["config"].get(k), self.config[k]) for k in changed))
@@ -305,16 +307,19 @@ def train(cache, out: str, steps: int = 1000, batch_size: int = 16, lr: float = 
           weight_decay: float = 1e-4, schedule: str = "onecycle", size: Tuple[int, int] = (192, 256),
           val_fraction: float = 0.05, val_every: int = 100, ckpt_every: int = 100, seed: int = 0,
           workers: int = 0, resume: bool = False, log_dir: Optional[str] = None, progress: bool = True,
-          alpha: float = 0.5, init: Optional[str] = None) -> Dict:
+          alpha: float = 0.5, init: Optional[str] = None, obstacle_weight: float = 1.0) -> Dict:
     """Train a student on ``cache`` (a folder or several), random-initialized or from the student
     folder ``init`` (fine-tuning, e.g. the shipped ``fastdepth-duckietown``); write ``out/`` (see
-    the module doc) and return the history {"config", "train": [...], "val": [...], "images_per_s", ...}."""
+    the module doc) and return the history {"config", "train": [...], "val": [...], "images_per_s", ...}.
+    ``obstacle_weight``: the training loss weighs the obstacle pixels of ground-truth items that have
+    an obstacle mask this many times (:mod:`depth_estimation.distill.data`); validation stays
+    unweighted, comparable across runs."""
     size = (int(size[0]), int(size[1]))
     _check_settings(size, schedule, steps, batch_size, val_every, ckpt_every, val_fraction)
     settings = {"cache": caches(cache), "steps": steps, "batch_size": batch_size, "lr": lr,
                 "weight_decay": weight_decay, "schedule": schedule, "size": list(size), "alpha": alpha,
                 "val_fraction": val_fraction, "val_every": val_every, "ckpt_every": ckpt_every, "seed": seed,
-                "init": os.path.abspath(init) if init else None}
+                "init": os.path.abspath(init) if init else None, "obstacle_weight": float(obstacle_weight)}
     trainer = Trainer(cache, out, settings, workers=workers, resume=resume, log_dir=log_dir)
     return trainer.run(progress=progress)
 
@@ -348,6 +353,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     add("--resume", action="store_true", help="continue from <out>/checkpoint")
     add("--init", default=None, metavar="STUDENT", help="start from this student folder's weights "
         "(fine-tuning, e.g. assets/models/fastdepth-duckietown or <run>/student) instead of random ones")
+    add("--obstacle-weight", type=float, default=1.0, metavar="K",
+        help="weigh obstacle pixels K times in the training loss (ground truth of depth-sim2bag bags, "
+             "whose obstacle masks 'depth-distill label' caches; default 1: like every other pixel)")
     add("--log-dir", default=None, help="TensorBoard folder (default <out>/tb)")
     add("--seed", type=int, default=0, help="initialization, data order and augmentation seed")
     add("--workers", type=int, default=0, help="data loader worker processes (default 0)")
@@ -365,7 +373,7 @@ def run_train(args: argparse.Namespace) -> int:
                         weight_decay=args.weight_decay, schedule=args.schedule, size=args.size,
                         val_fraction=args.val_fraction, val_every=args.val_every, ckpt_every=args.ckpt_every,
                         seed=args.seed, workers=args.workers, resume=args.resume, log_dir=args.log_dir,
-                        progress=args.progress, init=args.init)
+                        progress=args.progress, init=args.init, obstacle_weight=args.obstacle_weight)
     except (ValueError, FileExistsError, FileNotFoundError, KeyError) as exc:
         print("depth-distill train: error: %s" % exc, file=sys.stderr)
         return 2

@@ -32,8 +32,7 @@ from depth_estimation.evaluation.sim_world import node_obstacle_params
 from depth_estimation.geometry import obstacles
 from depth_estimation.geometry.camera import FrameRays, Intrinsics
 from depth_estimation.geometry.plane import GroundPlane
-from depth_estimation.io import bags
-from depth_estimation.io.rgbd import stamp_ns
+from depth_estimation.io.rgbd import obstacle_truth, stamp_ns, unpack_mask
 
 WITHIN = 0.10  # relative error of a distance "within 10 %"
 NEAR_M = 1.0  # detection rate for true obstacles closer than this
@@ -54,16 +53,7 @@ class ObstacleTruth:
     @classmethod
     def from_bag(cls, bag: str, depth_topic: str) -> Optional["ObstacleTruth"]:
         """The ground truth beside ``depth_topic`` (same namespace); None when the bag has none."""
-        ns = depth_topic[:-len(bags.DEPTH_SUFFIX)] if depth_topic.endswith(bags.DEPTH_SUFFIX) else \
-            depth_topic.rsplit("/", 2)[0]
-        range_topic, mask_topic = obstacle_topics_of(ns)
-        masks, distances = {}, {}
-        for topic, _t, msg in bags.iter_messages(bag, [range_topic, mask_topic]):
-            if topic == range_topic:
-                distances[stamp_ns(msg)] = float(msg.range)
-            else:
-                mask = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.step)[:, :msg.width]
-                masks[stamp_ns(msg)] = np.packbits(mask > 0, axis=None), mask.shape
+        masks, distances = obstacle_truth(bag, depth_topic)
         if not distances:
             return None
         return cls(masks, distances, node_obstacle_params())
@@ -72,8 +62,7 @@ class ObstacleTruth:
         packed = self.masks.get(stamp_ns)
         if packed is None:
             return None
-        bits, shape = packed
-        return np.unpackbits(bits, count=shape[0] * shape[1]).reshape(shape).astype(bool)
+        return unpack_mask(packed)
 
     def score(self, stamp_ns: int, pred_m: np.ndarray, gt_m: np.ndarray, plane: GroundPlane,
               intrinsics: Intrinsics, depth_range: Tuple[float, float]) -> Dict:
@@ -135,11 +124,6 @@ class StreamScorer:
         records = [self.records[s] for s in sorted(self.records)]
         with_distance = sum(1 for r in records if "obstacle_gt_m" in r)
         return dict(summarize(records), frames_without_output=max(0, answered - with_distance))
-
-
-def obstacle_topics_of(ns: str) -> Tuple[str, str]:
-    """(distance, mask) topics of namespace ``ns`` ("/simbot" or "simbot")."""
-    return bags.obstacle_topics(ns.strip("/"))
 
 
 def pixel_record(pred_m: np.ndarray, gt_m: np.ndarray, mask: np.ndarray,

@@ -126,6 +126,38 @@ def paired_frames(path: str, image_topic: str, depth_topic: str,
     unmatched["depths"].extend(sorted(pending[depth_topic]))
 
 
+def obstacle_topics_beside(depth_topic: str) -> Tuple[str, str]:
+    """(obstacle distance, obstacle mask) ground-truth topics beside ``depth_topic`` (same namespace;
+    ``depth-sim2bag`` writes them)."""
+    ns = depth_topic[:-len(bags.DEPTH_SUFFIX)] if depth_topic.endswith(bags.DEPTH_SUFFIX) else \
+        depth_topic.rsplit("/", 2)[0]
+    return bags.obstacle_topics(ns.strip("/"))
+
+
+PackedMask = Tuple[np.ndarray, Tuple[int, int]]
+
+
+def obstacle_truth(path: str, depth_topic: str) -> Tuple[Dict[int, PackedMask], Dict[int, float]]:
+    """The obstacle ground truth beside ``depth_topic`` by header stamp: masks (bit-packed with their
+    shape, :func:`unpack_mask`; mono8 nonzero = obstacle) and distances in metres (inf = none);
+    both empty for a bag without them."""
+    range_topic, mask_topic = obstacle_topics_beside(depth_topic)
+    masks, distances = {}, {}  # type: Dict[int, PackedMask], Dict[int, float]
+    for topic, _t, msg in bags.iter_messages(path, [range_topic, mask_topic]):
+        if topic == range_topic:
+            distances[stamp_ns(msg)] = float(msg.range)
+        else:
+            mask = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.step)[:, :msg.width] > 0
+            masks[stamp_ns(msg)] = np.packbits(mask, axis=None), mask.shape
+    return masks, distances
+
+
+def unpack_mask(packed: PackedMask) -> np.ndarray:
+    """The bool HxW mask of :func:`obstacle_truth`'s packed form."""
+    bits, shape = packed
+    return np.unpackbits(bits, count=shape[0] * shape[1]).reshape(shape).astype(bool)
+
+
 def bag_dataset(path: str, depth_topic: str) -> Optional[str]:
     """The dataset ``path`` records for ``depth_topic`` (std_msgs/String on ``/<ns>/dataset``, written
     by the converters), or None for a bag without that record."""
