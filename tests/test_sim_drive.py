@@ -47,6 +47,21 @@ def test_the_untrained_network_does_not_stop_at_the_obstacle(tmp_path):
     assert s["stopped_before_contact"] == 0 and (s["false_stops"] > 0 or s["contacts"] > 0), s
 
 
+def test_a_clear_lane_run_places_nothing_and_measures_the_lane(tmp_path):
+    """--obstacle none: the same lane pose with nothing placed; the run drives until --max-seconds
+    (outcome clear), is no approach, and its metres are clear lane (the oracle stops for nothing)."""
+    sim_drive = _sim()
+    out = str(tmp_path / "c.json")
+    argv = ["--model", "oracle", "--obstacle", "none", "--max-seconds", "6", "--json", out] + SHORT
+    assert sim_drive.main(argv) == 0
+    result = json.loads(open(out).read())
+    (run,), s = result["runs"], result["summary"]
+    assert run["outcome"] == "clear" and run["obstacle"] == "none" and run["stops"] == 0, run
+    assert run["clear_lane_m"] > 0.8 and run["first_detected_at_m"] is None, run  # 6 s at 0.19 m/s
+    assert (s["approaches"], s["stopped_share"], s["false_stops_per_100m"]) == (0, None, 0.0), s
+    assert s["clear_lane_m"] == pytest.approx(run["clear_lane_m"])
+
+
 def _run(outcome, error, false, clear, frames, seconds):
     return {"outcome": outcome, "stop_distance_error_m": error, "false_stops": false, "clear_lane_m": clear,
             "frames": frames, "sim_seconds": seconds}
@@ -59,3 +74,7 @@ def test_the_summary_is_computed_from_the_runs():
     assert (s["approaches"], s["stopped_before_contact"], s["contacts"], s["timeouts"]) == (4, 3, 1, 0)
     assert s["stop_distance_error_m_median"] == pytest.approx(0.02) and s["stop_distance_within_5cm"] == 2
     assert s["false_stops_per_100m"] == pytest.approx(1.0) and s["rate_hz"] == pytest.approx(200 / 25.0)
+    clear = dict(_run("clear", None, 2, 100.0, 300, 30.0), obstacle="none")  # a clear-lane run: no approach
+    s = report.build({}, runs + [clear])["summary"]
+    assert (s["approaches"], s["stopped_before_contact"], s["stopped_share"]) == (4, 3, 0.75)
+    assert s["false_stops_per_100m"] == pytest.approx(100.0 * 3 / 200.0)

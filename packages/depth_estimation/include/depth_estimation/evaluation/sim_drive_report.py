@@ -16,8 +16,8 @@ from depth_estimation.io.atomic import atomic_path, write_json
 class RunRecord:
     """What one run measures, filled frame by frame (only from the run itself)."""
 
-    def __init__(self, run: int, offset_m: float, false_margin_m: float):
-        self.run, self.offset_m, self.margin_m = run, offset_m, false_margin_m
+    def __init__(self, run: int, offset_m: float, false_margin_m: float, obstacle: str = "duckie"):
+        self.run, self.offset_m, self.margin_m, self.obstacle = run, offset_m, false_margin_m, obstacle
         self.frames, self.wall_s, self.states = 0, 0.0, {}
         self.driven_m, self.clear_m, self.false_stops, self.stops = 0.0, 0.0, 0, 0
         self.first_detected_m: Optional[float] = None
@@ -46,7 +46,7 @@ class RunRecord:
 
     def finish(self, outcome: str, truth_m: float, t: float) -> Dict[str, Any]:
         stop_m = truth_m if outcome == "stopped" and math.isfinite(truth_m) else None
-        return {"run": self.run, "outcome": outcome, "sim_seconds": round(t, 3), "frames": self.frames,
+        return {"run": self.run, "obstacle": self.obstacle, "outcome": outcome, "sim_seconds": round(t, 3), "frames": self.frames,
                 "rate_hz": self.frames / t if t > 0 else None,
                 "wall_ms_mean": 1e3 * self.wall_s / max(1, self.frames), "stop_distance_m": stop_m,
                 "stop_distance_error_m": None if stop_m is None else stop_m - self.offset_m,
@@ -57,14 +57,17 @@ class RunRecord:
 
 
 def build(args: Dict[str, Any], runs: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """The JSON report: the arguments, every run and the summary computed from them."""
-    stopped = [r for r in runs if r["outcome"] == "stopped"]
+    """The JSON report: the arguments, every run and the summary computed from them. An approach is a
+    run with an obstacle placed (``--obstacle none`` runs drive a clear lane: they count for the false
+    stops and the clear-lane metres only)."""
+    approaches = [r for r in runs if r.get("obstacle") != "none"]
+    stopped = [r for r in approaches if r["outcome"] == "stopped"]
     errors = [r["stop_distance_error_m"] for r in stopped]
     clear = sum(r["clear_lane_m"] for r in runs)
     false = sum(r["false_stops"] for r in runs)
     frames, seconds = sum(r["frames"] for r in runs), sum(r["sim_seconds"] for r in runs)
-    summary = {"approaches": len(runs), "stopped_before_contact": len(stopped),
-               "stopped_share": len(stopped) / len(runs) if runs else None,
+    summary = {"approaches": len(approaches), "stopped_before_contact": len(stopped),
+               "stopped_share": len(stopped) / len(approaches) if approaches else None,
                "contacts": sum(r["outcome"] == "contact" for r in runs),
                "timeouts": sum(r["outcome"] == "timeout" for r in runs),
                "stop_distance_error_m_median": statistics.median(errors) if errors else None,
