@@ -46,7 +46,8 @@ class RunRecord:
 
     def finish(self, outcome: str, truth_m: float, t: float) -> Dict[str, Any]:
         stop_m = truth_m if outcome == "stopped" and math.isfinite(truth_m) else None
-        return {"run": self.run, "obstacle": self.obstacle, "outcome": outcome, "sim_seconds": round(t, 3), "frames": self.frames,
+        return {"run": self.run, "obstacle": self.obstacle, "outcome": outcome,
+                "sim_seconds": round(t, 3), "frames": self.frames,
                 "rate_hz": self.frames / t if t > 0 else None,
                 "wall_ms_mean": 1e3 * self.wall_s / max(1, self.frames), "stop_distance_m": stop_m,
                 "stop_distance_error_m": None if stop_m is None else stop_m - self.offset_m,
