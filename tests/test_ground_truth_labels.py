@@ -202,3 +202,18 @@ def test_shipped_spec_loads_its_folder_and_a_missing_one_is_one_line(tmp_path, m
         DepthEstimator("fastdepth-duckietown").load()
     assert weights_cmd.main(["where", "fastdepth-duckietown"]) == 1  # the image build stops here
     assert "git checkout" in capsys.readouterr().err
+
+
+def test_the_shipped_folder_is_found_through_a_catkin_workspace_link(tmp_path):
+    # make setup links the package into .build/catkin_ws/src/, and catkin's devel space imports it from
+    # there: the shipped model must still be the checkout's assets folder, not one under the workspace
+    import subprocess
+    import sys
+    from conftest import INCLUDE, ROOT
+    link = tmp_path / "catkin_ws" / "src" / "depth_estimation"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(os.path.dirname(INCLUDE))
+    code = "from depth_estimation.models import specs; print(specs.parse_spec('fastdepth-duckietown').path)"
+    env = dict(os.environ, PYTHONPATH=str(link / "include"))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == os.path.join(ROOT, "assets", "models", "fastdepth-duckietown")

@@ -4,7 +4,8 @@ from __future__ import annotations
 import os
 from typing import Optional, Sequence, Set, Tuple
 
-PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+# realpath: a catkin workspace links the package in (src/depth_estimation -> the checkout's package)
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__)))))
 REPO_DIR = os.path.dirname(os.path.dirname(PACKAGE_DIR))
 ASSETS_DIR = os.path.join(REPO_DIR, "assets")
 
