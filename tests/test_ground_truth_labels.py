@@ -3,6 +3,8 @@ the project's converters -> label cache (1/metres, no depth masked) -> training,
 teacher labels; the shipped-student spec ``fastdepth-duckietown``."""
 import json
 import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -17,6 +19,7 @@ from depth_estimation.models import fastdepth, specs
 from depth_estimation.models.specs import ModelNotFound, parse_spec
 from depth_estimation.runtime.estimator import DepthEstimator
 from depth_estimation.tools import weights as weights_cmd
+from conftest import INCLUDE, ROOT
 from depth_fixtures import REAL_RGBD, rgbd_fixture
 
 K = (60.0, 60.0, 48.0, 32.0)
@@ -207,9 +210,6 @@ def test_shipped_spec_loads_its_folder_and_a_missing_one_is_one_line(tmp_path, m
 def test_the_shipped_folder_is_found_through_a_catkin_workspace_link(tmp_path):
     # make setup links the package into .build/catkin_ws/src/, and catkin's devel space imports it from
     # there: the shipped model must still be the checkout's assets folder, not one under the workspace
-    import subprocess
-    import sys
-    from conftest import INCLUDE, ROOT
     link = tmp_path / "catkin_ws" / "src" / "depth_estimation"
     link.parent.mkdir(parents=True)
     link.symlink_to(os.path.dirname(INCLUDE))

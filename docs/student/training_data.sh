@@ -12,9 +12,12 @@ set -euo pipefail
 DATA=${1:?usage: training_data.sh DATA_DIR [SET ...]}
 shift
 SETS=${*:-dr nominal obst obst2 obst3 test}
-TRAIN_MAPS=(loop_obstacles loop_dyn_duckiebots zigzag_dists udem1 4way small_loop ETH_small_loop_1
-            loop_empty straight_road TTIC_large_loop)
-TEST_MAPS=(robotarium2 ETHZ_autolab_technical_track MOOC_modcon)
+# the split's one source: sim_bench.TRAIN_MAPS / TEST_MAPS (no test map is ever labelled)
+maps_of() { python3 -c "from depth_estimation.evaluation import sim_bench; print(*sim_bench.$1)"; }
+train_maps=$(maps_of TRAIN_MAPS)  # stops here without the workspace's environment
+test_maps=$(maps_of TEST_MAPS)
+read -r -a TRAIN_MAPS <<< "$train_maps"
+read -r -a TEST_MAPS <<< "$test_maps"
 DRIVE="--mode drive --obstacle-density"
 
 # set -> "frames first-seed options-on-every-map | options-added-on-even-map-indices (0, 2, ...)"
@@ -30,10 +33,11 @@ spec() {
   esac
 }
 
+for set in $SETS; do spec "$set" > /dev/null; done  # an unknown set stops the script before any work
+
 for set in $SETS; do
-  read -r frames seed rest <<< "$(spec "$set" | cut -d'|' -f1)"
-  every=$(spec "$set" | cut -d'|' -f1 | cut -d' ' -f3-)
-  even=$(spec "$set" | cut -d'|' -f2)
+  IFS='|' read -r head even <<< "$(spec "$set")"
+  read -r frames seed every <<< "$head"
   if [ "$set" = test ]; then maps=("${TEST_MAPS[@]}"); else maps=("${TRAIN_MAPS[@]}"); fi
   mkdir -p "$DATA/$set"
   for i in "${!maps[@]}"; do
