@@ -95,6 +95,35 @@ def test_gradient_loss_is_zero_for_affine_predictions():
     assert torch.allclose(total2, parts["ssi"] + 2 * parts["grad"])
 
 
+def _fit_unresolved_edge(ssi_loss: str) -> float:
+    """An 'edge' the student cannot resolve: one free value predicts 30 pixels whose targets are 3.0
+    (21 of them: the obstacle) and 1.0 (9: the road behind it), next to 30 pixels predicted exactly.
+    Returns the value the loss drives it to."""
+    target = torch.cat([torch.linspace(0.5, 3.5, 30), torch.full((21,), 3.0), torch.full((9,), 1.0)])
+    target = target.reshape(1, 6, 10)
+    mask = torch.ones_like(target, dtype=torch.bool)
+    v = torch.tensor(2.0, requires_grad=True)
+    opt = torch.optim.Adam([v], lr=0.02)
+    for _ in range(400):
+        pred = torch.cat([target.flatten()[:30], v.expand(30)]).reshape(1, 6, 10)
+        loss = losses.distill_loss(pred, target, mask, alpha=0.0, ssi=ssi_loss)[0]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return float(v.detach())
+
+
+def test_mae_keeps_an_unresolved_edge_at_the_likelier_depth_mse_pulls_it_half_way():
+    """``depth-distill train --ssi mae``: where the student cannot tell the obstacle from the road
+    behind it, the absolute residual settles on the majority (the obstacle, 3.0: the median), the
+    squared one on the mean (2.4: an obstacle read too far)."""
+    assert _fit_unresolved_edge("mae") == pytest.approx(3.0, abs=0.1)
+    assert _fit_unresolved_edge("mse") == pytest.approx(2.4, abs=0.05)
+    with pytest.raises(ValueError, match="ssi"):
+        losses.distill_loss(torch.zeros(1, 2, 2), torch.ones(1, 2, 2), torch.ones(1, 2, 2, dtype=torch.bool),
+                            ssi="huber")
+
+
 def test_split_and_dataset(cache):
     keys = ["img-%d" % i for i in range(6)]
     tr, val = data.split_keys(keys, 0.05)
@@ -256,6 +285,14 @@ def test_cli(cache, tmp_path):
     assert train.run_train(args) == 0
     assert parse_spec(str(tmp_path / "run" / "student")).kind == "student_dir"
     assert train.run_train(args) == 2  # the checkpoint is there: needs --resume
+    with open(str(tmp_path / "run" / "history.json")) as f:
+        assert json.load(f)["config"]["ssi"] == "mse"  # the default, recorded with the run
+    mae = parser.parse_args(["--cache", cache, "--out", str(tmp_path / "run"), "--steps", "1",
+                             "--batch-size", "2", "--size", "64x96", "--schedule", "cosine",
+                             "--no-progress", "--resume", "--ssi", "mae"])
+    assert train.run_train(mae) == 2  # a resumed run keeps its loss
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--cache", cache, "--out", "x", "--ssi", "huber"])
 
 
 def test_init_fine_tunes_a_student_folder(cache, tmp_path):

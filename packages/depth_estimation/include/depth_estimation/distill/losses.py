@@ -7,6 +7,14 @@ aligned to it by the least-squares scale and shift (positive scale, constants fo
 least-squares fit minimizes) plus ``alpha`` (0.5) times the multi-scale (4 scales)
 gradient-matching loss on that residual (``grad``).
 
+``ssi="mae"`` (``depth-distill train --ssi mae``) is MiDaS's own ssimae: the prediction is normalized
+like the target (mean and mean absolute deviation over the valid pixels, differentiably) and the
+loss is the mean *absolute* residual. Where the student cannot tell two depths apart (an obstacle's
+edge against the road behind it) its optimum is the likelier one, the median, not their mean, so an
+obstacle is not pulled towards the road. (The least-squares alignment with constant ``s`` and ``t``
+is only right for the squared residual, which is stationary in them: with the absolute one a shared
+value drifts off as the fit follows it.)
+
 The mask is bool (valid pixels) or float weights (0 = masked): then the normalization and the
 alignment still use every valid pixel alike, and both loss terms are weighted means (a pixel pair
 of the gradient term weighs the mean of its two weights), so ``depth-distill train
@@ -75,15 +83,24 @@ def _gradient_matching(residual: Tensor, weight: Tensor, scales: int) -> Tensor:
     return total
 
 
+SSI_LOSSES = ("mse", "mae")
+
+
 def distill_loss(pred: Tensor, target: Tensor, mask: Tensor, alpha: float = 0.5,
-                 scales: int = 4) -> Tuple[Tensor, Dict[str, Tensor]]:
+                 scales: int = 4, ssi: str = "mse") -> Tuple[Tensor, Dict[str, Tensor]]:
     """``ssi + alpha * grad`` (one alignment shared); returns (total, {"ssi", "grad"} detached).
-    ``mask``: bool valid pixels or float weights (see the module docstring)."""
+    ``mask``: bool valid pixels or float weights (see the module docstring); ``ssi``: "mse" (squared
+    residual) or "mae" (absolute residual)."""
+    if ssi not in SSI_LOSSES:
+        raise ValueError("ssi %r: use one of %s" % (ssi, ", ".join(SSI_LOSSES)))
     pred, target = pred.float(), target.float()
     weight = mask.float()
     mask = weight > 0
     target = _normalize_target(target, mask)
-    residual = align(pred, target, mask) - target
-    ssi = _per_image_mean(residual ** 2, weight)
+    if ssi == "mse":
+        residual = align(pred, target, mask) - target
+    else:  # MiDaS's ssimae: the prediction normalized like the target, differentiably
+        residual = _normalize_target(pred, mask) - target
+    ssi = _per_image_mean(residual ** 2 if ssi == "mse" else residual.abs(), weight)
     grad = _gradient_matching(residual, weight, scales) if alpha else ssi.new_zeros(())
     return ssi + alpha * grad, {"ssi": ssi.detach(), "grad": grad.detach()}

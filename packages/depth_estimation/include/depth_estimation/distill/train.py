@@ -40,7 +40,7 @@ from tqdm import tqdm
 from depth_estimation import options
 from depth_estimation.distill.checkpoints import load_checkpoint, save_checkpoint
 from depth_estimation.distill.data import DistillDataset, StepSampler, cache_keys, caches, split_keys
-from depth_estimation.distill.losses import distill_loss
+from depth_estimation.distill.losses import SSI_LOSSES, distill_loss
 from depth_estimation.framepath.colorize import Colorizer
 from depth_estimation.io.atomic import output_problem, write_json
 from depth_estimation.models import fastdepth
@@ -49,7 +49,7 @@ from depth_estimation.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
 CHECKPOINT = "checkpoint"
 SCHEDULES = ("onecycle", "cosine")
 RESUME_KEYS = ("init", "steps", "batch_size", "lr", "weight_decay", "schedule", "size", "alpha",
-               "val_fraction", "seed", "obstacle_weight")
+               "val_fraction", "seed", "obstacle_weight", "ssi")
 LOSS_KEYS = ("loss", "ssi", "grad")
 
 
@@ -158,7 +158,7 @@ class Trainer:
     def _resume(self) -> int:
         """Restore the checkpoint; returns its step (the history continues from it)."""
         state = load_checkpoint(self.ckpt_dir, self.model, self.optimizer, self.scheduler, self.scaler)
-        before = dict({"obstacle_weight": 1.0}, **state["config"])  # checkpoints from before the option
+        before = dict({"obstacle_weight": 1.0, "ssi": "mse"}, **state["config"])  # from before the options
         changed = [k for k in RESUME_KEYS if before.get(k) != self.config[k]]
         if changed:
             raise ValueError("--resume with different settings than the checkpoint: %s" % ", ".join(
@@ -220,7 +220,7 @@ class Trainer:
         x, y, m = (t.to(self.device, non_blocking=True) for t in (x, y, m))
         with torch.autocast(self.device.type, enabled=self.amp):
             pred = self.net(x)
-        loss, parts = distill_loss(pred, y, m, self.config["alpha"])
+        loss, parts = distill_loss(pred, y, m, self.config["alpha"], ssi=self.config["ssi"])
         self.optimizer.zero_grad(set_to_none=True)
         lr = self.optimizer.param_groups[0]["lr"]
         if self.scaler is not None:
@@ -307,19 +307,24 @@ def train(cache, out: str, steps: int = 1000, batch_size: int = 16, lr: float = 
           weight_decay: float = 1e-4, schedule: str = "onecycle", size: Tuple[int, int] = (192, 256),
           val_fraction: float = 0.05, val_every: int = 100, ckpt_every: int = 100, seed: int = 0,
           workers: int = 0, resume: bool = False, log_dir: Optional[str] = None, progress: bool = True,
-          alpha: float = 0.5, init: Optional[str] = None, obstacle_weight: float = 1.0) -> Dict:
+          alpha: float = 0.5, init: Optional[str] = None, obstacle_weight: float = 1.0,
+          ssi: str = "mse") -> Dict:
     """Train a student on ``cache`` (a folder or several), random-initialized or from the student
     folder ``init`` (fine-tuning, e.g. the shipped ``fastdepth-duckietown``); write ``out/`` (see
     the module doc) and return the history {"config", "train": [...], "val": [...], "images_per_s", ...}.
     ``obstacle_weight``: the training loss weighs the obstacle pixels of ground-truth items that have
-    an obstacle mask this many times (:mod:`depth_estimation.distill.data`); validation stays
-    unweighted, comparable across runs."""
+    an obstacle mask this many times (:mod:`depth_estimation.distill.data`); ``ssi``: the training
+    loss's residual norm, "mse" or "mae" (:func:`~depth_estimation.distill.losses.distill_loss`).
+    Validation stays unweighted and on "mse", comparable across runs."""
     size = (int(size[0]), int(size[1]))
     _check_settings(size, schedule, steps, batch_size, val_every, ckpt_every, val_fraction)
+    if ssi not in SSI_LOSSES:
+        raise ValueError("ssi %r: use one of %s" % (ssi, ", ".join(SSI_LOSSES)))
     settings = {"cache": caches(cache), "steps": steps, "batch_size": batch_size, "lr": lr,
                 "weight_decay": weight_decay, "schedule": schedule, "size": list(size), "alpha": alpha,
                 "val_fraction": val_fraction, "val_every": val_every, "ckpt_every": ckpt_every, "seed": seed,
-                "init": os.path.abspath(init) if init else None, "obstacle_weight": float(obstacle_weight)}
+                "init": os.path.abspath(init) if init else None, "obstacle_weight": float(obstacle_weight),
+                "ssi": ssi}
     trainer = Trainer(cache, out, settings, workers=workers, resume=resume, log_dir=log_dir)
     return trainer.run(progress=progress)
 
@@ -356,6 +361,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     add("--obstacle-weight", type=float, default=1.0, metavar="K",
         help="weigh obstacle pixels K times in the training loss (ground truth of depth-sim2bag bags, "
              "whose obstacle masks 'depth-distill label' caches; default 1: like every other pixel)")
+    add("--ssi", choices=SSI_LOSSES, default="mse",
+        help="the scale-and-shift-invariant term's residual: mse (squared, default) or mae (absolute, "
+             "MiDaS's choice: sharper edges); validation is always reported on mse")
     add("--log-dir", default=None, help="TensorBoard folder (default <out>/tb)")
     add("--seed", type=int, default=0, help="initialization, data order and augmentation seed")
     add("--workers", type=int, default=0, help="data loader worker processes (default 0)")
@@ -373,7 +381,8 @@ def run_train(args: argparse.Namespace) -> int:
                         weight_decay=args.weight_decay, schedule=args.schedule, size=args.size,
                         val_fraction=args.val_fraction, val_every=args.val_every, ckpt_every=args.ckpt_every,
                         seed=args.seed, workers=args.workers, resume=args.resume, log_dir=args.log_dir,
-                        progress=args.progress, init=args.init, obstacle_weight=args.obstacle_weight)
+                        progress=args.progress, init=args.init, obstacle_weight=args.obstacle_weight,
+                        ssi=args.ssi)
     except (ValueError, FileExistsError, FileNotFoundError, KeyError) as exc:
         print("depth-distill train: error: %s" % exc, file=sys.stderr)
         return 2
