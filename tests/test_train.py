@@ -124,42 +124,6 @@ def test_mae_keeps_an_unresolved_edge_at_the_likelier_depth_mse_pulls_it_half_wa
                             ssi="huber")
 
 
-def test_relative_error_weights_count_a_far_obstacles_error_like_a_near_roads():
-    """``--relative-error``: the same 20 % depth error on a far obstacle (1.5 m) and on the near road
-    (0.15 m) weigh alike, where plain disparity counts the road's 100 times more; labels beyond the
-    far limit (the sky: 0) weigh as the limit; the alignment does not move."""
-    target = torch.full((1, 10, 10), 1 / 0.6)  # the background: 0.6 m
-    target[0, 8:] = 1 / 0.15  # the near road
-    target[0, 2:4, 2:4] = 1 / 1.5  # a far obstacle
-    target[0, 0, 5:] = 0.0  # sky
-    mask = torch.ones_like(target, dtype=torch.bool)
-    w = losses.relative_error_weights(target, mask, far=2.0)
-    assert float(w.mean()) == pytest.approx(1.0)
-    assert float(w[0, 2, 2] / w[0, 9, 0]) == pytest.approx(100.0, rel=1e-4)
-    assert float(w[0, 0, 9] / w[0, 2, 2]) == pytest.approx((2.0 / 1.5) ** 2, rel=1e-4)
-    near_wrong = target.clone()
-    near_wrong[0, 8, :4] = 1 / (0.15 * 1.2)  # 4 road pixels 20 % too far
-    far_wrong = target.clone()
-    far_wrong[0, 2:4, 2:4] = 1 / (1.5 * 1.2)  # the 4 obstacle pixels 20 % too far
-    plain, relative = ([float(losses.distill_loss(p, target, mask, alpha=0.0, relative_far=far)[0])
-                        for p in (near_wrong, far_wrong)] for far in (None, 2.0))
-    assert plain[0] > 50 * plain[1]  # disparity: the far obstacle's error hardly counts
-    assert 0.5 < relative[0] / relative[1] < 2.0  # relative: about alike (the alignment differs)
-
-
-def test_relative_error_needs_ground_truth_labels(cache, tmp_path, monkeypatch):
-    with pytest.raises(ValueError, match="ground-truth labels"):  # the fake cache's teacher is none
-        train.train(cache, str(tmp_path / "run"), steps=1, batch_size=2, size=SIZE, relative_error=2.0,
-                    progress=False)
-    monkeypatch.setattr(label_cache, "read_teacher", lambda folder: {"teacher": "ground-truth"})
-    history = train.train(cache, str(tmp_path / "run"), steps=2, batch_size=2, size=SIZE, val_every=1,
-                          relative_error=2.0, progress=False)
-    assert history["config"]["relative_error"] == 2.0 and np.isfinite(history["train"][-1]["loss"])
-    with pytest.raises(ValueError, match="relative_error"):
-        train.train(cache, str(tmp_path / "run"), steps=2, batch_size=2, size=SIZE, val_every=1,
-                    progress=False, resume=True)  # a resumed run keeps its loss
-
-
 def test_split_and_dataset(cache):
     keys = ["img-%d" % i for i in range(6)]
     tr, val = data.split_keys(keys, 0.05)

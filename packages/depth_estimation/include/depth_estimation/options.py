@@ -17,7 +17,7 @@ Imports only the standard library, so ``--help`` is instant.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 BACKEND_CHOICES = ("auto",) + BACKENDS  # what users may ask for: auto is resolved once, at start
@@ -148,14 +148,3 @@ def comma_sizes(text: str) -> List[Optional[int]]:
         return [input_size_value(size) for size in sizes] or [None]
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def size_hw(text: str) -> Tuple[int, int]:
-    """``--size HxW`` (depth-distill train): positive multiples of 32."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError("size %r: use HxW, e.g. 192x256" % text)
-    if h <= 0 or w <= 0 or h % 32 or w % 32:
-        raise argparse.ArgumentTypeError("size %r: height and width must be positive multiples of 32" % text)
-    return h, w

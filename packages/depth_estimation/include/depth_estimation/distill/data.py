@@ -27,7 +27,6 @@ import numpy as np
 import torch
 
 from depth_estimation.distill import label_cache
-from depth_estimation.distill.ground_truth import GROUND_TRUTH
 from depth_estimation.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -40,18 +39,6 @@ def caches(cache: Union[str, Sequence[str]]) -> List[str]:
 def cache_keys(cache: Union[str, Sequence[str]]) -> List[str]:
     """The keys of the labelled items of ``cache`` (one folder or several), in index order, each once."""
     return list(dict.fromkeys(entry["key"] for c in caches(cache) for entry in label_cache.iter_cache(c)))
-
-
-def check_metric_labels(folders: List[str], far: float) -> None:
-    """``--relative-error`` needs labels in 1/metres: ground-truth caches (a teacher's relative
-    disparity has an unknown shift, so 1/label is no depth)."""
-    if not far > 0:
-        raise ValueError("relative_error %r: give the far limit in metres (> 0), or 0 for off" % far)
-    for folder in folders:
-        teacher = (label_cache.read_teacher(folder) or {}).get("teacher")
-        if teacher != GROUND_TRUTH:
-            raise ValueError("--relative-error needs ground-truth labels (1/metres); %s holds %s"
-                             % (folder, "labels of teacher %s" % teacher if teacher else "no labels"))
 
 
 def _unit(key: str) -> float:

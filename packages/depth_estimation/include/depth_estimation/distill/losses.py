@@ -19,13 +19,10 @@ The mask is bool (valid pixels) or float weights (0 = masked): then the normaliz
 alignment still use every valid pixel alike, and both loss terms are weighted means (a pixel pair
 of the gradient term weighs the mean of its two weights), so ``depth-distill train
 --obstacle-weight`` makes obstacle pixels count more without moving the alignment.
-``depth-distill train --relative-error M`` multiplies those weights by ``1 / label**2`` (labels
-in 1/metres, beyond M metres as M; :func:`relative_error_weights`), so the loss counts relative
-depth errors alike near and far, as AbsRel does.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, Tuple
 
 import torch
 from torch import Tensor
@@ -89,34 +86,16 @@ def _gradient_matching(residual: Tensor, weight: Tensor, scales: int) -> Tensor:
 SSI_LOSSES = ("mse", "mae")
 
 
-def relative_error_weights(target: Tensor, mask: Tensor, far: float) -> Tensor:
-    """Per-pixel weights ``(1 / max(target, 1 / far))**2``, scaled to mean 1 over each image's valid
-    pixels (0 elsewhere), for labels in 1/metres (ground truth). A disparity residual ``e`` at a pixel
-    of label ``d`` is a relative depth error of about ``e / d``: weighing the squared residual by
-    ``1 / d**2`` counts a 20 % error on an obstacle 1.5 m ahead as much as one on the road 0.15 m
-    ahead (in plain disparity the latter weighs 100 times more). Labels beyond ``far`` metres
-    (the sky: 0) weigh as ``far``."""
-    m = mask.float()
-    w = torch.where(mask, 1.0 / target.clamp_min(1.0 / far) ** 2, torch.zeros_like(target))
-    mean = w.sum((1, 2), keepdim=True) / m.sum((1, 2), keepdim=True).clamp_min(1)
-    return w / mean.clamp_min(1e-12)
-
-
 def distill_loss(pred: Tensor, target: Tensor, mask: Tensor, alpha: float = 0.5,
-                 scales: int = 4, ssi: str = "mse",
-                 relative_far: Optional[float] = None) -> Tuple[Tensor, Dict[str, Tensor]]:
+                 scales: int = 4, ssi: str = "mse") -> Tuple[Tensor, Dict[str, Tensor]]:
     """``ssi + alpha * grad`` (one alignment shared); returns (total, {"ssi", "grad"} detached).
     ``mask``: bool valid pixels or float weights (see the module docstring); ``ssi``: "mse" (squared
-    residual) or "mae" (absolute residual); ``relative_far`` (metres, labels in 1/metres): the
-    weights are multiplied by :func:`relative_error_weights` (the alignment still treats every
-    valid pixel alike)."""
+    residual) or "mae" (absolute residual)."""
     if ssi not in SSI_LOSSES:
         raise ValueError("ssi %r: use one of %s" % (ssi, ", ".join(SSI_LOSSES)))
     pred, target = pred.float(), target.float()
     weight = mask.float()
     mask = weight > 0
-    if relative_far:
-        weight = weight * relative_error_weights(target, mask, relative_far)
     target = _normalize_target(target, mask)
     if ssi == "mse":
         residual = align(pred, target, mask) - target

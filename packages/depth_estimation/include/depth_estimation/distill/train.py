@@ -39,8 +39,7 @@ from tqdm import tqdm
 
 from depth_estimation import options
 from depth_estimation.distill.checkpoints import load_checkpoint, save_checkpoint
-from depth_estimation.distill.data import (DistillDataset, StepSampler, cache_keys, caches,
-                                           check_metric_labels, split_keys)
+from depth_estimation.distill.data import DistillDataset, StepSampler, cache_keys, caches, split_keys
 from depth_estimation.distill.losses import SSI_LOSSES, distill_loss
 from depth_estimation.framepath.colorize import Colorizer
 from depth_estimation.io.atomic import output_problem, write_json
@@ -50,7 +49,7 @@ from depth_estimation.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
 CHECKPOINT = "checkpoint"
 SCHEDULES = ("onecycle", "cosine")
 RESUME_KEYS = ("init", "steps", "batch_size", "lr", "weight_decay", "schedule", "size", "alpha",
-               "val_fraction", "seed", "obstacle_weight", "ssi", "relative_error")
+               "val_fraction", "seed", "obstacle_weight", "ssi")
 LOSS_KEYS = ("loss", "ssi", "grad")
 
 
@@ -159,8 +158,7 @@ class Trainer:
     def _resume(self) -> int:
         """Restore the checkpoint; returns its step (the history continues from it)."""
         state = load_checkpoint(self.ckpt_dir, self.model, self.optimizer, self.scheduler, self.scaler)
-        before = dict({"obstacle_weight": 1.0, "ssi": "mse", "relative_error": 0.0},
-                      **state["config"])  # checkpoints from before these options
+        before = dict({"obstacle_weight": 1.0, "ssi": "mse"}, **state["config"])  # from before the options
         changed = [k for k in RESUME_KEYS if before.get(k) != self.config[k]]
         if changed:
             raise ValueError("--resume with different settings than the checkpoint: %s" % ", ".join(
@@ -222,8 +220,7 @@ class Trainer:
         x, y, m = (t.to(self.device, non_blocking=True) for t in (x, y, m))
         with torch.autocast(self.device.type, enabled=self.amp):
             pred = self.net(x)
-        loss, parts = distill_loss(pred, y, m, self.config["alpha"], ssi=self.config["ssi"],
-                                   relative_far=self.config["relative_error"] or None)
+        loss, parts = distill_loss(pred, y, m, self.config["alpha"], ssi=self.config["ssi"])
         self.optimizer.zero_grad(set_to_none=True)
         lr = self.optimizer.param_groups[0]["lr"]
         if self.scaler is not None:
@@ -311,32 +308,39 @@ def train(cache, out: str, steps: int = 1000, batch_size: int = 16, lr: float = 
           val_fraction: float = 0.05, val_every: int = 100, ckpt_every: int = 100, seed: int = 0,
           workers: int = 0, resume: bool = False, log_dir: Optional[str] = None, progress: bool = True,
           alpha: float = 0.5, init: Optional[str] = None, obstacle_weight: float = 1.0,
-          ssi: str = "mse", relative_error: float = 0.0) -> Dict:
+          ssi: str = "mse") -> Dict:
     """Train a student on ``cache`` (a folder or several), random-initialized or from the student
     folder ``init`` (fine-tuning, e.g. the shipped ``fastdepth-duckietown``); write ``out/`` (see
     the module doc) and return the history {"config", "train": [...], "val": [...], "images_per_s", ...}.
     ``obstacle_weight``: the training loss weighs the obstacle pixels of ground-truth items that have
     an obstacle mask this many times (:mod:`depth_estimation.distill.data`); ``ssi``: the training
-    loss's residual norm, "mse" or "mae" (:func:`~depth_estimation.distill.losses.distill_loss`);
-    ``relative_error`` M > 0: residuals weighed by 1/label**2, labels beyond M metres as M
-    (:func:`~depth_estimation.distill.losses.relative_error_weights`; ground-truth caches only).
+    loss's residual norm, "mse" or "mae" (:func:`~depth_estimation.distill.losses.distill_loss`).
     Validation stays unweighted and on "mse", comparable across runs."""
     size = (int(size[0]), int(size[1]))
     _check_settings(size, schedule, steps, batch_size, val_every, ckpt_every, val_fraction)
     if ssi not in SSI_LOSSES:
         raise ValueError("ssi %r: use one of %s" % (ssi, ", ".join(SSI_LOSSES)))
-    if relative_error:
-        check_metric_labels(caches(cache), relative_error)
     settings = {"cache": caches(cache), "steps": steps, "batch_size": batch_size, "lr": lr,
                 "weight_decay": weight_decay, "schedule": schedule, "size": list(size), "alpha": alpha,
                 "val_fraction": val_fraction, "val_every": val_every, "ckpt_every": ckpt_every, "seed": seed,
                 "init": os.path.abspath(init) if init else None, "obstacle_weight": float(obstacle_weight),
-                "ssi": ssi, "relative_error": float(relative_error)}
+                "ssi": ssi}
     trainer = Trainer(cache, out, settings, workers=workers, resume=resume, log_dir=log_dir)
     return trainer.run(progress=progress)
 
 
 # ----------------------------------------------------------------------------------------- CLI
+def parse_size(text: str) -> Tuple[int, int]:
+    """``--size HxW``: positive multiples of 32."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError("size %r: use HxW, e.g. 192x256" % text)
+    if h <= 0 or w <= 0 or h % 32 or w % 32:
+        raise argparse.ArgumentTypeError("size %r: height and width must be positive multiples of 32" % text)
+    return h, w
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--cache", required=True, nargs="+", help="label cache(s) written by 'depth-distill label' "
@@ -347,7 +351,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     add("--lr", type=float, default=1e-3, help="peak learning rate (AdamW; default 1e-3)")
     add("--weight-decay", type=float, default=1e-4, help="AdamW weight decay (default 1e-4)")
     add("--schedule", choices=SCHEDULES, default="onecycle", help="learning-rate schedule")
-    add("--size", type=options.size_hw, default=(192, 256), help="training input HxW (default 192x256)")
+    add("--size", type=parse_size, default=(192, 256), help="training input HxW (default 192x256)")
     add("--val-fraction", type=float, default=0.05, help="share of images for validation")
     add("--val-every", type=int, default=100, help="validate every N steps (default 100)")
     add("--ckpt-every", type=int, default=100, help="checkpoint every N steps (default 100)")
@@ -360,10 +364,6 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     add("--ssi", choices=SSI_LOSSES, default="mse",
         help="the scale-and-shift-invariant term's residual: mse (squared, default) or mae (absolute, "
              "MiDaS's choice: sharper edges); validation is always reported on mse")
-    add("--relative-error", type=float, default=0.0, metavar="M",
-        help="weigh each pixel's residual by 1/label^2 (labels beyond M metres as M), so relative depth "
-             "errors count alike near and far, as AbsRel does; ground-truth labels (1/metres) only; "
-             "default 0: off")
     add("--log-dir", default=None, help="TensorBoard folder (default <out>/tb)")
     add("--seed", type=int, default=0, help="initialization, data order and augmentation seed")
     add("--workers", type=int, default=0, help="data loader worker processes (default 0)")
@@ -382,7 +382,7 @@ def run_train(args: argparse.Namespace) -> int:
                         val_fraction=args.val_fraction, val_every=args.val_every, ckpt_every=args.ckpt_every,
                         seed=args.seed, workers=args.workers, resume=args.resume, log_dir=args.log_dir,
                         progress=args.progress, init=args.init, obstacle_weight=args.obstacle_weight,
-                        ssi=args.ssi, relative_error=args.relative_error)
+                        ssi=args.ssi)
     except (ValueError, FileExistsError, FileNotFoundError, KeyError) as exc:
         print("depth-distill train: error: %s" % exc, file=sys.stderr)
         return 2
