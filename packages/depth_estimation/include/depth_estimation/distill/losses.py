@@ -7,11 +7,13 @@ aligned to it by the least-squares scale and shift (positive scale, constants fo
 least-squares fit minimizes) plus ``alpha`` (0.5) times the multi-scale (4 scales)
 gradient-matching loss on that residual (``grad``).
 
-``ssi="mae"`` (``depth-distill train --ssi mae``) is MiDaS's own ssimae: the prediction is normalized
-like the target (mean and mean absolute deviation over the valid pixels, differentiably) and the
-loss is the mean *absolute* residual. Where the student cannot tell two depths apart (an obstacle's
-edge against the road behind it) its optimum is the likelier one, the median, not their mean, so an
-obstacle is not pulled towards the road. (The least-squares alignment with constant ``s`` and ``t``
+``ssi="mae"`` (``depth-distill train --ssi mae``) follows MiDaS's ssimae (which centres on the median;
+here the mean, as for the target): the prediction is normalized like the target (mean and mean
+absolute deviation over the valid pixels, differentiably) and the loss is the mean *absolute*
+residual. Where the student cannot tell two depths apart (an obstacle's edge against the road behind
+it) its optimum is the likelier one, the weighted median, not the mean, so with obstacle pixels
+weighed up (``--obstacle-weight``) an obstacle is not pulled half-way towards the road; unweighted,
+a small obstacle is the minority and loses. (The least-squares alignment with constant ``s`` and ``t``
 is only right for the squared residual, which is stationary in them: with the absolute one a shared
 value drifts off as the fit follows it.)
 
