@@ -67,11 +67,19 @@ def main(argv=None) -> int:
     parser.add_argument("--bags", required=True, type=options.comma_list, help="the bags sim_bench ran on")
     parser.add_argument("--stride", type=int, default=1, help="sim_bench's --stride (default 1)")
     args = parser.parse_args(argv)
+    try:
+        return report(args.predictions, args.bags, args.stride)
+    except (OSError, ValueError) as exc:  # a wrong folder or bag: one line, no traceback
+        print("error: %s (run sim_bench on these bags first; --stride as it ran)" % exc, file=sys.stderr)
+        return 1
+
+
+def report(predictions: str, bags, stride: int) -> int:
     pixels = collections.defaultdict(lambda: np.zeros(5))  # n, sum |r - 1|, delta1 hits, too far, too near
     medians = collections.defaultdict(list)
     kernel = np.ones((7, 7), np.uint8)
-    for bag in args.bags:
-        for metric, gt, mask, height in frames(args.predictions, bag, args.stride):
+    for bag in bags:
+        for metric, gt, mask, height in frames(predictions, bag, stride):
             scored = np.isfinite(metric) & (gt > 1e-3) & (gt <= 10.0)
             interior = cv2.erode(mask.astype(np.uint8), kernel).astype(bool)
             road = scored & ~mask & (np.abs(height) < ROAD_M)
