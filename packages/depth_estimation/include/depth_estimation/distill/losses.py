@@ -30,10 +30,11 @@ import torch
 from torch import Tensor
 
 
-def _normalize_target(target: Tensor, mask: Tensor, eps: float = 1e-6) -> Tensor:
+def _normalize(values: Tensor, mask: Tensor, eps: float = 1e-6) -> Tensor:
+    """Per image: minus the mean, divided by the mean absolute deviation (over ``mask``)."""
     m = mask.float()
     n = m.sum((1, 2), keepdim=True).clamp_min(1)
-    t = torch.where(mask, target, torch.zeros_like(target))
+    t = torch.where(mask, values, torch.zeros_like(values))
     centred = t - (t * m).sum((1, 2), keepdim=True) / n
     return centred / ((centred.abs() * m).sum((1, 2), keepdim=True) / n + eps)
 
@@ -88,21 +89,28 @@ def _gradient_matching(residual: Tensor, weight: Tensor, scales: int) -> Tensor:
 SSI_LOSSES = ("mse", "mae")
 
 
+def check_ssi(ssi: str) -> None:
+    """ValueError unless ``ssi`` is one of :data:`SSI_LOSSES`."""
+    if ssi not in SSI_LOSSES:
+        raise ValueError("ssi %r: use one of %s" % (ssi, ", ".join(SSI_LOSSES)))
+
+
 def distill_loss(pred: Tensor, target: Tensor, mask: Tensor, alpha: float = 0.5,
                  scales: int = 4, ssi: str = "mse") -> Tuple[Tensor, Dict[str, Tensor]]:
     """``ssi + alpha * grad`` (one alignment shared); returns (total, {"ssi", "grad"} detached).
     ``mask``: bool valid pixels or float weights (see the module docstring); ``ssi``: "mse" (squared
     residual) or "mae" (absolute residual)."""
-    if ssi not in SSI_LOSSES:
-        raise ValueError("ssi %r: use one of %s" % (ssi, ", ".join(SSI_LOSSES)))
+    check_ssi(ssi)
     pred, target = pred.float(), target.float()
     weight = mask.float()
     mask = weight > 0
-    target = _normalize_target(target, mask)
+    target = _normalize(target, mask)
     if ssi == "mse":
         residual = align(pred, target, mask) - target
+        per_pixel = residual ** 2
     else:  # MiDaS's ssimae: the prediction normalized like the target, differentiably
-        residual = _normalize_target(pred, mask) - target
-    ssi = _per_image_mean(residual ** 2 if ssi == "mse" else residual.abs(), weight)
-    grad = _gradient_matching(residual, weight, scales) if alpha else ssi.new_zeros(())
-    return ssi + alpha * grad, {"ssi": ssi.detach(), "grad": grad.detach()}
+        residual = _normalize(pred, mask) - target
+        per_pixel = residual.abs()
+    term = _per_image_mean(per_pixel, weight)
+    grad = _gradient_matching(residual, weight, scales) if alpha else term.new_zeros(())
+    return term + alpha * grad, {"ssi": term.detach(), "grad": grad.detach()}

@@ -40,7 +40,7 @@ from tqdm import tqdm
 from depth_estimation import options
 from depth_estimation.distill.checkpoints import load_checkpoint, save_checkpoint
 from depth_estimation.distill.data import DistillDataset, StepSampler, cache_keys, caches, split_keys
-from depth_estimation.distill.losses import SSI_LOSSES, distill_loss
+from depth_estimation.distill.losses import SSI_LOSSES, check_ssi, distill_loss
 from depth_estimation.framepath.colorize import Colorizer
 from depth_estimation.io.atomic import output_problem, write_json
 from depth_estimation.models import fastdepth
@@ -318,8 +318,7 @@ def train(cache, out: str, steps: int = 1000, batch_size: int = 16, lr: float = 
     Validation stays unweighted and on "mse", comparable across runs."""
     size = (int(size[0]), int(size[1]))
     _check_settings(size, schedule, steps, batch_size, val_every, ckpt_every, val_fraction)
-    if ssi not in SSI_LOSSES:
-        raise ValueError("ssi %r: use one of %s" % (ssi, ", ".join(SSI_LOSSES)))
+    check_ssi(ssi)  # before the caches load
     settings = {"cache": caches(cache), "steps": steps, "batch_size": batch_size, "lr": lr,
                 "weight_decay": weight_decay, "schedule": schedule, "size": list(size), "alpha": alpha,
                 "val_fraction": val_fraction, "val_every": val_every, "ckpt_every": ckpt_every, "seed": seed,
@@ -363,7 +362,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
              "whose obstacle masks 'depth-distill label' caches; default 1: like every other pixel)")
     add("--ssi", choices=SSI_LOSSES, default="mse",
         help="the scale-and-shift-invariant term's residual: mse (squared, default) or mae (absolute, "
-             "MiDaS's choice: sharper edges); validation is always reported on mse")
+             "after MiDaS; see the README's trials); validation is always reported on mse")
     add("--log-dir", default=None, help="TensorBoard folder (default <out>/tb)")
     add("--seed", type=int, default=0, help="initialization, data order and augmentation seed")
     add("--workers", type=int, default=0, help="data loader worker processes (default 0)")
