@@ -26,12 +26,12 @@ import numpy as np
 from depth_estimation import options
 from depth_estimation.evaluation import ground_align, obstacle_eval, sim_bench
 from depth_estimation.evaluation.sim_world import heights_above_ground
-from depth_estimation.geometry import ground as ground_fit
 from depth_estimation.geometry.camera import FrameRays
 from depth_estimation.io.rgbd import depth_from_msg, detect_topics, paired_frames
 
 BINS = ((0.0, 0.5), (0.5, 1.0), (1.0, 2.0), (2.0, 10.0))
 ROAD_M = 0.005
+DEPTH_RANGE = (1e-3, 10.0)  # the benchmark's (depth-eval's --min-depth / --max-depth defaults)
 
 
 def _bin(d: float) -> str:
@@ -41,17 +41,15 @@ def _bin(d: float) -> str:
 def frames(predictions: str, bag: str, stride: int):
     """(metric prediction, ground truth, obstacle mask, ground-truth heights) of every confidently
     fitted frame of ``bag``."""
-    name = os.path.splitext(os.path.basename(bag))[0] + ("_every%d" % stride if stride > 1 else "")
+    folder = os.path.join(predictions, sim_bench.predictions_name(bag, stride))
     image_topic, depth_topic = detect_topics(bag)
-    scorer = ground_align.make_scorer(bag, image_topic, sim_bench.calibration_of(bag), None,
-                                      ground_fit.FitOptions.threshold, ground_fit.FitOptions.min_inlier_share,
-                                      ground_fit.DEFAULT_MAX_RANGE_M)
+    scorer = ground_align.make_scorer(bag, image_topic, **sim_bench.ground_arguments(bag))
     truth = obstacle_eval.ObstacleTruth.from_bag(bag, depth_topic)
     rays = None
     pairs = itertools.islice(paired_frames(bag, image_topic, depth_topic, {"images": [], "depths": []}),
                              0, None, stride)
     for index, (stamp, _image, depth_msg) in enumerate(pairs):
-        pred = np.load(os.path.join(predictions, name, "%06d.npy" % index)).astype(np.float32)
+        pred = np.load(os.path.join(folder, "%06d.npy" % index)).astype(np.float32)
         metric, _record = scorer.metric(index, pred, "disparity")
         mask = truth.mask(stamp) if truth is not None else None
         if metric is None or mask is None:
@@ -62,7 +60,8 @@ def frames(predictions: str, bag: str, stride: int):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--predictions", required=True, help="sim_bench's predictions/<model> folder")
     parser.add_argument("--bags", required=True, type=options.comma_list, help="the bags sim_bench ran on")
     parser.add_argument("--stride", type=int, default=1, help="sim_bench's --stride (default 1)")
@@ -78,24 +77,28 @@ def report(predictions: str, bags, stride: int) -> int:
     pixels = collections.defaultdict(lambda: np.zeros(5))  # n, sum |r - 1|, delta1 hits, too far, too near
     medians = collections.defaultdict(list)
     kernel = np.ones((7, 7), np.uint8)
+    lo, hi = DEPTH_RANGE
     for bag in bags:
         for metric, gt, mask, height in frames(predictions, bag, stride):
-            scored = np.isfinite(metric) & (gt > 1e-3) & (gt <= 10.0)
+            scored = np.isfinite(metric) & (gt >= lo) & (gt <= hi)
             interior = cv2.erode(mask.astype(np.uint8), kernel).astype(bool)
             road = scored & ~mask & (np.abs(height) < ROAD_M)
-            for where, sel in (("interior", mask & interior & scored), ("boundary", mask & ~interior & scored)):
-                if not sel.any():
+            for where, sel in (("interior", mask & interior), ("boundary", mask & ~interior)):
+                record = obstacle_eval.pixel_record(metric, gt, sel, DEPTH_RANGE)  # the benchmark's sums
+                if not record["obstacle_pixels"]:
                     continue
-                ratio = np.clip(metric[sel], 1e-3, 10.0) / gt[sel]
+                sel = sel & scored
+                ratio = np.clip(metric[sel], lo, hi) / gt[sel]
+                sums = (ratio.size, record["obstacle_abs_rel_sum"], record["obstacle_delta1_hits"],
+                        (ratio > obstacle_eval.DELTA1).sum(), (ratio < 1 / obstacle_eval.DELTA1).sum())
                 for key in ((where, "all"), (where, _bin(float(np.median(gt[sel]))))):
-                    pixels[key] += (ratio.size, np.abs(ratio - 1).sum(), (np.maximum(ratio, 1 / ratio) < 1.25).sum(),
-                                    (ratio > 1.25).sum(), (ratio < 0.8).sum())
+                    pixels[key] += sums
                     medians[key].append(float(np.median(ratio)))
-            for lo, hi in BINS:
+            for near_m, far_m in BINS:
                 for where, sel in (("road", road), ("obstacles", mask & scored)):
-                    sel = sel & (gt >= lo) & (gt < hi)
+                    sel = sel & (gt >= near_m) & (gt < far_m)
                     if sel.sum() > 50:
-                        medians[(where + " by distance", "%.1f-%.1f m" % (lo, hi))].append(
+                        medians[(where + " by distance", "%.1f-%.1f m" % (near_m, far_m))].append(
                             float(np.median(metric[sel] / gt[sel])))
     if not medians:
         print("error: no confidently fitted frame with an obstacle mask", file=sys.stderr)

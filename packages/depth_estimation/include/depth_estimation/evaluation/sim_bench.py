@@ -91,17 +91,27 @@ def _predictions(model: str, bag: str, extrinsics: str, out_dir: str, estimator_
     return out_dir
 
 
+def predictions_name(bag: str, stride: int = 1) -> str:
+    """The folder of ``bag``'s saved outputs inside ``<out>/predictions/<model>/``."""
+    return os.path.splitext(os.path.basename(bag))[0] + ("_every%d" % stride if stride > 1 else "")
+
+
+def ground_arguments(bag: str) -> Dict:
+    """The benchmark's ``--align ground`` settings for ``bag`` (its calibration, the default fit):
+    the keyword arguments of :func:`~depth_estimation.evaluation.ground_align.make_scorer`."""
+    return {"extrinsics": calibration_of(bag), "plane_hpr": None,
+            "threshold": ground_fit.FitOptions.threshold,
+            "min_inlier_share": ground_fit.FitOptions.min_inlier_share,
+            "max_range_m": ground_fit.DEFAULT_MAX_RANGE_M}
+
+
 def bench_bag(model: str, bag: str, out: str, estimator_args: dict, stride: int = 1) -> Dict:
     """Relative and metric (ground-aligned, obstacles) results of ``model`` on one bag."""
-    extrinsics = calibration_of(bag)
-    name = os.path.splitext(os.path.basename(bag))[0]
+    ground = ground_arguments(bag)
     folder = os.path.join(out, "predictions", model.replace(":", "_").replace("/", "_"),
-                          name + ("_every%d" % stride if stride > 1 else ""))
-    preds = _predictions(model, bag, extrinsics, folder, estimator_args, stride)
+                          predictions_name(bag, stride))
+    preds = _predictions(model, bag, ground["extrinsics"], folder, estimator_args, stride)
     relative = depth_eval.evaluate(bag, "lsq-disparity", predictions=preds, stride=stride)
-    ground = {"extrinsics": extrinsics, "plane_hpr": None, "threshold": ground_fit.FitOptions.threshold,
-              "min_inlier_share": ground_fit.FitOptions.min_inlier_share,
-              "max_range_m": ground_fit.DEFAULT_MAX_RANGE_M}
     try:
         metric = depth_eval.evaluate(bag, ground_align.GROUND, predictions=preds, ground=ground,
                                      stride=stride)
