@@ -4,6 +4,7 @@
     depth-distill train --cache cache/ --out runs/student1 --steps 20000       # the student learns
     depth-distill label --teacher ground-truth --bags 'sim/train/*.bag' --cache gt/  # RGB-D ground truth
     depth-distill train --cache cache/ gt/ --out runs/mix                      # both label sources
+    depth-distill average --students runs/a/student runs/b/student --out runs/ab  # weights averaged
     roslaunch depth_estimation depth_node.launch model:=runs/student1/student input_size:=0
 
 ``label`` caches the teacher's relative inverse depth per image (fp16, keyed by content hash;
@@ -17,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from depth_estimation.distill import labels, train
+from depth_estimation.distill import average, labels, train
 
 
 def main(argv=None) -> int:
@@ -27,8 +28,11 @@ def main(argv=None) -> int:
     labels.add_label_arguments(commands.add_parser("label", help="label images with a teacher or with "
                                                    "the ground truth of RGB-D bags (cached)"))
     train.add_train_arguments(commands.add_parser("train", help="train the student on cached labels"))
+    average.add_average_arguments(commands.add_parser("average", help="average the weights of several "
+                                                      "students (fine-tunes of one student)"))
     args = parser.parse_args(argv)
-    return labels.run_label(args) if args.command == "label" else train.run_train(args)
+    run = {"label": labels.run_label, "train": train.run_train, "average": average.run_average}
+    return run[args.command](args)
 
 
 if __name__ == "__main__":
