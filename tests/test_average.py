@@ -1,5 +1,7 @@
 """``depth-distill average``: a student whose weights are the weighted mean of several students'."""
+import json
 import os
+import re
 
 import pytest
 import torch
@@ -46,29 +48,45 @@ def test_half_output_stores_float16(students, tmp_path):
     assert fastdepth._read_config(out)["weights_dtype"] == "float16"
 
 
+def _refused(argv, message, capsys):
+    assert cli.main(["average"] + argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("depth-distill average: error: ") and re.search(message, err), err
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--weights", "1"], "1 weights for 2 students"),
-    (["--weights", "1", "-1"], "non-negative"),
+    (["--weights", "1", "-1"], "finite and non-negative"),
+    (["--weights", "nan", "1"], "finite and non-negative"),
+    (["--weights", "inf", "1"], "finite and non-negative"),
+    (["--weights", "0", "0"], "positive sum"),
 ])
-def test_bad_weights_are_refused(students, tmp_path, extra, message):
+def test_bad_weights_are_refused(students, tmp_path, extra, message, capsys):
     out = tmp_path / "bad"
-    with pytest.raises(SystemExit, match=message):
-        cli.main(["average", "--students", *students, "--out", str(out)] + extra)
+    _refused(["--students", *students, "--out", str(out)] + extra, message, capsys)
     assert not out.exists()
 
 
-def test_one_student_or_a_missing_one_is_refused(students, tmp_path):
-    with pytest.raises(SystemExit, match="two students or more"):
-        cli.main(["average", "--students", students[0], "--out", str(tmp_path / "one")])
-    missing = str(tmp_path / "nowhere")
-    with pytest.raises(SystemExit, match="student config missing: %s" % missing):
-        cli.main(["average", "--students", students[0], missing, "--out", str(tmp_path / "two")])
+def test_one_student_a_missing_one_or_another_model_is_refused(students, tmp_path, capsys):
+    _refused(["--students", students[0], "--out", str(tmp_path / "one")], "two students or more", capsys)
+    missing = str(tmp_path / "run")  # e.g. a run folder instead of <run>/student
+    _refused(["--students", students[0], missing, "--out", str(tmp_path / "two")],
+             re.escape("student config missing: %s" % missing) + r".*expected a student folder", capsys)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"model_type": "depth_anything"}))
+    _refused(["--students", students[0], str(other), "--out", str(tmp_path / "three")],
+             "model_type 'depth_anything' is not", capsys)
+    assert not any((tmp_path / name).exists() for name in ("one", "two", "three"))
 
 
-def test_an_existing_output_is_never_overwritten(students, tmp_path):
+def test_an_existing_output_is_never_overwritten(students, tmp_path, capsys):
     out = tmp_path / "taken"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(SystemExit, match="exists and is not empty"):
-        cli.main(["average", "--students", *students, "--out", str(out)])
+    _refused(["--students", *students, "--out", str(out)], "exists and is not empty", capsys)
     assert os.listdir(out) == ["keep.txt"]
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    _refused(["--students", *students, "--out", str(a_file)], "not a folder", capsys)
+    assert a_file.read_text() == "x"

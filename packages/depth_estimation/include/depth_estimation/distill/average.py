@@ -13,11 +13,22 @@ buffers (batch-norm step counters, unused in inference) are taken from the first
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import sys
 from typing import Optional, Sequence
 
 from depth_estimation.io.atomic import output_problem
 from depth_estimation.models import fastdepth
+
+
+def _load(path: str):
+    try:
+        return fastdepth.load_student(path)
+    except (FileNotFoundError, ValueError) as exc:  # a run folder, a spec name, a foreign or broken config
+        where = "" if path in str(exc) else "%s: " % path
+        raise ValueError("%s%s (expected a student folder, e.g. <run>/student or "
+                         "assets/models/fastdepth-duckietown)" % (where, exc)) from exc
 
 
 def average_students(students: Sequence[str], weights: Optional[Sequence[float]] = None):
@@ -28,10 +39,10 @@ def average_students(students: Sequence[str], weights: Optional[Sequence[float]]
     weights = [1.0] * len(students) if weights is None else [float(w) for w in weights]
     if len(weights) != len(students):
         raise ValueError("%d weights for %d students" % (len(weights), len(students)))
-    if min(weights) < 0 or sum(weights) <= 0:
-        raise ValueError("weights must be non-negative with a positive sum, got %s" % (weights,))
+    if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError("weights must be finite and non-negative with a positive sum, got %s" % (weights,))
     shares = [w / sum(weights) for w in weights]
-    models = [fastdepth.load_student(path) for path in students]
+    models = [_load(path) for path in students]
     states = [m.state_dict() for m in models]
     mean = {}
     for key, first in states[0].items():
@@ -49,7 +60,7 @@ def add_average_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
         help="student folders (e.g. assets/models/fastdepth-duckietown, <run>/student), two or more")
     add("--weights", type=float, nargs="+", default=None,
         help="one weight per student (normalized to sum 1; default: equal)")
-    add("--out", required=True, help="the averaged student's folder (never overwritten)")
+    add("--out", required=True, help="the averaged student's folder (must not exist, or be empty)")
     add("--half", action="store_true",
         help="store float16 weights (half the bytes), like the shipped student")
     return parser
@@ -60,11 +71,13 @@ def run_average(args: argparse.Namespace) -> int:
     if not problem and os.path.isdir(args.out) and os.listdir(args.out):
         problem = "%s exists and is not empty: choose another --out" % args.out
     if problem:
-        raise SystemExit(problem)
+        print("depth-distill average: error: %s" % problem, file=sys.stderr)
+        return 2
     try:
         model = average_students(args.students, args.weights)
-    except (ValueError, FileNotFoundError) as error:
-        raise SystemExit("depth-distill average: %s" % error)
-    out = fastdepth.save_student(model, args.out, half=args.half)
+        out = fastdepth.save_student(model, args.out, half=args.half)
+    except (ValueError, OSError, RuntimeError) as exc:  # RuntimeError: safetensors/state-dict mismatch
+        print("depth-distill average: error: %s" % exc, file=sys.stderr)
+        return 2
     print("averaged %d students -> %s" % (len(args.students), out))
     return 0
